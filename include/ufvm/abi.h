@@ -13,23 +13,23 @@
  * every vCPU starts at CPL 3 in 64-bit mode. Page 0 is not mapped, so a NULL
  * dereference is reported as a page fault.
  */
-#define UFVM_PAGE_SIZE 0x1000ULL
-#define UFVM_GDT_BASE 0x1000ULL       /* GDT: fixed segments, then one TSS per vCPU */
-#define UFVM_IDT_BASE 0x2000ULL       /* IDT: vectors 0..31, CPL 0 handlers */
-#define UFVM_EXC_CODE_BASE 0x3000ULL  /* exception stubs (CPL 0, crash path only) */
-#define UFVM_BOOTINFO_BASE 0x4000ULL  /* struct ufvm_boot_info[UFVM_MAX_CPUS] */
-#define UFVM_CMDLINE_BASE 0x5000ULL   /* NUL-terminated command line */
-#define UFVM_CMDLINE_MAX 0x1000ULL    /* including the NUL */
-#define UFVM_TSS_BASE 0x6000ULL       /* struct tss[UFVM_MAX_CPUS], 128 bytes each */
-#define UFVM_EXC_STACKS 0x10000ULL    /* 4 KiB CPL 0 stack per vCPU */
+#define UFVM_PAGE_SIZE	    0x1000ULL
+#define UFVM_GDT_BASE	    0x1000ULL  /* GDT: fixed segments, then one TSS per vCPU */
+#define UFVM_IDT_BASE	    0x2000ULL  /* IDT: vectors 0..31, CPL 0 handlers */
+#define UFVM_EXC_CODE_BASE  0x3000ULL  /* exception stubs (CPL 0, crash path only) */
+#define UFVM_BOOTINFO_BASE  0x4000ULL  /* struct ufvm_boot_info[UFVM_MAX_CPUS] */
+#define UFVM_CMDLINE_BASE   0x5000ULL  /* NUL-terminated command line */
+#define UFVM_CMDLINE_MAX    0x1000ULL  /* including the NUL */
+#define UFVM_TSS_BASE	    0x8000ULL  /* TSS + I/O bitmap per vCPU, 512 bytes each */
+#define UFVM_EXC_STACKS	    0x10000ULL /* 4 KiB CPL 0 stack per vCPU */
 #define UFVM_EXC_STACK_SIZE 0x1000ULL
-#define UFVM_PGTABLE_BASE 0x60000ULL  /* PML4, PDPT, PT for the first 2 MiB, PDs */
-#define UFVM_STACKS_BASE 0x100000ULL  /* CPL 3 stack per vCPU */
-#define UFVM_STACK_SIZE 0x10000ULL
-#define UFVM_IMAGE_BASE 0x800000ULL   /* lowest address a guest may load at */
-#define UFVM_MAX_CPUS 64
-#define UFVM_MIN_MEM (16ULL << 20)
-#define UFVM_MAX_MEM (64ULL << 30)
+#define UFVM_PGTABLE_BASE   0x60000ULL	/* PML4, PDPT, PT for the first 2 MiB, PDs */
+#define UFVM_STACKS_BASE    0x100000ULL /* CPL 3 stack per vCPU */
+#define UFVM_STACK_SIZE	    0x10000ULL
+#define UFVM_IMAGE_BASE	    0x800000ULL /* lowest address a guest may load at */
+#define UFVM_MAX_CPUS	    64
+#define UFVM_MIN_MEM	    (16ULL << 20)
+#define UFVM_MAX_MEM	    (64ULL << 30)
 
 /*
  * Boot information: vCPU i starts with %rdi = UFVM_BOOTINFO_BASE + i * 64,
@@ -44,7 +44,7 @@ struct ufvm_boot_info {
 	uint32_t cpu_index;  /* this vCPU, 0..cpu_count-1 */
 	uint32_t cpu_count;
 	uint32_t abi_version;
-	uint32_t reserved[5];
+	uint32_t reserved[3];
 };
 _Static_assert(sizeof(struct ufvm_boot_info) == 64, "boot info is 64 bytes");
 
@@ -56,8 +56,8 @@ _Static_assert(sizeof(struct ufvm_boot_info) == 64, "boot info is 64 bytes");
  * (UFVM_E*). An argument address outside guest RAM stops the VM (status 2).
  */
 #define UFVM_HC_PORT_BASE 0x500
-#define UFVM_HC_PORT(nr) (UFVM_HC_PORT_BASE + (nr))
-#define UFVM_EXC_PORT 0x5ff /* used by the VMM's own exception stubs */
+#define UFVM_HC_PORT(nr)  (UFVM_HC_PORT_BASE + (nr))
+#define UFVM_EXC_PORT	  0x5ff /* used by the VMM's own exception stubs */
 
 enum ufvm_hypercall {
 	UFVM_HC_WRITE = 1, /* console write */
@@ -68,10 +68,10 @@ enum ufvm_hypercall {
 	UFVM_HC_MAX
 };
 
-#define UFVM_EINVAL 22   /* malformed request */
-#define UFVM_EFAULT 14   /* buffer outside guest RAM */
-#define UFVM_ENOSYS 38   /* unknown hypercall */
-#define UFVM_MARK_MAX 64 /* bytes in a mark label */
+#define UFVM_EINVAL    22 /* malformed request */
+#define UFVM_EFAULT    14 /* buffer outside guest RAM */
+#define UFVM_ENOSYS    38 /* unknown hypercall */
+#define UFVM_MARK_MAX  64 /* bytes in a mark label */
 #define UFVM_WRITE_MAX (1U << 20)
 
 struct ufvm_hc_write {
@@ -91,7 +91,7 @@ struct ufvm_hc_clock {
 
 struct ufvm_hc_mark {
 	uint64_t label; /* gpa of the label */
-	uint64_t len;   /* 1..UFVM_MARK_MAX */
+	uint64_t len;	/* 1..UFVM_MARK_MAX */
 	int64_t ret;
 };
 

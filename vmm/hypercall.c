@@ -1,0 +1,143 @@
+/* hypercall.c: guest hypercalls (console, exit, clock, mark, halt) behind the gpa gate */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmm/vmm.h"
+
+static pthread_mutex_t hc_console_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* An argument struct outside guest RAM is not a request we can answer: stop. */
+static bool hc_bad_arg(struct vcpu *v, const char *name, uint32_t gpa, size_t len)
+{
+	fprintf(stderr,
+		"ufvm: vCPU %u: hypercall %s: argument address 0x%" PRIx32 " (+%zu bytes) "
+		"lies outside guest RAM (%" PRIu64 " bytes); stopping the VM\n",
+		v->index, name, gpa, len, v->vm->mem->size);
+	vm_stop(v->vm, VMM_EXIT_USAGE);
+	return false;
+}
+
+static int hc_write_all(const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(STDOUT_FILENO, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static bool hc_write(struct vcpu *v, uint32_t gpa)
+{
+	const struct mm_mem *mem = v->vm->mem;
+	struct ufvm_hc_write a;
+	const uint8_t *buf;
+
+	if (mm_copy_from_guest(mem, &a, gpa, sizeof(a)) < 0)
+		return hc_bad_arg(v, "write", gpa, sizeof(a));
+	/* a is a private copy: the guest cannot change len after the check */
+	if (a.len > UFVM_WRITE_MAX) {
+		a.ret = -UFVM_EINVAL;
+	} else if (!(buf = mm_gpa(mem, a.buf, a.len))) {
+		a.ret = -UFVM_EFAULT;
+	} else {
+		pthread_mutex_lock(&hc_console_lock);
+		a.ret = hc_write_all(buf, a.len) < 0 ? -UFVM_EINVAL : (int64_t)a.len;
+		pthread_mutex_unlock(&hc_console_lock);
+	}
+	mm_copy_to_guest(mem, gpa + offsetof(struct ufvm_hc_write, ret), &a.ret, sizeof(a.ret));
+	return true;
+}
+
+static bool hc_exit(struct vcpu *v, uint32_t gpa)
+{
+	struct ufvm_hc_exit a;
+
+	if (mm_copy_from_guest(v->vm->mem, &a, gpa, sizeof(a)) < 0)
+		return hc_bad_arg(v, "exit", gpa, sizeof(a));
+	if (a.status > 255)
+		fprintf(stderr, "ufvm: guest exit status %" PRIu64 " truncated to %" PRIu64 "\n",
+			a.status, a.status & 255);
+	vm_stop(v->vm, (int)(a.status & 255));
+	return false;
+}
+
+static bool hc_clock(struct vcpu *v, uint32_t gpa)
+{
+	struct ufvm_hc_clock a = {.ns = vmm_now_ns(), .ret = 0};
+
+	if (!mm_gpa(v->vm->mem, gpa, sizeof(a)))
+		return hc_bad_arg(v, "clock", gpa, sizeof(a));
+	mm_copy_to_guest(v->vm->mem, gpa, &a, sizeof(a));
+	return true;
+}
+
+static bool hc_mark(struct vcpu *v, uint32_t gpa)
+{
+	struct vm *vm = v->vm;
+	struct ufvm_hc_mark a;
+	char label[UFVM_MARK_MAX + 1];
+
+	if (mm_copy_from_guest(vm->mem, &a, gpa, sizeof(a)) < 0)
+		return hc_bad_arg(v, "mark", gpa, sizeof(a));
+	if (a.len == 0 || a.len > UFVM_MARK_MAX) {
+		a.ret = -UFVM_EINVAL;
+	} else if (mm_copy_from_guest(vm->mem, label, a.label, a.len) < 0) {
+		a.ret = -UFVM_EFAULT;
+	} else {
+		uint64_t t = vmm_now_ns() - vm->start_ns;
+
+		label[a.len] = '\0';
+		for (uint64_t i = 0; i < a.len; i++)
+			if (label[i] < 0x20 || label[i] > 0x7e)
+				label[i] = '?';
+		if (vm->opts->verbose)
+			fprintf(stderr,
+				"ufvm: mark '%s' at %" PRIu64 ".%06" PRIu64 " s (vCPU %u)\n", label,
+				t / 1000000000, t / 1000 % 1000000, v->index);
+		if (vm->on_mark)
+			vm->on_mark(vm, v->index, label, vm->on_mark_ctx);
+		a.ret = 0;
+	}
+	mm_copy_to_guest(vm->mem, gpa + offsetof(struct ufvm_hc_mark, ret), &a.ret, sizeof(a.ret));
+	return true;
+}
+
+static bool hc_halt(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+	bool all;
+
+	pthread_mutex_lock(&vm->lock);
+	all = ++vm->halted == vm->ncpus;
+	pthread_mutex_unlock(&vm->lock);
+	if (all)
+		vm_stop(vm, 0);
+	return false;
+}
+
+bool hc_dispatch(struct vcpu *v, uint16_t port, uint32_t gpa)
+{
+	switch (port - UFVM_HC_PORT_BASE) {
+	case UFVM_HC_WRITE:
+		return hc_write(v, gpa);
+	case UFVM_HC_EXIT:
+		return hc_exit(v, gpa);
+	case UFVM_HC_CLOCK:
+		return hc_clock(v, gpa);
+	case UFVM_HC_MARK:
+		return hc_mark(v, gpa);
+	case UFVM_HC_HALT:
+		return hc_halt(v);
+	default:
+		return true; /* unreachable: the caller checked the port range */
+	}
+}

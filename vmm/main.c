@@ -1,0 +1,234 @@
+/* main.c: ufvm's command line and top level: the only place that decides to print and exit */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmm/vmm.h"
+
+#define UFVM_VERSION "0.1.0"
+#define MAX_IMAGE    (256ULL << 20)
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: ufvm run [OPTIONS] GUEST.elf\n"
+		   "       ufvm --help | --version\n"
+		   "\n"
+		   "Runs a static ELF64 guest at CPL 3 on a KVM vCPU per --cpus, with guest RAM\n"
+		   "managed by ufvm. Exits with the guest's exit status (0..255); 2 on bad input,\n"
+		   "3 when the guest crashes, 1 on a host-side failure.\n"
+		   "\n"
+		   "options for run:\n"
+		   "  --mem SIZE        guest RAM (K/M/G suffixes; default 64M, 16M..64G,\n"
+		   "                    rounded up to 2M)\n"
+		   "  --cpus N          vCPUs, 1..64 (default 1)\n"
+		   "  --cmdline STRING  command line handed to the guest\n"
+		   "  -v, --verbose     log marks and set-up details to stderr\n");
+}
+
+static int bad_arg(const char *fmt, const char *a, const char *b)
+{
+	fprintf(stderr, "ufvm: ");
+	fprintf(stderr, fmt, a, b);
+	fprintf(stderr, "\nTry 'ufvm --help' for more information.\n");
+	return VMM_EXIT_USAGE;
+}
+
+enum { OPT_MEM = 256, OPT_CPUS, OPT_CMDLINE };
+
+/* Returns -1 to continue, or an exit status. */
+static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
+{
+	static const struct option longopts[] = {
+	    {"mem", required_argument, NULL, OPT_MEM},
+	    {"cpus", required_argument, NULL, OPT_CPUS},
+	    {"cmdline", required_argument, NULL, OPT_CMDLINE},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	int c;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_MEM:
+			if (cli_parse_size(optarg, &o->mem) < 0 || o->mem < UFVM_MIN_MEM ||
+			    o->mem > UFVM_MAX_MEM)
+				return bad_arg("--mem: invalid size '%s'%s", optarg,
+					       " (use 16M..64G, with a K, M or G suffix)");
+			o->mem = (o->mem + (2ULL << 20) - 1) & ~((2ULL << 20) - 1);
+			break;
+		case OPT_CPUS:
+			if (cli_parse_uint(optarg, 1, UFVM_MAX_CPUS, &o->cpus) < 0)
+				return bad_arg("--cpus: invalid count '%s'%s", optarg,
+					       " (use 1..64)");
+			break;
+		case OPT_CMDLINE:
+			if (strlen(optarg) >= UFVM_CMDLINE_MAX)
+				return bad_arg("--cmdline: too long%s%s", "",
+					       " (at most 4095 bytes)");
+			o->cmdline = optarg;
+			break;
+		case 'v':
+			o->verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			return bad_arg("option '%s' needs an argument%s", argv[optind - 1], "");
+		default:
+			return bad_arg("unknown option '%s'%s", argv[optind - 1], "");
+		}
+	}
+	if (optind != argc - 1)
+		return bad_arg(optind >= argc ? "run: no guest image given%s%s"
+					      : "run: unexpected argument '%s'%s",
+			       optind >= argc ? "" : argv[optind + 1], "");
+	o->guest = argv[optind];
+	return -1;
+}
+
+/* Read the guest image into memory; prints and returns an exit status on failure. */
+static int read_image(const char *path, uint8_t **img, size_t *len)
+{
+	struct stat st;
+	ssize_t n;
+	size_t got = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		fprintf(stderr, "ufvm: guest image %s: cannot open: %s\n", path, strerror(errno));
+		goto err;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_IMAGE) {
+		fprintf(stderr, "ufvm: guest image %s: %s\n", path,
+			S_ISREG(st.st_mode) ? "larger than 256 MiB" : "not a regular file");
+		goto err;
+	}
+	*len = (size_t)st.st_size;
+	*img = malloc(*len ? *len : 1);
+	if (!*img) {
+		fprintf(stderr, "ufvm: guest image %s: out of memory\n", path);
+		goto err;
+	}
+	while (got < *len && (n = read(fd, *img + got, *len - got)) > 0)
+		got += (size_t)n;
+	if (got != *len) {
+		fprintf(stderr, "ufvm: guest image %s: short read\n", path);
+		free(*img);
+		goto err;
+	}
+	close(fd);
+	return 0;
+err:
+	if (fd >= 0)
+		close(fd);
+	return VMM_EXIT_USAGE;
+}
+
+static int run(const struct vmm_opts *o)
+{
+	struct kvm k;
+	struct mm_mem mem = {.memfd = -1};
+	struct elf_image img;
+	struct vm vm;
+	uint8_t *image = NULL;
+	size_t image_len = 0;
+	const char *why = "";
+	int err, status;
+
+	status = read_image(o->guest, &image, &image_len);
+	if (status)
+		return status;
+	err = kvm_open(&k, &why);
+	if (err) {
+		fprintf(stderr, "ufvm: /dev/kvm: %s: %s (%s)\n", why, strerror(-err),
+			err == -ENOENT	 ? "load the kvm module or run on a host with KVM"
+			: err == -EACCES ? "run as root or add yourself to the kvm group"
+					 : "this host's KVM lacks a feature ufvm needs");
+		free(image);
+		return VMM_EXIT_USAGE;
+	}
+	status = VMM_EXIT_INTERNAL;
+	err = mm_mem_create(&mem, o->mem);
+	if (err) {
+		fprintf(stderr, "ufvm: guest RAM (%llu bytes): %s\n", (unsigned long long)o->mem,
+			strerror(-err));
+		goto out_kvm;
+	}
+	err = elf_load(image, image_len, &mem, &img, &why);
+	if (err) {
+		fprintf(stderr, "ufvm: guest image %s: %s\n", o->guest, why);
+		status = VMM_EXIT_USAGE;
+		goto out_mem;
+	}
+	err = vm_create(&vm, &k, &mem, o);
+	if (err) {
+		fprintf(stderr, "ufvm: cannot create the VM: %s\n", strerror(-err));
+		goto out_mem;
+	}
+	for (unsigned i = 0; i < o->cpus; i++) {
+		err = vcpu_create(&vm, i);
+		if (!err)
+			err = x86_setup_vcpu(vm.vcpus[i].fd, &k, i, img.entry);
+		if (err) {
+			fprintf(stderr, "ufvm: vCPU %u: set-up failed: %s\n", i, strerror(-err));
+			goto out_vm;
+		}
+	}
+	{
+		int khz = ioctl(vm.vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+
+		err = x86_setup_guest(&mem, &k, o->cpus, o->cmdline, &img, khz > 0 ? khz : 0);
+	}
+	if (err) {
+		fprintf(stderr, "ufvm: guest set-up failed: %s\n", strerror(-err));
+		goto out_vm;
+	}
+	if (o->verbose)
+		fprintf(stderr, "ufvm: %s: entry 0x%llx, image end 0x%llx, %llu MiB, %u vCPU(s)\n",
+			o->guest, (unsigned long long)img.entry, (unsigned long long)img.end,
+			(unsigned long long)(o->mem >> 20), o->cpus);
+	status = vm_run(&vm);
+out_vm:
+	vm_destroy(&vm);
+out_mem:
+	mm_mem_destroy(&mem);
+out_kvm:
+	kvm_close(&k);
+	free(image);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct vmm_opts o = {.mem = 64ULL << 20, .cpus = 1, .cmdline = ""};
+	int status;
+
+	if (argc < 2) {
+		usage(stderr);
+		return VMM_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("ufvm %s (guest ABI %d)\n", UFVM_VERSION, UFVM_ABI_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "run") != 0)
+		return bad_arg("unknown command '%s'%s", argv[1], " (expected 'run')");
+	status = parse_run_args(argc - 1, argv + 1, &o);
+	if (status >= 0)
+		return status;
+	return run(&o);
+}

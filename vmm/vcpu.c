@@ -1,0 +1,212 @@
+/* vcpu.c: vCPU creation, the run loop and exit dispatch */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vmm/vmm.h"
+
+int vcpu_create(struct vm *vm, unsigned index)
+{
+	struct vcpu *v = &vm->vcpus[index];
+	int err;
+
+	v->vm = vm;
+	v->index = index;
+	v->fd = ioctl(vm->fd, KVM_CREATE_VCPU, index);
+	if (v->fd < 0)
+		return -errno;
+	v->run = mmap(NULL, vm->kvm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		err = -errno;
+		v->run = NULL;
+		goto err_close;
+	}
+	return 0;
+
+err_close:
+	close(v->fd);
+	v->fd = -1;
+	return err;
+}
+
+void vcpu_destroy(struct vcpu *v)
+{
+	if (v->run)
+		munmap(v->run, v->vm->kvm->run_size);
+	if (v->fd > 0)
+		close(v->fd);
+	v->run = NULL;
+	v->fd = -1;
+}
+
+void vcpu_dump_regs(const struct vcpu *v)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+
+	if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0) {
+		fprintf(stderr, "ufvm: vCPU %u: cannot read registers: %s\n", v->index,
+			strerror(errno));
+		return;
+	}
+	fprintf(stderr,
+		"ufvm: vCPU %u registers:\n"
+		"  rip %016llx rsp %016llx rflags %016llx\n"
+		"  rax %016llx rbx %016llx rcx %016llx rdx %016llx\n"
+		"  rsi %016llx rdi %016llx rbp %016llx\n"
+		"  r8  %016llx r9  %016llx r10 %016llx r11 %016llx\n"
+		"  r12 %016llx r13 %016llx r14 %016llx r15 %016llx\n"
+		"  cs %04x (cpl %u) ss %04x cr0 %016llx cr2 %016llx cr3 %016llx cr4 %016llx "
+		"efer %llx\n",
+		v->index, r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp,
+		r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, s.cs.selector, s.cs.dpl,
+		s.ss.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer);
+}
+
+/* The CPL 0 stub pushed: vector, error code, then the CPU's frame rip, cs,
+ * rflags, rsp, ss. The frame lives in guest RAM, so read it through the gate. */
+static void vcpu_report_exception(struct vcpu *v)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	uint64_t f[7];
+
+	if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0 ||
+	    mm_copy_from_guest(v->vm->mem, f, r.rsp, sizeof(f)) < 0) {
+		fprintf(stderr, "ufvm: vCPU %u: guest exception, but its frame is unreadable\n",
+			v->index);
+	} else {
+		fprintf(stderr,
+			"ufvm: vCPU %u: guest exception %s (vector %" PRIu64 "), error code "
+			"0x%" PRIx64 ", CR2 0x%llx, RIP 0x%" PRIx64 ", RSP 0x%" PRIx64
+			", RFLAGS 0x%" PRIx64 "\n",
+			v->index, x86_exception_name((unsigned)f[0]), f[0], f[1], s.cr2, f[2], f[5],
+			f[4]);
+	}
+	vcpu_dump_regs(v);
+}
+
+static void vcpu_fail(struct vcpu *v, const char *what)
+{
+	fprintf(stderr, "ufvm: vCPU %u: %s\n", v->index, what);
+	vcpu_dump_regs(v);
+	vm_stop(v->vm, VMM_EXIT_CRASH);
+}
+
+/* Returns false when this vCPU must leave its loop. */
+static bool vcpu_handle_exit(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	char msg[160];
+
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO: {
+		uint16_t port = run->io.port;
+		uint32_t data = 0;
+
+		if (port == UFVM_EXC_PORT) {
+			vcpu_report_exception(v);
+			vm_stop(v->vm, VMM_EXIT_CRASH);
+			return false;
+		}
+		if (run->io.direction != KVM_EXIT_IO_OUT || run->io.size != 4 ||
+		    run->io.count != 1 || port <= UFVM_HC_PORT_BASE ||
+		    port >= UFVM_HC_PORT(UFVM_HC_MAX)) {
+			snprintf(msg, sizeof(msg),
+				 "unexpected port I/O: %s port 0x%x size %u count %u",
+				 run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in", port,
+				 run->io.size, run->io.count);
+			vcpu_fail(v, msg);
+			return false;
+		}
+		memcpy(&data, (uint8_t *)run + run->io.data_offset, 4);
+		return hc_dispatch(v, port, data);
+	}
+	case KVM_EXIT_SHUTDOWN:
+		vcpu_fail(v, "guest triple fault (KVM_EXIT_SHUTDOWN): an exception occurred "
+			     "while the CPU could not deliver one");
+		return false;
+	case KVM_EXIT_INTERNAL_ERROR:
+		snprintf(msg, sizeof(msg), "KVM internal error, suberror %u%s",
+			 run->internal.suberror,
+			 run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+			     ? " (instruction emulation failed)"
+			     : "");
+		vcpu_fail(v, msg);
+		return false;
+	case KVM_EXIT_FAIL_ENTRY:
+		snprintf(msg, sizeof(msg), "VM entry failed, hardware reason 0x%llx",
+			 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		vcpu_fail(v, msg);
+		return false;
+	case KVM_EXIT_MMIO:
+		snprintf(msg, sizeof(msg), "guest accessed unbacked physical address 0x%llx",
+			 (unsigned long long)run->mmio.phys_addr);
+		vcpu_fail(v, msg);
+		return false;
+	case KVM_EXIT_HLT:
+		vcpu_fail(v, "guest executed HLT at CPL 0 (unexpected)");
+		return false;
+	default:
+		snprintf(msg, sizeof(msg), "unhandled KVM exit reason %u", run->exit_reason);
+		vcpu_fail(v, msg);
+		return false;
+	}
+}
+
+/* Park here while a pause is requested; returns false if the VM is stopping. */
+static bool vcpu_pause_point(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+
+	if (!atomic_load(&vm->pause_req))
+		return !atomic_load(&vm->stopping);
+	pthread_mutex_lock(&vm->lock);
+	vm->paused++;
+	pthread_cond_broadcast(&vm->cond);
+	while (atomic_load(&vm->pause_req) && !atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	vm->paused--;
+	pthread_mutex_unlock(&vm->lock);
+	return !atomic_load(&vm->stopping);
+}
+
+static void vcpu_leave(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->live--;
+	v->started = false; /* no more kicks for this thread */
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+
+	for (;;) {
+		/* clear before checking the flags: a kick that set it after this
+		 * store is seen through the flags it set first */
+		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		if (!vcpu_pause_point(v))
+			break;
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			fprintf(stderr, "ufvm: vCPU %u: KVM_RUN failed: %s\n", v->index,
+				strerror(errno));
+			vm_stop(v->vm, VMM_EXIT_INTERNAL);
+			break;
+		}
+		if (!vcpu_handle_exit(v))
+			break;
+	}
+	vcpu_leave(v);
+	return NULL;
+}

@@ -1,0 +1,173 @@
+/* vm.c: create the VM and its memory slot, start/stop/pause its vCPUs */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/vmm.h"
+
+#define VCPU_KICK_SIGNAL SIGUSR2
+
+uint64_t vmm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void vm_kick_handler(int sig)
+{
+	(void)sig; /* only here to interrupt KVM_RUN with EINTR */
+}
+
+int vm_create(struct vm *vm, struct kvm *k, struct mm_mem *mem, const struct vmm_opts *o)
+{
+	struct kvm_userspace_memory_region region = {
+	    .slot = 0,
+	    .guest_phys_addr = 0,
+	    .memory_size = mem->size,
+	    .userspace_addr = (uint64_t)(uintptr_t)mem->hva,
+	};
+	struct sigaction sa = {.sa_handler = vm_kick_handler};
+	int err;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->kvm = k;
+	vm->mem = mem;
+	vm->opts = o;
+	vm->ncpus = o->cpus;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	sigemptyset(&sa.sa_mask);
+	sigaction(VCPU_KICK_SIGNAL, &sa, NULL); /* no SA_RESTART: KVM_RUN returns EINTR */
+
+	vm->fd = ioctl(k->fd, KVM_CREATE_VM, 0);
+	if (vm->fd < 0)
+		return -errno;
+	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+		err = -errno;
+		goto err_close;
+	}
+	return 0;
+
+err_close:
+	close(vm->fd);
+	vm->fd = -1;
+	return err;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vcpu_destroy(&vm->vcpus[i]);
+	if (vm->fd >= 0)
+		close(vm->fd);
+	vm->fd = -1;
+	pthread_cond_destroy(&vm->cond);
+	pthread_mutex_destroy(&vm->lock);
+}
+
+/* Make every vCPU leave KVM_RUN soon: immediate_exit covers a vCPU about to
+ * enter, the signal one that is inside (including one blocked in a guest
+ * page fault that userfaultfd is holding, which KVM waits for interruptibly). */
+static void vm_kick_all(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+
+		if (v->run)
+			__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		if (v->started && !pthread_equal(v->thread, pthread_self()))
+			pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+	}
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_stop(struct vm *vm, int status)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (!atomic_load(&vm->stopping)) {
+		vm->exit_status = status;
+		atomic_store(&vm->stopping, true);
+	}
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	vm_kick_all(vm);
+}
+
+int vm_pause(struct vm *vm)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&vm->lock);
+	atomic_store(&vm->pause_req, true);
+	pthread_mutex_unlock(&vm->lock);
+	vm_kick_all(vm);
+	pthread_mutex_lock(&vm->lock);
+	while (vm->paused < vm->live && !atomic_load(&vm->stopping)) {
+		struct timespec ts;
+
+		/* re-kick now and then: a kick can land just before KVM_RUN clears immediate_exit
+		 */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		if (pthread_cond_timedwait(&vm->cond, &vm->lock, &ts) == ETIMEDOUT) {
+			pthread_mutex_unlock(&vm->lock);
+			vm_kick_all(vm);
+			pthread_mutex_lock(&vm->lock);
+		}
+	}
+	if (atomic_load(&vm->stopping))
+		err = -ESHUTDOWN;
+	pthread_mutex_unlock(&vm->lock);
+	return err;
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	atomic_store(&vm->pause_req, false);
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+int vm_run(struct vm *vm)
+{
+	unsigned started = 0;
+	int err = 0;
+
+	vm->start_ns = vmm_now_ns();
+	vm->live = vm->ncpus;
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		/* started is set under the lock before the thread exists and cleared by the
+		 * thread itself under the lock, so a kick never targets a joined thread */
+		pthread_mutex_lock(&vm->lock);
+		vm->vcpus[i].started = true;
+		err = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
+		if (err)
+			vm->vcpus[i].started = false;
+		pthread_mutex_unlock(&vm->lock);
+		if (err) {
+			fprintf(stderr, "ufvm: vCPU %u: cannot start thread: %s\n", i,
+				strerror(err));
+			pthread_mutex_lock(&vm->lock);
+			vm->live -= vm->ncpus - i;
+			pthread_mutex_unlock(&vm->lock);
+			vm_stop(vm, VMM_EXIT_INTERNAL);
+			break;
+		}
+		started++;
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(vm->vcpus[i].thread, NULL);
+	return vm->exit_status;
+}

@@ -1,0 +1,135 @@
+/* vmm.h: the VM, its vCPUs, the loader and the hypercall dispatcher */
+#ifndef UFVM_VMM_H
+#define UFVM_VMM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <linux/kvm.h>
+
+#include "mm/mm.h"
+#include "ufvm/abi.h"
+
+/* Exit statuses of the ufvm process (the guest's own status passes through). */
+#define VMM_EXIT_INTERNAL 1 /* host-side failure (KVM ioctl, out of memory) */
+#define VMM_EXIT_USAGE	  2 /* bad CLI argument, bad guest image, bad guest request */
+#define VMM_EXIT_CRASH	  3 /* guest crashed: exception, triple fault, emulation failure */
+
+struct vmm_opts {
+	uint64_t mem;	     /* guest RAM, bytes (rounded up to 2 MiB) */
+	unsigned cpus;	     /* 1..UFVM_MAX_CPUS */
+	const char *cmdline; /* guest command line, may be "" */
+	const char *guest;   /* path of the guest ELF */
+	int verbose;	     /* print marks and set-up details */
+};
+
+/* ---- cli.c: command line (pure functions, unit-tested) ---- */
+
+/* Parse "123", "64K", "512M", "2G" (also lowercase, optional "iB"/"B") into bytes; -EINVAL/-ERANGE.
+ */
+int cli_parse_size(const char *s, uint64_t *out);
+/* Parse a decimal unsigned in [min, max]; -EINVAL/-ERANGE. */
+int cli_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+
+/* ---- kvm.c: the /dev/kvm system fd ---- */
+
+struct kvm {
+	int fd;
+	int run_size; /* KVM_GET_VCPU_MMAP_SIZE */
+	struct kvm_cpuid2 *cpuid;
+	bool has_1g_pages;
+};
+
+/* Open /dev/kvm and check the API version and every capability ufvm uses.
+ * On failure *why names the reason (static string); returns -errno. */
+int kvm_open(struct kvm *k, const char **why);
+void kvm_close(struct kvm *k);
+
+/* ---- elf.c: guest image loader ---- */
+
+struct elf_image {
+	uint64_t entry;
+	uint64_t end; /* highest byte loaded (exclusive) */
+};
+
+/* Validate an ELF64 x86-64 static executable held in img[0..len) and place its
+ * PT_LOAD segments at their physical addresses in guest RAM. On error returns
+ * -EINVAL (or -ENOEXEC) and *why says what is wrong; guest RAM may be partly written. */
+int elf_load(const uint8_t *img, size_t len, const struct mm_mem *mem, struct elf_image *out,
+	     const char **why);
+
+/* ---- x86.c: page tables, descriptor tables, boot info, initial registers ---- */
+
+/* Write page tables, GDT, TSSs, IDT, exception stubs, command line and boot
+ * infos into guest RAM. Must be called after elf_load (heap starts after the image). */
+int x86_setup_guest(const struct mm_mem *mem, const struct kvm *k, unsigned cpus,
+		    const char *cmdline, const struct elf_image *img, uint64_t tsc_khz);
+/* Initial special and general registers of vCPU `index`. */
+int x86_setup_vcpu(int vcpu_fd, const struct kvm *k, unsigned index, uint64_t entry);
+const char *x86_exception_name(unsigned vector);
+
+/* ---- vm.c / vcpu.c: the VM and its run loop ---- */
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned index;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+};
+
+struct vm {
+	struct kvm *kvm;
+	int fd;
+	struct mm_mem *mem;
+	const struct vmm_opts *opts;
+	unsigned ncpus;
+	struct vcpu vcpus[UFVM_MAX_CPUS];
+	uint64_t start_ns;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	atomic_bool stopping;
+	int exit_status; /* valid once stopping */
+	unsigned halted; /* vCPUs parked by the HALT hypercall */
+	unsigned live;	 /* vCPUs inside their run loop */
+	unsigned paused; /* vCPUs waiting in vmm_pause */
+	atomic_bool pause_req;
+
+	/* called on a `mark` hypercall (after logging), may be NULL */
+	void (*on_mark)(struct vm *vm, unsigned vcpu, const char *label, void *ctx);
+	void *on_mark_ctx;
+};
+
+int vm_create(struct vm *vm, struct kvm *k, struct mm_mem *mem, const struct vmm_opts *o);
+void vm_destroy(struct vm *vm);
+/* Start every vCPU thread and wait until the VM stops; returns the exit status. */
+int vm_run(struct vm *vm);
+/* End the VM with `status` (first caller wins) and kick every vCPU out of KVM_RUN.
+ * Safe from any thread, including vCPU threads and the pager. */
+void vm_stop(struct vm *vm, int status);
+/* Stop all running vCPUs at their next exit and wait until they are parked.
+ * Must not be called from a vCPU thread. Returns -ESHUTDOWN if the VM is stopping. */
+int vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+uint64_t vmm_now_ns(void);
+
+/* vcpu.c */
+int vcpu_create(struct vm *vm, unsigned index);
+void vcpu_destroy(struct vcpu *v);
+void *vcpu_thread(void *arg);
+void vcpu_dump_regs(const struct vcpu *v);
+
+/* ---- hypercall.c ---- */
+
+/* Handle an OUT to a hypercall port. Returns true to keep running; on a fatal
+ * condition it has already called vm_stop with the right status and a message. */
+bool hc_dispatch(struct vcpu *v, uint16_t port, uint32_t gpa);
+
+#endif
