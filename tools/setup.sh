@@ -1,0 +1,31 @@
+#!/bin/sh
+# setup.sh: install what ufvm needs to build and test on Debian 12, if it is missing.
+set -eu
+
+PKGS="meson ninja-build gcc libc6-dev pkg-config liburing-dev libjansson-dev libpng-dev python3 util-linux"
+
+missing=""
+for p in $PKGS; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing="$missing $p"
+	fi
+done
+if [ -z "$missing" ]; then
+	echo "==> set-up: all build dependencies present"
+	exit 0
+fi
+echo "==> set-up: installing$missing"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		SUDO="sudo"
+	else
+		echo "ufvm set-up: need root (or sudo) to install:$missing" >&2
+		exit 1
+	fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+if ! $SUDO apt-get update -q || ! $SUDO apt-get install -y -q --no-install-recommends $missing; then
+	echo "ufvm set-up: could not install:$missing (check apt sources and network)" >&2
+	exit 1
+fi
