@@ -59,12 +59,16 @@ static int worker(uint32_t cpu, uint32_t n)
 	uint64_t t0, t1;
 
 	st->started = 1;
+	if (rt_self()->cpu_index != cpu) {
+		printf("smp: cpu %u: rt_self() says cpu %u\n", cpu, rt_self()->cpu_index);
+		st->own_bad++;
+	}
 	t0 = rt_clock_ns();
 	for (uint64_t i = 0; i < g.chunk_words; i++)
 		own[i] = pattern((uint64_t)&own[i], cpu);
 	t1 = rt_clock_ns();
 	st->write_ns = t1 - t0;
-	st->own_bad = verify(own, g.chunk_words, cpu, cpu);
+	st->own_bad += verify(own, g.chunk_words, cpu, cpu);
 	st->verify_ns = rt_clock_ns() - t1;
 	if (barrier(cpu))
 		return -1;

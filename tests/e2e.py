@@ -131,6 +131,8 @@ CASES = {
                      check=smp_lines(1)),
     'smp-2cpus': Case(run_guest('smp', 'mib=16', cpus=2), want=[OK], reject=NOT_FAILED,
                       check=smp_lines(2)),
+    'smp-3cpus': Case(run_guest('smp', 'mib=16 iters=300000 counters=7', cpus=3), want=[OK],
+                      reject=NOT_FAILED, check=smp_lines(3)),
     'smp-4cpus': Case(run_guest('smp', 'mib=32', cpus=4), want=[OK], reject=NOT_FAILED,
                       check=smp_lines(4)),
     # --- hypercall arguments: stop the VM (status 2) vs. an error code to the guest
