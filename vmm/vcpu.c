@@ -43,6 +43,23 @@ void vcpu_destroy(struct vcpu *v)
 	v->fd = -1;
 }
 
+static void vcpu_print_regs(unsigned index, const struct kvm_regs *r, const struct kvm_sregs *s,
+			    const char *note)
+{
+	fprintf(stderr,
+		"ufvm: vCPU %u registers%s:\n"
+		"  rip %016llx rsp %016llx rflags %016llx\n"
+		"  rax %016llx rbx %016llx rcx %016llx rdx %016llx\n"
+		"  rsi %016llx rdi %016llx rbp %016llx\n"
+		"  r8  %016llx r9  %016llx r10 %016llx r11 %016llx\n"
+		"  r12 %016llx r13 %016llx r14 %016llx r15 %016llx\n"
+		"  cs %04x (cpl %u) ss %04x cr0 %016llx cr2 %016llx cr3 %016llx cr4 %016llx "
+		"efer %llx\n",
+		index, note, r->rip, r->rsp, r->rflags, r->rax, r->rbx, r->rcx, r->rdx, r->rsi,
+		r->rdi, r->rbp, r->r8, r->r9, r->r10, r->r11, r->r12, r->r13, r->r14, r->r15,
+		s->cs.selector, s->cs.dpl, s->ss.selector, s->cr0, s->cr2, s->cr3, s->cr4, s->efer);
+}
+
 void vcpu_dump_regs(const struct vcpu *v)
 {
 	struct kvm_regs r;
@@ -53,22 +70,13 @@ void vcpu_dump_regs(const struct vcpu *v)
 			strerror(errno));
 		return;
 	}
-	fprintf(stderr,
-		"ufvm: vCPU %u registers:\n"
-		"  rip %016llx rsp %016llx rflags %016llx\n"
-		"  rax %016llx rbx %016llx rcx %016llx rdx %016llx\n"
-		"  rsi %016llx rdi %016llx rbp %016llx\n"
-		"  r8  %016llx r9  %016llx r10 %016llx r11 %016llx\n"
-		"  r12 %016llx r13 %016llx r14 %016llx r15 %016llx\n"
-		"  cs %04x (cpl %u) ss %04x cr0 %016llx cr2 %016llx cr3 %016llx cr4 %016llx "
-		"efer %llx\n",
-		v->index, r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp,
-		r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, s.cs.selector, s.cs.dpl,
-		s.ss.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer);
+	vcpu_print_regs(v->index, &r, &s, "");
 }
 
 /* The CPL 0 stub pushed: vector, error code, then the CPU's frame rip, cs,
- * rflags, rsp, ss. The frame lives in guest RAM, so read it through the gate. */
+ * rflags, rsp, ss. The frame lives in guest RAM, so read it through the gate.
+ * The registers printed are the faulting code's: rip/rsp/rflags/cs/ss come
+ * from the frame, the rest are untouched by the stub except rdx. */
 static void vcpu_report_exception(struct vcpu *v)
 {
 	struct kvm_regs r;
@@ -79,15 +87,20 @@ static void vcpu_report_exception(struct vcpu *v)
 	    mm_copy_from_guest(v->vm->mem, f, r.rsp, sizeof(f)) < 0) {
 		fprintf(stderr, "ufvm: vCPU %u: guest exception, but its frame is unreadable\n",
 			v->index);
-	} else {
-		fprintf(stderr,
-			"ufvm: vCPU %u: guest exception %s (vector %" PRIu64 "), error code "
-			"0x%" PRIx64 ", CR2 0x%llx, RIP 0x%" PRIx64 ", RSP 0x%" PRIx64
-			", RFLAGS 0x%" PRIx64 "\n",
-			v->index, x86_exception_name((unsigned)f[0]), f[0], f[1], s.cr2, f[2], f[5],
-			f[4]);
+		vcpu_dump_regs(v);
+		return;
 	}
-	vcpu_dump_regs(v);
+	fprintf(stderr,
+		"ufvm: vCPU %u: guest exception %s (vector %" PRIu64 "), error code 0x%" PRIx64
+		", CR2 0x%llx, RIP 0x%" PRIx64 ", RSP 0x%" PRIx64 ", RFLAGS 0x%" PRIx64 "\n",
+		v->index, x86_exception_name((unsigned)f[0]), f[0], f[1], s.cr2, f[2], f[5], f[4]);
+	r.rip = f[2];
+	r.rflags = f[4];
+	r.rsp = f[5];
+	s.cs.selector = (uint16_t)f[3];
+	s.cs.dpl = f[3] & 3;
+	s.ss.selector = (uint16_t)f[6];
+	vcpu_print_regs(v->index, &r, &s, " at the fault (rdx was used by the exception stub)");
 }
 
 static void vcpu_fail(struct vcpu *v, const char *what)
