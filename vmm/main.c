@@ -28,7 +28,9 @@ static void usage(FILE *f)
 		   "                    rounded up to 2M)\n"
 		   "  --cpus N          vCPUs, 1..64 (default 1)\n"
 		   "  --cmdline STRING  command line handed to the guest\n"
-		   "  -v, --verbose     log marks and set-up details to stderr\n");
+		   "  -v, --verbose     log marks and set-up details to stderr\n"
+		   "  --api PATH        serve the control socket at PATH (mode 0600), for\n"
+		   "                    ufvmctl: stats, pause, swap-out, ... (docs/API.md)\n");
 }
 
 static int bad_arg(const char *fmt, const char *a, const char *b)
@@ -39,7 +41,7 @@ static int bad_arg(const char *fmt, const char *a, const char *b)
 	return VMM_EXIT_USAGE;
 }
 
-enum { OPT_MEM = 256, OPT_CPUS, OPT_CMDLINE };
+enum { OPT_MEM = 256, OPT_CPUS, OPT_CMDLINE, OPT_API = 300 };
 
 /* Returns -1 to continue, or an exit status. */
 static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
@@ -49,6 +51,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"cpus", required_argument, NULL, OPT_CPUS},
 	    {"cmdline", required_argument, NULL, OPT_CMDLINE},
 	    {"verbose", no_argument, NULL, 'v'},
+	    {"api", required_argument, NULL, OPT_API},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -78,6 +81,9 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 			break;
 		case 'v':
 			o->verbose++;
+			break;
+		case OPT_API:
+			o->api = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -140,6 +146,7 @@ static int run(const struct vmm_opts *o)
 	struct mm_mem mem = {.memfd = -1};
 	struct elf_image img;
 	struct vm vm;
+	struct ctl *ctl = NULL;
 	uint8_t *image = NULL;
 	size_t image_len = 0;
 	const char *why = "";
@@ -197,7 +204,16 @@ static int run(const struct vmm_opts *o)
 		fprintf(stderr, "ufvm: %s: entry 0x%llx, image end 0x%llx, %llu MiB, %u vCPU(s)\n",
 			o->guest, (unsigned long long)img.entry, (unsigned long long)img.end,
 			(unsigned long long)(o->mem >> 20), o->cpus);
+	if (o->api) {
+		err = ctl_start(&ctl, o->api, &vm, &why);
+		if (err) {
+			fprintf(stderr, "ufvm: control socket %s: %s: %s\n", o->api, why,
+				strerror(-err));
+			goto out_vm;
+		}
+	}
 	status = vm_run(&vm);
+	ctl_stop(ctl); /* before the pager goes: requests use it */
 out_vm:
 	vm_destroy(&vm);
 out_mem:

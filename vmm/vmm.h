@@ -24,6 +24,7 @@ struct vmm_opts {
 	const char *cmdline; /* guest command line, may be "" */
 	const char *guest;   /* path of the guest ELF */
 	int verbose;	     /* print marks and set-up details */
+	const char *api;     /* control socket path (--api), NULL for none */
 };
 
 /* ---- cli.c: command line (pure functions, unit-tested) ---- */
@@ -125,6 +126,31 @@ int vcpu_create(struct vm *vm, unsigned index);
 void vcpu_destroy(struct vcpu *v);
 void *vcpu_thread(void *arg);
 void vcpu_dump_regs(const struct vcpu *v);
+
+/* ---- control.c, control_req.c: the control socket (docs/API.md) ---- */
+
+struct ctl;
+
+/* What requests act on; owned by the control thread. */
+struct ctl_ctx {
+	struct vm *vm;
+	bool paused; /* paused by a `pause` request, until `resume` */
+};
+
+/*
+ * Listen on a UNIX socket at path (mode 0600, a stale socket there is
+ * replaced) and serve requests on a thread until ctl_stop. Must be called
+ * after vm_create; the pager, if any, is found through vm->mem->pager at each
+ * request, so it must be started before and stopped after. -errno, *why names the step.
+ */
+int ctl_start(struct ctl **out, const char *path, struct vm *vm, const char **why);
+/* Stop serving, resume a VM paused by a request, remove the socket. NULL is a no-op. */
+void ctl_stop(struct ctl *c);
+/* Answer one request line (len bytes, no newline) with a malloc'd JSON object
+ * line ending in '\n' (*outlen bytes); NULL only when out of memory. */
+char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen);
+/* control_map.c: the `pagemap` request (a jansson json_t in and out) */
+struct json_t *ctl_pagemap(struct ctl_ctx *c, struct json_t *req);
 
 /* ---- hypercall.c ---- */
 

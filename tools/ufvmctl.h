@@ -1,0 +1,42 @@
+/* ufvmctl.h: the control client's connection and its commands */
+#ifndef UFVM_UFVMCTL_H
+#define UFVM_UFVMCTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct uc {
+	const char *path;
+	int fd;
+	char *buf; /* bytes received past the last answer */
+	size_t len, cap;
+};
+
+/* Connect to the control socket; -errno. */
+int uc_connect(struct uc *c, const char *path);
+void uc_close(struct uc *c);
+/*
+ * Send req (a JSON object; reference stolen) and return the answer object, or
+ * NULL with *why set (static or in a buffer that lives until the next call)
+ * when the connection failed or the answer is not JSON.
+ */
+json_t *uc_call(struct uc *c, json_t *req, const char **why);
+/* Shortcut for {"cmd": cmd}. */
+json_t *uc_cmd(struct uc *c, const char *cmd, const char **why);
+/* Integer member (0 when missing), and a member of the "pager" object. */
+uint64_t uc_u64(json_t *o, const char *key);
+uint64_t uc_pager(json_t *stats, const char *key);
+/* Decode the base64 `state` of a pagemap answer into *out (malloc'd); page count, or -1. */
+int64_t uc_pagemap_decode(json_t *ans, const char *field, uint8_t **out);
+/* "12.3 MiB" style, into buf. */
+const char *uc_bytes(uint64_t b, char *buf, size_t n);
+
+/* top.c: live view until q / Ctrl-C (tty) or `iterations` lines (0 = forever). */
+int uc_top(struct uc *c, unsigned iterations);
+/* heatmap.c: sample page states for `seconds`, write a PNG; exit status. */
+int uc_heatmap(struct uc *c, const char *png, double seconds, unsigned interval_ms);
+
+#endif

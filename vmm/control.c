@@ -1,0 +1,309 @@
+/* control.c: the control socket server: one thread poll()s the listener and its clients */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vmm/vmm.h"
+
+#define CTL_MAX_CLIENTS 16
+#define CTL_LINE_MAX	65536	       /* longest request, newline excluded */
+#define CTL_OUT_SLOW	(1u << 20)     /* stop reading a client that does not read its answers */
+#define CTL_OUT_MAX	(256ull << 20) /* ... and drop it past this */
+
+struct ctl_client {
+	int fd;
+	bool discarding; /* inside an oversized line: drop bytes up to its newline */
+	bool eof;	 /* the client shut down its side: close once its answers are out */
+	size_t inlen;
+	char in[CTL_LINE_MAX + 1];
+	char *out; /* answers not yet sent: out[outoff..outlen) */
+	size_t outlen, outoff, outcap;
+};
+
+struct ctl {
+	struct ctl_ctx ctx;
+	char *path;
+	int lfd;
+	int stop_pipe[2];
+	pthread_t tid;
+	struct ctl_client *cl[CTL_MAX_CLIENTS];
+};
+
+static void client_close(struct ctl *c, unsigned i)
+{
+	close(c->cl[i]->fd);
+	free(c->cl[i]->out);
+	free(c->cl[i]);
+	c->cl[i] = NULL;
+}
+
+/* Queue bytes for a client; false when it must be dropped. */
+static bool client_queue(struct ctl_client *k, const char *buf, size_t len)
+{
+	if (k->outoff == k->outlen)
+		k->outoff = k->outlen = 0;
+	if (k->outlen + len > CTL_OUT_MAX)
+		return false;
+	if (k->outlen + len > k->outcap) {
+		size_t cap = k->outcap ? k->outcap : 4096;
+		char *n;
+
+		while (cap < k->outlen + len)
+			cap *= 2;
+		n = realloc(k->out, cap);
+		if (!n)
+			return false;
+		k->out = n;
+		k->outcap = cap;
+	}
+	memcpy(k->out + k->outlen, buf, len);
+	k->outlen += len;
+	return true;
+}
+
+/* Send what the socket takes now; false when the client is gone. */
+static bool client_flush(struct ctl_client *k)
+{
+	while (k->outoff < k->outlen) {
+		ssize_t n = send(k->fd, k->out + k->outoff, k->outlen - k->outoff,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+		k->outoff += (size_t)n;
+	}
+	return true;
+}
+
+static bool client_answer(struct ctl *c, struct ctl_client *k, const char *line, size_t len)
+{
+	size_t outlen;
+	char *ans;
+	bool ok;
+
+	ans = ctl_answer(&c->ctx, line, len, &outlen);
+	if (!ans)
+		return false;
+	ok = client_queue(k, ans, outlen);
+	free(ans);
+	return ok;
+}
+
+/* Answer every complete line in k->in; false when the client must go. */
+static bool client_lines(struct ctl *c, struct ctl_client *k)
+{
+	size_t start = 0;
+	char *nl;
+
+	while ((nl = memchr(k->in + start, '\n', k->inlen - start))) {
+		size_t len = (size_t)(nl - (k->in + start));
+
+		if (k->discarding)
+			k->discarding = false; /* the tail of an oversized line */
+		else if (!client_answer(c, k, k->in + start, len))
+			return false;
+		start += len + 1;
+	}
+	memmove(k->in, k->in + start, k->inlen - start);
+	k->inlen -= start;
+	if (k->inlen > CTL_LINE_MAX) { /* no newline within the limit */
+		static const char e[] = "{\"ok\": false, \"error\": \"request too long: more "
+					"than 65536 bytes before the newline\"}\n";
+
+		if (!k->discarding && !client_queue(k, e, sizeof(e) - 1))
+			return false;
+		k->discarding = true;
+		k->inlen = 0;
+	}
+	return true;
+}
+
+static bool client_read(struct ctl *c, struct ctl_client *k)
+{
+	ssize_t n = recv(k->fd, k->in + k->inlen, sizeof(k->in) - k->inlen, MSG_DONTWAIT);
+
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+	if (n == 0) {
+		k->eof = true; /* perhaps mid-request: a partial line is dropped, nothing to undo */
+		return true;
+	}
+	k->inlen += (size_t)n;
+	return client_lines(c, k);
+}
+
+static void ctl_accept(struct ctl *c)
+{
+	int fd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	unsigned i;
+
+	if (fd < 0)
+		return;
+	for (i = 0; i < CTL_MAX_CLIENTS && c->cl[i]; i++)
+		;
+	if (i == CTL_MAX_CLIENTS) {
+		static const char e[] = "{\"ok\": false, \"error\": \"too many clients (16)\"}\n";
+
+		(void)!send(fd, e, sizeof(e) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		close(fd);
+		return;
+	}
+	c->cl[i] = calloc(1, sizeof(*c->cl[i]));
+	if (!c->cl[i]) {
+		close(fd);
+		return;
+	}
+	c->cl[i]->fd = fd;
+}
+
+static void *ctl_thread(void *arg)
+{
+	struct ctl *c = arg;
+	struct pollfd pf[2 + CTL_MAX_CLIENTS];
+	int who[2 + CTL_MAX_CLIENTS];
+
+	for (;;) {
+		nfds_t n = 2;
+
+		pf[0] = (struct pollfd){.fd = c->stop_pipe[0], .events = POLLIN};
+		pf[1] = (struct pollfd){.fd = c->lfd, .events = POLLIN};
+		for (unsigned i = 0; i < CTL_MAX_CLIENTS; i++) {
+			struct ctl_client *k = c->cl[i];
+
+			if (!k)
+				continue;
+			pf[n].fd = k->fd;
+			pf[n].events =
+			    (!k->eof && k->outlen - k->outoff < CTL_OUT_SLOW ? POLLIN : 0) |
+			    (k->outoff < k->outlen ? POLLOUT : 0);
+			who[n++] = (int)i;
+		}
+		if (poll(pf, n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pf[0].revents)
+			break;
+		for (nfds_t j = 2; j < n; j++) {
+			struct ctl_client *k = c->cl[who[j]];
+			bool ok = true;
+
+			if (pf[j].revents & (POLLIN | POLLHUP | POLLERR))
+				ok = client_read(c, k);
+			if (ok)
+				ok = client_flush(k);
+			if (!ok || (k->eof && k->outoff == k->outlen))
+				client_close(c, (unsigned)who[j]);
+		}
+		if (pf[1].revents & POLLIN)
+			ctl_accept(c);
+	}
+	return NULL;
+}
+
+static int ctl_listen(struct ctl *c, const char **why)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
+	mode_t old;
+	int err;
+
+	if (strlen(c->path) >= sizeof(sa.sun_path)) {
+		*why = "path too long for a UNIX socket (at most 107 bytes)";
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, c->path);
+	if (lstat(c->path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			*why = "exists and is not a socket";
+			return -EEXIST;
+		}
+		unlink(c->path); /* a stale socket from an earlier run */
+	}
+	c->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (c->lfd < 0) {
+		*why = "socket";
+		return -errno;
+	}
+	old = umask(0177); /* born 0600: never reachable by others, even briefly */
+	err = bind(c->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? -errno : 0;
+	umask(old);
+	if (!err && chmod(c->path, 0600) < 0)
+		err = -errno;
+	if (!err && listen(c->lfd, 8) < 0)
+		err = -errno;
+	if (err) {
+		*why = "bind/listen";
+		close(c->lfd);
+		c->lfd = -1;
+	}
+	return err;
+}
+
+int ctl_start(struct ctl **out, const char *path, struct vm *vm, const char **why)
+{
+	struct ctl *c = calloc(1, sizeof(*c));
+	int err;
+
+	*why = "out of memory";
+	if (!c || !(c->path = strdup(path))) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->ctx.vm = vm;
+	signal(SIGPIPE, SIG_IGN); /* belt and braces: every send uses MSG_NOSIGNAL */
+	err = ctl_listen(c, why);
+	if (err)
+		goto err_free;
+	if (pipe2(c->stop_pipe, O_CLOEXEC) < 0) {
+		err = -errno;
+		*why = "pipe";
+		goto err_close;
+	}
+	err = -pthread_create(&c->tid, NULL, ctl_thread, c);
+	if (err) {
+		*why = "thread";
+		goto err_pipe;
+	}
+	*out = c;
+	return 0;
+
+err_pipe:
+	close(c->stop_pipe[0]);
+	close(c->stop_pipe[1]);
+err_close:
+	close(c->lfd);
+	unlink(c->path);
+err_free:
+	free(c->path);
+	free(c);
+	return err;
+}
+
+void ctl_stop(struct ctl *c)
+{
+	if (!c)
+		return;
+	(void)!write(c->stop_pipe[1], "x", 1);
+	pthread_join(c->tid, NULL);
+	if (c->ctx.paused)
+		vm_resume(c->ctx.vm);
+	for (unsigned i = 0; i < CTL_MAX_CLIENTS; i++)
+		if (c->cl[i])
+			client_close(c, i);
+	close(c->stop_pipe[0]);
+	close(c->stop_pipe[1]);
+	close(c->lfd);
+	unlink(c->path);
+	free(c->path);
+	free(c);
+}

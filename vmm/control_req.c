@@ -1,0 +1,346 @@
+/* control_req.c: the control socket's requests, one JSON object in, one out (docs/API.md) */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <jansson.h>
+
+#include "vmm/vmm.h"
+
+typedef json_t *(*ctl_fn)(struct ctl_ctx *c, json_t *req);
+
+static json_t *err_json(const char *fmt, const char *arg)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), fmt, arg);
+	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
+}
+
+static json_t *ok_json(void)
+{
+	return json_pack("{s:b}", "ok", 1);
+}
+
+/* The pager, or NULL with *e set to the error to answer. */
+static struct mm_pager *need_pager(struct ctl_ctx *c, json_t **e)
+{
+	struct mm_pager *p = c->vm->mem->pager;
+
+	if (!p)
+		*e = err_json("not available: %s", "this VM runs without the pager");
+	return p;
+}
+
+/* An optional non-negative integer argument; false (and *e) when malformed. */
+static bool arg_u64(json_t *req, const char *key, uint64_t lo, uint64_t hi, uint64_t *v, json_t **e)
+{
+	json_t *j = json_object_get(req, key);
+
+	if (!j)
+		return true;
+	if (!json_is_integer(j) || json_integer_value(j) < 0 ||
+	    (uint64_t)json_integer_value(j) < lo || (uint64_t)json_integer_value(j) > hi) {
+		char range[96];
+
+		snprintf(range, sizeof(range), "'%s' must be an integer in %llu..%llu", key,
+			 (unsigned long long)lo, (unsigned long long)hi);
+		*e = err_json("bad argument: %s", range);
+		return false;
+	}
+	*v = (uint64_t)json_integer_value(j);
+	return true;
+}
+
+static json_t *vm_json(struct ctl_ctx *c)
+{
+	struct vm *vm = c->vm;
+
+	return json_pack("{s:I, s:I, s:i, s:b, s:I}", "mem_bytes", (json_int_t)vm->mem->size,
+			 "pages", (json_int_t)(vm->mem->size / 4096), "cpus", (int)vm->ncpus,
+			 "paused", c->paused, "uptime_ms",
+			 (json_int_t)(vm->start_ns ? (vmm_now_ns() - vm->start_ns) / 1000000 : 0));
+}
+
+#define PSTAT(f)                                                                                   \
+	{                                                                                          \
+#f, offsetof(struct mm_pager_stats, f)                                             \
+	}
+static const struct {
+	const char *name;
+	size_t off;
+} pager_fields[] = {
+    PSTAT(pages),
+    PSTAT(resident_pages),
+    PSTAT(swapped_pages),
+    PSTAT(memfd_bytes),
+    PSTAT(limit_pages),
+    PSTAT(swap_slots_used),
+    PSTAT(faults_missing),
+    PSTAT(faults_minor),
+    PSTAT(faults_swapin),
+    PSTAT(faults_deferred),
+    PSTAT(remove_events),
+    PSTAT(chunks),
+    PSTAT(chunk_pages),
+    PSTAT(swapin_pages),
+    PSTAT(swapout_pages),
+    PSTAT(swapin_bytes),
+    PSTAT(swapout_bytes),
+    PSTAT(readahead_pages),
+    PSTAT(clean_drops),
+    PSTAT(reclaim_runs),
+    PSTAT(reclaim_scanned),
+    PSTAT(zapped_pages),
+    PSTAT(max_resident_pages),
+    PSTAT(write_errors),
+    PSTAT(read_errors),
+    PSTAT(swapout_all_runs),
+    PSTAT(swapout_all_pages),
+    PSTAT(swapout_all_resident_bytes),
+    PSTAT(swapout_all_ns),
+    PSTAT(swapin_all_pages),
+    PSTAT(swapin_all_ns),
+    PSTAT(host_copies),
+};
+
+static json_t *pager_json(struct mm_pager *p)
+{
+	struct mm_pager_stats st;
+	json_t *o = json_object(), *lat = json_array();
+
+	mm_pager_get_stats(p, &st);
+	for (size_t i = 0; i < sizeof(pager_fields) / sizeof(pager_fields[0]); i++) {
+		uint64_t v;
+
+		memcpy(&v, (const char *)&st + pager_fields[i].off, sizeof(v));
+		json_object_set_new(o, pager_fields[i].name, json_integer((json_int_t)v));
+	}
+	for (unsigned i = 0; i < MM_LAT_BUCKETS; i++)
+		json_array_append_new(lat, json_integer((json_int_t)st.fault_lat_us[i]));
+	json_object_set_new(o, "fault_lat_us", lat);
+	return o;
+}
+
+static json_t *req_stats(struct ctl_ctx *c, json_t *req)
+{
+	struct mm_pager *p = c->vm->mem->pager;
+	json_t *r = ok_json();
+
+	(void)req;
+	json_object_set_new(r, "vm", vm_json(c));
+	json_object_set_new(r, "pager", p ? pager_json(p) : json_null());
+	return r;
+}
+
+static json_t *req_limit(struct ctl_ctx *c, json_t *req)
+{
+	json_t *j = json_object_get(req, "bytes"), *e = NULL;
+	uint64_t bytes;
+
+	if (json_is_string(j)) {
+		if (cli_parse_size(json_string_value(j), &bytes) < 0)
+			return err_json("bad argument: 'bytes': '%s' is not a size like 256M",
+					json_string_value(j));
+	} else if (!json_is_integer(j) || json_integer_value(j) < 0) {
+		return err_json("bad argument: %s",
+				"'bytes' (0 = no limit) must be given as a "
+				"non-negative integer or a size string like \"256M\"");
+	} else {
+		bytes = (uint64_t)json_integer_value(j);
+	}
+	if (bytes > c->vm->mem->size)
+		return err_json("bad argument: %s", "'bytes' is larger than guest RAM");
+	if (!need_pager(c, &e))
+		return e;
+	return err_json("not available: %s", "setting the memory limit at run time needs "
+					     "mm_pager_set_limit() from the pager");
+}
+
+static json_t *req_reclaim(struct ctl_ctx *c, json_t *req)
+{
+	uint64_t pages = 0;
+	json_t *e = NULL;
+
+	if (!json_object_get(req, "pages"))
+		return err_json("bad argument: %s", "'pages' is required");
+	if (!arg_u64(req, "pages", 1, c->vm->mem->size / 4096, &pages, &e) || !need_pager(c, &e))
+		return e;
+	return err_json("not available: %s", "reclaiming N pages needs mm_pager_reclaim() "
+					     "from the pager");
+}
+
+static json_t *req_pause(struct ctl_ctx *c, json_t *req)
+{
+	(void)req;
+	if (!c->paused) {
+		if (vm_pause(c->vm) < 0)
+			return err_json("%s", "the VM is stopping");
+		c->paused = true;
+	}
+	return ok_json();
+}
+
+static json_t *req_resume(struct ctl_ctx *c, json_t *req)
+{
+	(void)req;
+	if (c->paused) {
+		vm_resume(c->vm);
+		c->paused = false;
+	}
+	return ok_json();
+}
+
+/* Run a whole-VM swap operation and report what it did from the stats' deltas. */
+static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
+{
+	struct mm_pager_stats a, b;
+	json_t *e = NULL, *pf = json_object_get(req, "prefetch");
+	struct mm_pager *p = need_pager(c, &e);
+	uint64_t t0;
+	int err;
+
+	if (pf && !json_is_boolean(pf))
+		return err_json("bad argument: %s", "'prefetch' must be true or false");
+	if (!p)
+		return e;
+	mm_pager_get_stats(p, &a);
+	t0 = vmm_now_ns();
+	err = out ? mm_pager_swapout_all(p, json_is_true(pf) ? MM_SWAPIN_PREFETCH
+							     : MM_SWAPIN_ON_DEMAND)
+		  : mm_pager_swapin_all(p);
+	/* the pager resumes the vCPUs it paused: keep a requested pause in force */
+	if (c->paused && vm_pause(c->vm) < 0)
+		c->paused = false;
+	if (err < 0)
+		return err_json(out ? "swap-out failed: %s" : "swap-in failed: %s", strerror(-err));
+	mm_pager_get_stats(p, &b);
+	return json_pack("{s:b, s:I, s:I, s:I, s:I, s:I}", "ok", 1, "ms",
+			 (json_int_t)((vmm_now_ns() - t0) / 1000000), "pages_out",
+			 (json_int_t)(b.swapout_pages - a.swapout_pages), "pages_in",
+			 (json_int_t)(b.swapin_pages - a.swapin_pages), "resident_pages",
+			 (json_int_t)b.resident_pages, "swapped_pages",
+			 (json_int_t)b.swapped_pages);
+}
+
+static json_t *req_swapout(struct ctl_ctx *c, json_t *req)
+{
+	return req_swap(c, req, true);
+}
+
+static json_t *req_swapin(struct ctl_ctx *c, json_t *req)
+{
+	return req_swap(c, req, false);
+}
+
+static json_t *req_wss(struct ctl_ctx *c, json_t *req)
+{
+	json_t *e = NULL;
+
+	(void)req;
+	if (!need_pager(c, &e))
+		return e;
+	return err_json("not available: %s", "working-set estimation needs mm_pager_wss() "
+					     "from the pager (access sampling)");
+}
+
+static json_t *req_stop(struct ctl_ctx *c, json_t *req)
+{
+	uint64_t status = 0;
+	json_t *e = NULL;
+
+	if (!arg_u64(req, "status", 0, 255, &status, &e))
+		return e;
+	vm_stop(c->vm, (int)status);
+	return ok_json();
+}
+
+static const struct {
+	const char *name;
+	ctl_fn fn;
+	const char *args; /* accepted keys besides "cmd" and "id", space-separated */
+} cmds[] = {
+    {"stats", req_stats, ""},
+    {"limit", req_limit, "bytes"},
+    {"reclaim", req_reclaim, "pages"},
+    {"pause", req_pause, ""},
+    {"resume", req_resume, ""},
+    {"swapout", req_swapout, "prefetch"},
+    {"swapin", req_swapin, ""},
+    {"wss", req_wss, ""},
+    {"pagemap", ctl_pagemap, "first count"},
+    {"stop", req_stop, "status"},
+};
+
+/* Unknown keys are errors: a typo must not pass for a default. */
+static json_t *check_keys(json_t *req, const char *args)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(req, key, v)
+	{
+		const char *hit = strstr(args, key);
+		size_t n = strlen(key);
+
+		if (!strcmp(key, "cmd") || !strcmp(key, "id"))
+			continue;
+		if (!n || !hit || (hit != args && hit[-1] != ' ') || (hit[n] && hit[n] != ' '))
+			return err_json("bad argument: unknown key '%s'", key);
+	}
+	return NULL;
+}
+
+static json_t *dispatch(struct ctl_ctx *c, json_t *req)
+{
+	json_t *cmd = json_object_get(req, "cmd"), *e;
+
+	if (!json_is_object(req))
+		return err_json("malformed request: %s", "not a JSON object");
+	if (!json_is_string(cmd))
+		return err_json("malformed request: %s", "no \"cmd\" string");
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (strcmp(cmds[i].name, json_string_value(cmd)))
+			continue;
+		e = check_keys(req, cmds[i].args);
+		return e ? e : cmds[i].fn(c, req);
+	}
+	return err_json("unknown command '%s' (expected stats, limit, reclaim, pause, resume, "
+			"swapout, swapin, wss, pagemap or stop)",
+			json_string_value(cmd));
+}
+
+char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen)
+{
+	json_error_t jerr;
+	json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr), *resp, *id;
+	char *s, *n;
+
+	if (!req) {
+		char why[200];
+
+		snprintf(why, sizeof(why), "%s (column %d)", jerr.text, jerr.column);
+		resp = err_json("malformed request: %s", why);
+	} else {
+		resp = dispatch(c, req);
+		id = json_is_object(req) ? json_object_get(req, "id") : NULL;
+		if (resp && id)
+			json_object_set(resp, "id", id);
+	}
+	s = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
+	json_decref(resp);
+	json_decref(req);
+	if (!s)
+		return NULL;
+	*outlen = strlen(s) + 1;
+	n = realloc(s, *outlen + 1);
+	if (!n) {
+		free(s);
+		return NULL;
+	}
+	n[*outlen - 1] = '\n';
+	n[*outlen] = '\0';
+	return n;
+}
