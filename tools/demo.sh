@@ -30,4 +30,34 @@ if "$UFVM" --help | grep -q -- --swapout-at-mark; then
 	"$UFVM" run --mem 256M --swapout-at-mark write-done --stats -v \
 		--cmdline "mib=128" "$G/memtouch.elf" || exit $?
 fi
+if "$UFVM" --help | grep -q -- --api && [ -x "$BUILD/tools/ufvmctl" ]; then
+	CTL="$BUILD/tools/ufvmctl"
+	SOCK=$(mktemp -u /tmp/ufvm-demo.XXXXXX.sock)
+	step "the control socket: a running guest swapped out and back in through ufvmctl" \
+		"$UFVM run --mem 256M --api $SOCK --cmdline 'hot=32 cold=96 rounds=60000' $G/hotcold.elf &"
+	"$UFVM" run --mem 256M --api "$SOCK" --cmdline "hot=32 cold=96 rounds=60000" \
+		"$G/hotcold.elf" >/dev/null &
+	vm=$!
+	i=0
+	while [ ! -S "$SOCK" ] && [ $i -lt 100 ] && kill -0 $vm 2>/dev/null; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	sleep 1 # let the guest write its hot and cold sets
+	PNG="${TMPDIR:-/tmp}/ufvm-heatmap.png"
+	"$CTL" "$SOCK" heatmap "$PNG" 5 >"$PNG.log" 2>&1 & # a picture of what follows
+	hm=$!
+	for c in stats "top -n 2" swapout stats swapin stats; do
+		printf '    $ ufvmctl SOCKET %s\n' "$c"
+		# shellcheck disable=SC2086 # $c is a command and its arguments
+		"$CTL" "$SOCK" $c 2>&1 | sed 's/^/      /'
+		[ "$c" != swapout ] || sleep 1 # the guest faults its hot set back in
+	done
+	wait $hm
+	printf '    $ ufvmctl SOCKET heatmap %s 5   (in the background, meanwhile)\n' "$PNG"
+	sed 's/^/      /' "$PNG.log"
+	rm -f "$PNG.log"
+	"$CTL" "$SOCK" stop 0 >/dev/null 2>&1 || kill $vm 2>/dev/null
+	wait $vm || exit $?
+fi
 printf '\n==> demo done\n'

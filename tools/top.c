@@ -92,6 +92,9 @@ static void draw(json_t *st, const struct sample *a, const struct sample *b, con
 	snprintf(l, sizeof(l), "none");
 	if (lim)
 		uc_bytes(lim, l, sizeof(l));
+	if (!json_is_object(json_object_get(st, "pager"))) /* no pager: nothing to count */
+		snprintf(r, sizeof(r), "-"), snprintf(s, sizeof(s), "-"),
+		    snprintf(l, sizeof(l), "-");
 	if (!tty_out) {
 		if (line % 20 == 0)
 			printf("%8s %12s %12s %10s %9s %9s %12s %12s %s\n", "uptime", "resident",
