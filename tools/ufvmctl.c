@@ -21,6 +21,7 @@ static void usage(FILE *f)
 		   "  swapin             read every swapped page back now\n"
 		   "  wss                working-set estimate\n"
 		   "  pagemap            page states over guest-physical memory\n"
+		   "  dirty              pages written since the last `dirty` (--dirty-track)\n"
 		   "  stop [STATUS]      end the VM with exit status STATUS (default 0)\n"
 		   "  top [-n N]         live view, refreshed each second (q or Ctrl-C quits)\n"
 		   "  heatmap OUT.png [SECONDS]  picture of page states over address and time\n"
@@ -129,6 +130,11 @@ static void print_ok(const char *cmd, json_t *a)
 		       (unsigned long long)uc_u64(a, "ms"),
 		       uc_bytes(uc_u64(a, "resident_pages") * 4096, b1, sizeof(b1)),
 		       (unsigned long long)uc_u64(a, "swapped_pages"));
+	} else if (!strcmp(cmd, "dirty")) {
+		printf("dirty: %llu of %llu pages written since the last harvest (%s)\n",
+		       (unsigned long long)uc_u64(a, "dirty_pages"),
+		       (unsigned long long)uc_u64(a, "pages"),
+		       json_string_value(json_object_get(a, "mode")));
 	} else if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume") || !strcmp(cmd, "stop")) {
 		printf("%s\n", !strcmp(cmd, "pause")	? "paused"
 			       : !strcmp(cmd, "resume") ? "resumed"
@@ -205,7 +211,7 @@ int main(int argc, char **argv)
 	} else {
 		static const char *const known[] = {"stats",   "limit",	  "reclaim", "pause",
 						    "resume",  "swapout", "swapin",  "wss",
-						    "pagemap", "stop"};
+						    "pagemap", "dirty",	  "stop"};
 		bool ok = false;
 
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)

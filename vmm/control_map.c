@@ -10,7 +10,8 @@
 
 /* Page codes on the wire (docs/API.md): enum pst_state, or CTL_PAGE_ABSENT when
  * the source only knows whether the page is in memory. */
-#define CTL_PAGE_ABSENT 5
+#define CTL_PAGE_RESIDENT 1 /* PST_RESIDENT */
+#define CTL_PAGE_ABSENT	  5
 
 static const char *const code_names[] = {"new",	      "resident", "unmapped",
 					 "writeback", "swapped",  "absent"};
@@ -45,7 +46,7 @@ static int pagemap_mincore(const struct mm_mem *m, uint64_t first, uint64_t n, u
 	if (mincore(m->hva + first * 4096, n * 4096, code) < 0)
 		return -errno;
 	for (uint64_t i = 0; i < n; i++)
-		code[i] = (code[i] & 1) ? PST_RESIDENT : CTL_PAGE_ABSENT;
+		code[i] = (code[i] & 1) ? CTL_PAGE_RESIDENT : CTL_PAGE_ABSENT;
 	return 0;
 }
 
@@ -97,5 +98,39 @@ struct json_t *ctl_pagemap(struct ctl_ctx *c, struct json_t *req)
 	free(s);
 out:
 	free(code);
+	return r;
+}
+
+/* The `dirty` request: pages written since the previous one (KVM's dirty log). */
+struct json_t *ctl_dirty(struct ctl_ctx *c, struct json_t *req)
+{
+	struct dirty *d = c->vm->dirty;
+	uint64_t *bits;
+	int64_t n;
+	char *s;
+	json_t *r;
+
+	(void)req;
+	if (!d)
+		return json_pack(
+		    "{s:b, s:s}", "ok", 0, "error",
+		    "not available: dirty tracking is off (run ufvm with --dirty-track)");
+	bits = calloc((d->npages + 63) / 64, 8);
+	if (!bits)
+		return NULL;
+	n = dirty_harvest(d, bits);
+	if (n < 0) {
+		free(bits);
+		return json_pack("{s:b, s:s+}", "ok", 0, "error",
+				 "dirty: harvest failed: ", strerror((int)-n));
+	}
+	s = base64((const uint8_t *)bits, (d->npages + 7) / 8); /* x86: words are little-endian */
+	free(bits);
+	if (!s)
+		return NULL;
+	r = json_pack("{s:b, s:s, s:I, s:I, s:s, s:s}", "ok", 1, "mode", dirty_mode_name(d->mode),
+		      "pages", (json_int_t)d->npages, "dirty_pages", (json_int_t)n, "encoding",
+		      "base64-bitmap", "bitmap", s);
+	free(s);
 	return r;
 }

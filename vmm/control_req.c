@@ -11,6 +11,17 @@
 
 typedef json_t *(*ctl_fn)(struct ctl_ctx *c, json_t *req);
 
+/*
+ * The pager's API (mm.h's pager section, marked by MM_LAT_BUCKETS) is being
+ * committed alongside this file; until it is, the control plane builds and
+ * answers as for a VM without the pager. Drop these guards once it has landed.
+ */
+#ifdef MM_LAT_BUCKETS
+#define CTL_PAGER(c) ((c)->vm->mem->pager)
+#else
+#define CTL_PAGER(c) ((void)(c), (struct mm_pager *)NULL)
+#endif
+
 static json_t *err_json(const char *fmt, const char *arg)
 {
 	char msg[256];
@@ -27,7 +38,7 @@ static json_t *ok_json(void)
 /* The pager, or NULL with *e set to the error to answer. */
 static struct mm_pager *need_pager(struct ctl_ctx *c, json_t **e)
 {
-	struct mm_pager *p = c->vm->mem->pager;
+	struct mm_pager *p = CTL_PAGER(c);
 
 	if (!p)
 		*e = err_json("not available: %s", "this VM runs without the pager");
@@ -64,6 +75,7 @@ static json_t *vm_json(struct ctl_ctx *c)
 			 (json_int_t)(vm->start_ns ? (vmm_now_ns() - vm->start_ns) / 1000000 : 0));
 }
 
+#ifdef MM_LAT_BUCKETS
 #define PSTAT(f)                                                                                   \
 	{                                                                                          \
 #f, offsetof(struct mm_pager_stats, f)                                             \
@@ -124,9 +136,17 @@ static json_t *pager_json(struct mm_pager *p)
 	return o;
 }
 
+#else
+static json_t *pager_json(struct mm_pager *p)
+{
+	(void)p;
+	return json_null();
+}
+#endif
+
 static json_t *req_stats(struct ctl_ctx *c, json_t *req)
 {
-	struct mm_pager *p = c->vm->mem->pager;
+	struct mm_pager *p = CTL_PAGER(c);
 	json_t *r = ok_json();
 
 	(void)req;
@@ -193,6 +213,7 @@ static json_t *req_resume(struct ctl_ctx *c, json_t *req)
 	return ok_json();
 }
 
+#ifdef MM_LAT_BUCKETS
 /* Run a whole-VM swap operation and report what it did from the stats' deltas. */
 static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
 {
@@ -224,6 +245,18 @@ static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
 			 (json_int_t)b.resident_pages, "swapped_pages",
 			 (json_int_t)b.swapped_pages);
 }
+#else
+static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
+{
+	json_t *e = NULL, *pf = json_object_get(req, "prefetch");
+
+	(void)out;
+	if (pf && !json_is_boolean(pf))
+		return err_json("bad argument: %s", "'prefetch' must be true or false");
+	need_pager(c, &e);
+	return e;
+}
+#endif
 
 static json_t *req_swapout(struct ctl_ctx *c, json_t *req)
 {
@@ -271,6 +304,7 @@ static const struct {
     {"swapin", req_swapin, ""},
     {"wss", req_wss, ""},
     {"pagemap", ctl_pagemap, "first count"},
+    {"dirty", ctl_dirty, ""},
     {"stop", req_stop, "status"},
 };
 
@@ -308,7 +342,7 @@ static json_t *dispatch(struct ctl_ctx *c, json_t *req)
 		return e ? e : cmds[i].fn(c, req);
 	}
 	return err_json("unknown command '%s' (expected stats, limit, reclaim, pause, resume, "
-			"swapout, swapin, wss, pagemap or stop)",
+			"swapout, swapin, wss, pagemap, dirty or stop)",
 			json_string_value(cmd));
 }
 

@@ -30,7 +30,9 @@ static void usage(FILE *f)
 		   "  --cmdline STRING  command line handed to the guest\n"
 		   "  -v, --verbose     log marks and set-up details to stderr\n"
 		   "  --api PATH        serve the control socket at PATH (mode 0600), for\n"
-		   "                    ufvmctl: stats, pause, swap-out, ... (docs/API.md)\n");
+		   "                    ufvmctl: stats, pause, swap-out, ... (docs/API.md)\n"
+		   "  --dirty-track[=MODE]  KVM dirty tracking: ring, bitmap, off, or auto (the\n"
+		   "                    best this host offers; the default without =MODE)\n");
 }
 
 static int bad_arg(const char *fmt, const char *a, const char *b)
@@ -41,7 +43,7 @@ static int bad_arg(const char *fmt, const char *a, const char *b)
 	return VMM_EXIT_USAGE;
 }
 
-enum { OPT_MEM = 256, OPT_CPUS, OPT_CMDLINE, OPT_API = 300 };
+enum { OPT_MEM = 256, OPT_CPUS, OPT_CMDLINE, OPT_API = 300, OPT_DIRTY };
 
 /* Returns -1 to continue, or an exit status. */
 static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
@@ -52,6 +54,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"cmdline", required_argument, NULL, OPT_CMDLINE},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"api", required_argument, NULL, OPT_API},
+	    {"dirty-track", optional_argument, NULL, OPT_DIRTY},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -84,6 +87,12 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 			break;
 		case OPT_API:
 			o->api = optarg;
+			break;
+		case OPT_DIRTY:
+			o->dirty = DIRTY_AUTO;
+			if (optarg && dirty_parse_mode(optarg, &o->dirty) < 0)
+				return bad_arg("--dirty-track: unknown mode '%s'%s", optarg,
+					       " (use ring, bitmap, off or auto)");
 			break;
 		case 'h':
 			usage(stdout);
@@ -147,6 +156,7 @@ static int run(const struct vmm_opts *o)
 	struct elf_image img;
 	struct vm vm;
 	struct ctl *ctl = NULL;
+	struct dirty dirty = {0};
 	uint8_t *image = NULL;
 	size_t image_len = 0;
 	const char *why = "";
@@ -182,6 +192,15 @@ static int run(const struct vmm_opts *o)
 		fprintf(stderr, "ufvm: cannot create the VM: %s\n", strerror(-err));
 		goto out_mem;
 	}
+	if (o->dirty != DIRTY_OFF) {
+		err = dirty_init(&dirty, &vm, o->dirty, &why);
+		if (err) {
+			fprintf(stderr, "ufvm: dirty tracking (%s): %s: %s\n",
+				dirty_mode_name(o->dirty), why, strerror(-err));
+			goto out_vm;
+		}
+		vm.dirty = &dirty;
+	}
 	for (unsigned i = 0; i < o->cpus; i++) {
 		err = vcpu_create(&vm, i);
 		if (!err)
@@ -204,6 +223,11 @@ static int run(const struct vmm_opts *o)
 		fprintf(stderr, "ufvm: %s: entry 0x%llx, image end 0x%llx, %llu MiB, %u vCPU(s)\n",
 			o->guest, (unsigned long long)img.entry, (unsigned long long)img.end,
 			(unsigned long long)(o->mem >> 20), o->cpus);
+	if (vm.dirty && (err = dirty_start(&dirty, &why)) != 0) {
+		fprintf(stderr, "ufvm: dirty tracking (%s): %s: %s\n", dirty_mode_name(dirty.mode),
+			why, strerror(-err));
+		goto out_vm;
+	}
 	if (o->api) {
 		err = ctl_start(&ctl, o->api, &vm, &why);
 		if (err) {
@@ -215,6 +239,7 @@ static int run(const struct vmm_opts *o)
 	status = vm_run(&vm);
 	ctl_stop(ctl); /* before the pager goes: requests use it */
 out_vm:
+	dirty_destroy(&dirty);
 	vm_destroy(&vm);
 out_mem:
 	mm_mem_destroy(&mem);

@@ -18,6 +18,9 @@
 #define VMM_EXIT_USAGE	  2 /* bad CLI argument, bad guest image, bad guest request */
 #define VMM_EXIT_CRASH	  3 /* guest crashed: exception, triple fault, emulation failure */
 
+/* KVM dirty tracking (dirty.c): --dirty-track=MODE */
+enum dirty_mode { DIRTY_OFF, DIRTY_BITMAP, DIRTY_RING, DIRTY_AUTO };
+
 struct vmm_opts {
 	uint64_t mem;	     /* guest RAM, bytes (rounded up to 2 MiB) */
 	unsigned cpus;	     /* 1..UFVM_MAX_CPUS */
@@ -25,6 +28,7 @@ struct vmm_opts {
 	const char *guest;   /* path of the guest ELF */
 	int verbose;	     /* print marks and set-up details */
 	const char *api;     /* control socket path (--api), NULL for none */
+	enum dirty_mode dirty; /* --dirty-track (default off) */
 };
 
 /* ---- cli.c: command line (pure functions, unit-tested) ---- */
@@ -103,6 +107,8 @@ struct vm {
 	unsigned paused; /* vCPUs waiting in vmm_pause */
 	atomic_bool pause_req;
 
+	struct dirty *dirty; /* KVM dirty tracking, NULL when off */
+
 	/* called on a `mark` hypercall (after logging), may be NULL */
 	void (*on_mark)(struct vm *vm, unsigned vcpu, const char *label, void *ctx);
 	void *on_mark_ctx;
@@ -151,6 +157,46 @@ void ctl_stop(struct ctl *c);
 char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen);
 /* control_map.c: the `pagemap` request (a jansson json_t in and out) */
 struct json_t *ctl_pagemap(struct ctl_ctx *c, struct json_t *req);
+struct json_t *ctl_dirty(struct ctl_ctx *c, struct json_t *req); /* the `dirty` request */
+
+/* ---- dirty.c: KVM dirty tracking ---- */
+
+struct dirty {
+	enum dirty_mode mode; /* what runs: never DIRTY_AUTO after dirty_init */
+	bool manual;	      /* bitmap with KVM_CLEAR_DIRTY_LOG (manual protect) */
+	bool ring_plain;      /* the ring without the acquire/release variant */
+	struct vm *vm;
+	uint64_t npages;
+	uint64_t *pending; /* dirty since the last dirty_harvest, one bit per page */
+	uint64_t *scratch; /* KVM_GET_DIRTY_LOG's buffer */
+	struct kvm_dirty_gfn *ring[UFVM_MAX_CPUS];
+	uint32_t fetch[UFVM_MAX_CPUS];
+	unsigned ring_bytes, ring_n;
+	pthread_mutex_t lock;
+	pthread_t tid; /* ring mode: drains the rings every 20 ms */
+	bool thread;
+	atomic_bool stop;
+};
+
+const char *dirty_mode_name(enum dirty_mode m);
+int dirty_parse_mode(const char *s, enum dirty_mode *m); /* off|bitmap|ring|auto; -EINVAL */
+/*
+ * Turn on dirty logging for guest RAM: must be called after vm_create and
+ * before vcpu_create (the ring is a VM capability set before any vCPU). AUTO
+ * picks the ring when offered, else the bitmap (with manual protect when
+ * offered). -errno, *why names the step.
+ */
+int dirty_init(struct dirty *d, struct vm *vm, enum dirty_mode want, const char **why);
+/* After every vcpu_create: map the rings and start their harvester. */
+int dirty_start(struct dirty *d, const char **why);
+/*
+ * OR into out (one bit per 4 KiB page, npages bits in uint64_t words) every
+ * page written since the previous harvest, and return how many were: the pages
+ * KVM saw written (host writes through mm_copy_to_guest are not included yet).
+ * Thread-safe; -ENOTSUP when off, else -errno from KVM.
+ */
+int64_t dirty_harvest(struct dirty *d, uint64_t *out);
+void dirty_destroy(struct dirty *d); /* after vm_run; a zeroed struct is a no-op */
 
 /* ---- hypercall.c ---- */
 

@@ -1,0 +1,209 @@
+/* dirty.c: KVM dirty tracking of guest RAM: the dirty bitmap or the per-vCPU dirty ring */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/vmm.h"
+
+#ifndef KVM_CAP_DIRTY_LOG_RING_ACQ_REL
+#define KVM_CAP_DIRTY_LOG_RING_ACQ_REL 223
+#endif
+#ifndef KVM_DIRTY_LOG_INITIALLY_SET
+#define KVM_DIRTY_LOG_INITIALLY_SET (1 << 1)
+#endif
+
+#define RING_BYTES_MAX (1u << 20) /* 65536 entries per vCPU */
+#define RING_PERIOD_MS 20	  /* harvester period: far below a full ring at 3 us/page */
+
+const char *dirty_mode_name(enum dirty_mode m)
+{
+	static const char *const n[] = {"off", "bitmap", "ring", "auto"};
+
+	return m <= DIRTY_AUTO ? n[m] : "?";
+}
+
+int dirty_parse_mode(const char *s, enum dirty_mode *m)
+{
+	for (int i = DIRTY_OFF; i <= DIRTY_AUTO; i++)
+		if (!strcmp(s, dirty_mode_name((enum dirty_mode)i))) {
+			*m = (enum dirty_mode)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+static int enable_cap(int fd, uint32_t cap, uint64_t arg)
+{
+	struct kvm_enable_cap ec = {.cap = cap, .args = {arg}};
+
+	return ioctl(fd, KVM_ENABLE_CAP, &ec) < 0 ? -errno : 0;
+}
+
+static int set_slot_logging(struct vm *vm)
+{
+	struct kvm_userspace_memory_region r = {
+	    .slot = 0,
+	    .flags = KVM_MEM_LOG_DIRTY_PAGES,
+	    .memory_size = vm->mem->size,
+	    .userspace_addr = (uint64_t)(uintptr_t)vm->mem->hva,
+	};
+
+	return ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
+}
+
+int dirty_init(struct dirty *d, struct vm *vm, enum dirty_mode want, const char **why)
+{
+	int ring = ioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+	int manual = ioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+	int err;
+
+	memset(d, 0, sizeof(*d));
+	d->vm = vm;
+	d->npages = vm->mem->size / 4096;
+	pthread_mutex_init(&d->lock, NULL);
+	if (ring <= 0)
+		ring = ioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING),
+		d->ring_plain = true;
+	d->mode = want == DIRTY_AUTO ? (ring > 0 ? DIRTY_RING : DIRTY_BITMAP) : want;
+	if (d->mode == DIRTY_OFF)
+		return 0;
+	d->pending = calloc((d->npages + 63) / 64, 8);
+	d->scratch = calloc((d->npages + 63) / 64, 8);
+	*why = "out of memory";
+	if (!d->pending || !d->scratch)
+		return -ENOMEM;
+	if (d->mode == DIRTY_RING) {
+		*why = "this host's KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)";
+		if (ring <= 0)
+			return -ENOTSUP;
+		d->ring_bytes = (unsigned)ring < RING_BYTES_MAX ? (unsigned)ring : RING_BYTES_MAX;
+		d->ring_n = d->ring_bytes / sizeof(struct kvm_dirty_gfn);
+		*why = "enabling the dirty ring";
+		err = enable_cap(
+		    vm->fd, d->ring_plain ? KVM_CAP_DIRTY_LOG_RING : KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
+		    d->ring_bytes);
+		if (err)
+			return err;
+	} else if (manual > 0) {
+		/* clear-and-protect on our schedule, and no write-protect storm at start */
+		d->manual = enable_cap(vm->fd, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+				       KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE |
+					   (manual & KVM_DIRTY_LOG_INITIALLY_SET)) == 0;
+	}
+	*why = "setting KVM_MEM_LOG_DIRTY_PAGES on guest RAM";
+	return set_slot_logging(vm);
+}
+
+/* Collect every vCPU ring's dirty entries into d->pending (d->lock held). */
+static void ring_collect(struct dirty *d)
+{
+	for (unsigned v = 0; v < d->vm->ncpus; v++) {
+		struct kvm_dirty_gfn *r = d->ring[v];
+
+		while (r) {
+			struct kvm_dirty_gfn *e = &r[d->fetch[v] % d->ring_n];
+			uint64_t pfn;
+
+			if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY))
+				break;
+			pfn = e->offset;
+			if (e->slot == 0 && pfn < d->npages)
+				d->pending[pfn / 64] |= 1ULL << (pfn % 64);
+			__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+			d->fetch[v]++;
+		}
+	}
+	ioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0);
+}
+
+/* Keeps the rings from filling: a vCPU with a full ring would leave KVM_RUN. */
+static void *ring_thread(void *arg)
+{
+	struct dirty *d = arg;
+	struct timespec ts = {0, RING_PERIOD_MS * 1000000L};
+
+	while (!atomic_load(&d->stop)) {
+		pthread_mutex_lock(&d->lock);
+		ring_collect(d);
+		pthread_mutex_unlock(&d->lock);
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+int dirty_start(struct dirty *d, const char **why)
+{
+	int err;
+
+	if (d->mode != DIRTY_RING)
+		return 0;
+	*why = "mapping a vCPU's dirty ring";
+	for (unsigned v = 0; v < d->vm->ncpus; v++) {
+		void *r = mmap(NULL, d->ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+			       d->vm->vcpus[v].fd, KVM_DIRTY_LOG_PAGE_OFFSET * getpagesize());
+
+		if (r == MAP_FAILED)
+			return -errno;
+		d->ring[v] = r;
+	}
+	*why = "starting the ring harvester";
+	err = -pthread_create(&d->tid, NULL, ring_thread, d);
+	d->thread = !err;
+	return err;
+}
+
+int64_t dirty_harvest(struct dirty *d, uint64_t *out)
+{
+	uint64_t words = (d->npages + 63) / 64;
+	int64_t n = 0;
+
+	if (d->mode == DIRTY_OFF)
+		return -ENOTSUP;
+	pthread_mutex_lock(&d->lock);
+	if (d->mode == DIRTY_RING) {
+		ring_collect(d);
+	} else {
+		struct kvm_dirty_log log = {.slot = 0, .dirty_bitmap = d->scratch};
+		struct kvm_clear_dirty_log clr = {
+		    .slot = 0, .num_pages = (uint32_t)d->npages, .dirty_bitmap = d->scratch};
+
+		if (ioctl(d->vm->fd, KVM_GET_DIRTY_LOG, &log) < 0) {
+			n = -errno;
+			goto out;
+		}
+		if (d->manual && ioctl(d->vm->fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0) {
+			n = -errno;
+			goto out;
+		}
+		for (uint64_t i = 0; i < words; i++)
+			d->pending[i] |= d->scratch[i];
+	}
+	for (uint64_t i = 0; i < words; i++) {
+		n += __builtin_popcountll(d->pending[i]);
+		out[i] |= d->pending[i];
+		d->pending[i] = 0;
+	}
+out:
+	pthread_mutex_unlock(&d->lock);
+	return n;
+}
+
+void dirty_destroy(struct dirty *d)
+{
+	if (!d->vm)
+		return;
+	atomic_store(&d->stop, true);
+	if (d->thread)
+		pthread_join(d->tid, NULL);
+	for (unsigned v = 0; v < UFVM_MAX_CPUS; v++)
+		if (d->ring[v])
+			munmap(d->ring[v], d->ring_bytes);
+	free(d->pending);
+	free(d->scratch);
+	pthread_mutex_destroy(&d->lock);
+	memset(d, 0, sizeof(*d));
+}
