@@ -104,8 +104,10 @@ int vm_pause(struct vm *vm)
 {
 	int err = 0;
 
+	/* pauses nest (a control client and the pager may both pause): the
+	 * vCPUs run again only when every pause has been resumed */
 	pthread_mutex_lock(&vm->lock);
-	atomic_store(&vm->pause_req, true);
+	atomic_fetch_add(&vm->pause_req, 1);
 	pthread_mutex_unlock(&vm->lock);
 	vm_kick_all(vm);
 	pthread_mutex_lock(&vm->lock);
@@ -135,7 +137,8 @@ int vm_pause(struct vm *vm)
 void vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
-	atomic_store(&vm->pause_req, false);
+	if (atomic_load(&vm->pause_req) > 0)
+		atomic_fetch_sub(&vm->pause_req, 1);
 	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
 }

@@ -105,7 +105,7 @@ struct vm {
 	unsigned halted; /* vCPUs parked by the HALT hypercall */
 	unsigned live;	 /* vCPUs inside their run loop */
 	unsigned paused; /* vCPUs waiting in vmm_pause */
-	atomic_bool pause_req;
+	atomic_uint pause_req; /* pause depth: vCPUs park while it is > 0 */
 
 	struct dirty *dirty; /* KVM dirty tracking, NULL when off */
 
@@ -122,7 +122,9 @@ int vm_run(struct vm *vm);
  * Safe from any thread, including vCPU threads and the pager. */
 void vm_stop(struct vm *vm, int status);
 /* Stop all running vCPUs at their next exit and wait until they are parked.
- * Must not be called from a vCPU thread. Returns -ESHUTDOWN if the VM is stopping. */
+ * Must not be called from a vCPU thread. Returns -ESHUTDOWN if the VM is stopping.
+ * Pauses nest: every vm_pause (even a failed one) is matched by one vm_resume,
+ * and the vCPUs run again only after the last. */
 int vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
 uint64_t vmm_now_ns(void);
