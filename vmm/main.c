@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vmm/linux.h"
 #include "vmm/vmm.h"
 
 #define UFVM_VERSION "0.1.0"
@@ -33,6 +34,15 @@ static void usage(FILE *f)
 		   "                    ufvmctl: stats, pause, swap-out, ... (docs/API.md)\n"
 		   "  --dirty-track[=MODE]  KVM dirty tracking: ring, bitmap, off, or auto (the\n"
 		   "                    best this host offers; the default without =MODE)\n");
+	/* Linux guests (vmm/linux.c, devices/) */
+	fprintf(f,
+		"\n"
+		"       ufvm run --kernel bzImage|vmlinux [--initrd FILE] [--append STRING] ...\n"
+		"  --kernel PATH     boot a Linux kernel (bzImage, vmlinux, or its PVH entry)\n"
+		"                    instead of GUEST.elf; RAM 16M..3G (docs/linux.md)\n"
+		"  --initrd PATH     initramfs handed to the kernel\n"
+		"  --append STRING   kernel command line (e.g. \"console=ttyS0\")\n");
+	dev_usage_all(f);
 }
 
 static int bad_arg(const char *fmt, const char *a, const char *b)
@@ -44,6 +54,7 @@ static int bad_arg(const char *fmt, const char *a, const char *b)
 }
 
 enum { OPT_MEM = 256, OPT_CPUS, OPT_CMDLINE, OPT_API = 300, OPT_DIRTY };
+enum { OPT_KERNEL = 400, OPT_INITRD, OPT_APPEND, OPT_DISK, OPT_NO_BALLOON }; /* Linux guests */
 
 /* Returns -1 to continue, or an exit status. */
 static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
@@ -55,6 +66,11 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"api", required_argument, NULL, OPT_API},
 	    {"dirty-track", optional_argument, NULL, OPT_DIRTY},
+	    {"kernel", required_argument, NULL, OPT_KERNEL},
+	    {"initrd", required_argument, NULL, OPT_INITRD},
+	    {"append", required_argument, NULL, OPT_APPEND},
+	    {"disk", required_argument, NULL, OPT_DISK},
+	    {"no-balloon", no_argument, NULL, OPT_NO_BALLOON},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -94,6 +110,28 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 				return bad_arg("--dirty-track: unknown mode '%s'%s", optarg,
 					       " (use ring, bitmap, off or auto)");
 			break;
+		case OPT_KERNEL: /* Linux guests: the options below go to vmm/linux_boot.c */
+			o->kernel = optarg;
+			break;
+		case OPT_INITRD:
+			o->initrd = optarg;
+			break;
+		case OPT_APPEND:
+			o->append = optarg;
+			break;
+		case OPT_DISK: {
+			struct dev_opts d;
+
+			if (dev_parse_disk(optarg, &d) < 0)
+				return bad_arg("--disk: invalid value '%s'%s", optarg,
+					       " (use PATH or PATH,ro)");
+			o->disk = d.disk;
+			o->disk_ro = d.disk_ro;
+			break;
+		}
+		case OPT_NO_BALLOON:
+			o->no_balloon = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -103,6 +141,14 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 			return bad_arg("unknown option '%s'%s", argv[optind - 1], "");
 		}
 	}
+	if (o->kernel && optind == argc) /* Linux guests: --kernel replaces GUEST.elf */
+		return -1;
+	if (o->kernel)
+		return bad_arg("run: --kernel and a guest image '%s'%s", argv[optind],
+			       " are mutually exclusive");
+	if (o->initrd || o->append || o->disk || o->no_balloon)
+		return bad_arg("run: --initrd, --append, --disk and --no-balloon need --kernel%s%s",
+			       "", "");
 	if (optind != argc - 1)
 		return bad_arg(optind >= argc ? "run: no guest image given%s%s"
 					      : "run: unexpected argument '%s'%s",
@@ -160,11 +206,14 @@ static int run(const struct vmm_opts *o)
 	uint8_t *image = NULL;
 	size_t image_len = 0;
 	const char *why = "";
+	struct linux_boot lb = {0}; /* Linux guests */
 	int err, status;
 
-	status = read_image(o->guest, &image, &image_len);
-	if (status)
+	status = o->kernel ? linux_boot_read(&lb, o) : read_image(o->guest, &image, &image_len);
+	if (status) {
+		linux_boot_end(&lb);
 		return status;
+	}
 	err = kvm_open(&k, &why);
 	if (err) {
 		fprintf(stderr, "ufvm: /dev/kvm: %s: %s (%s)\n", why, strerror(-err),
@@ -181,7 +230,13 @@ static int run(const struct vmm_opts *o)
 			strerror(-err));
 		goto out_kvm;
 	}
-	err = elf_load(image, image_len, &mem, &img, &why);
+	if (o->kernel) { /* Linux guests */
+		status = linux_boot_load(&lb, &mem, o);
+		if (status)
+			goto out_mem;
+		status = VMM_EXIT_INTERNAL;
+	}
+	err = o->kernel ? 0 : elf_load(image, image_len, &mem, &img, &why);
 	if (err) {
 		fprintf(stderr, "ufvm: guest image %s: %s\n", o->guest, why);
 		status = VMM_EXIT_USAGE;
@@ -192,6 +247,9 @@ static int run(const struct vmm_opts *o)
 		fprintf(stderr, "ufvm: cannot create the VM: %s\n", strerror(-err));
 		goto out_mem;
 	}
+	if (o->kernel && (status = linux_boot_vm(&lb, &vm, o)) != 0)
+		goto out_vm;
+	status = VMM_EXIT_INTERNAL;
 	if (o->dirty != DIRTY_OFF) {
 		err = dirty_init(&dirty, &vm, o->dirty, &why);
 		if (err) {
@@ -203,7 +261,9 @@ static int run(const struct vmm_opts *o)
 	}
 	for (unsigned i = 0; i < o->cpus; i++) {
 		err = vcpu_create(&vm, i);
-		if (!err)
+		if (!err && o->kernel)
+			err = linux_setup_vcpu(vm.vcpus[i].fd, &k, i, o->cpus, &lb.li);
+		else if (!err)
 			err = x86_setup_vcpu(vm.vcpus[i].fd, &k, i, img.entry);
 		if (err) {
 			fprintf(stderr, "ufvm: vCPU %u: set-up failed: %s\n", i, strerror(-err));
@@ -213,13 +273,15 @@ static int run(const struct vmm_opts *o)
 	{
 		int khz = ioctl(vm.vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
 
-		err = x86_setup_guest(&mem, &k, o->cpus, o->cmdline, &img, khz > 0 ? khz : 0);
+		err = o->kernel
+			  ? 0
+			  : x86_setup_guest(&mem, &k, o->cpus, o->cmdline, &img, khz > 0 ? khz : 0);
 	}
 	if (err) {
 		fprintf(stderr, "ufvm: guest set-up failed: %s\n", strerror(-err));
 		goto out_vm;
 	}
-	if (o->verbose)
+	if (o->verbose && !o->kernel)
 		fprintf(stderr, "ufvm: %s: entry 0x%llx, image end 0x%llx, %llu MiB, %u vCPU(s)\n",
 			o->guest, (unsigned long long)img.entry, (unsigned long long)img.end,
 			(unsigned long long)(o->mem >> 20), o->cpus);
@@ -239,6 +301,7 @@ static int run(const struct vmm_opts *o)
 	status = vm_run(&vm);
 	ctl_stop(ctl); /* before the pager goes: requests use it */
 out_vm:
+	linux_boot_end(&lb); /* devices go before the VM fd */
 	dirty_destroy(&dirty);
 	vm_destroy(&vm);
 out_mem:
@@ -246,6 +309,7 @@ out_mem:
 out_kvm:
 	kvm_close(&k);
 	free(image);
+	linux_boot_end(&lb);
 	return status;
 }
 

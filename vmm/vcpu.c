@@ -121,6 +121,9 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		uint16_t port = run->io.port;
 		uint32_t data = 0;
 
+		if (v->vm->on_io &&
+		    (port <= UFVM_HC_PORT_BASE || port >= UFVM_HC_PORT(UFVM_HC_MAX)))
+			return v->vm->on_io(v, v->vm->on_io_ctx); /* Linux guests' devices */
 		if (port == UFVM_EXC_PORT) {
 			vcpu_report_exception(v);
 			vm_stop(v->vm, VMM_EXIT_CRASH);
@@ -157,6 +160,8 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		vcpu_fail(v, msg);
 		return false;
 	case KVM_EXIT_MMIO:
+		if (v->vm->on_io)
+			return v->vm->on_io(v, v->vm->on_io_ctx); /* Linux guests' devices */
 		snprintf(msg, sizeof(msg), "guest accessed unbacked physical address 0x%llx",
 			 (unsigned long long)run->mmio.phys_addr);
 		vcpu_fail(v, msg);

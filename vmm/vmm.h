@@ -29,6 +29,14 @@ struct vmm_opts {
 	int verbose;	     /* print marks and set-up details */
 	const char *api;     /* control socket path (--api), NULL for none */
 	enum dirty_mode dirty; /* --dirty-track (default off) */
+
+	/* Linux guests (vmm/linux.c, devices/): --kernel replaces GUEST.elf */
+	const char *kernel; /* bzImage or vmlinux */
+	const char *initrd; /* NULL: none */
+	const char *append; /* kernel command line, may be NULL */
+	const char *disk;   /* --disk PATH[,ro] */
+	bool disk_ro;
+	bool no_balloon;
 };
 
 /* ---- cli.c: command line (pure functions, unit-tested) ---- */
@@ -112,6 +120,11 @@ struct vm {
 	/* called on a `mark` hypercall (after logging), may be NULL */
 	void (*on_mark)(struct vm *vm, unsigned vcpu, const char *label, void *ctx);
 	void *on_mark_ctx;
+
+	/* Linux guests: port I/O outside the hypercall ports, and MMIO, go here (the device
+	 * bus, vmm/linux_boot.c); false leaves the run loop. NULL for ELF guests. */
+	bool (*on_io)(struct vcpu *v, void *ctx);
+	void *on_io_ctx;
 };
 
 int vm_create(struct vm *vm, struct kvm *k, struct mm_mem *mem, const struct vmm_opts *o);

@@ -1,0 +1,303 @@
+/* virtio_blk.c: a virtio block device backed by a file, its I/O through io_uring */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <linux/virtio_blk.h>
+#include <linux/virtio_ids.h>
+
+#include "devices/dev.h"
+
+#define BLK_SECTOR  512ULL
+#define BLK_QDEPTH  64 /* io_uring entries; also requests taken per batch */
+#define BLK_SEG_MAX (VIO_QUEUE_MAX - 2)
+#define BLK_ID	    "ufvm-virtio-blk"
+
+struct blk_req {
+	struct vio_chain chain;
+	struct iovec iov[VIO_QUEUE_MAX];
+	unsigned niov, first; /* iov[first..niov) still to transfer */
+	uint64_t off;	      /* file offset of iov[first] */
+	uint32_t type, written;
+	uint8_t status;
+	bool inflight;
+};
+
+struct vio_blk {
+	struct vio_dev vdev;
+	int fd;
+	bool ro;
+	uint64_t sectors;
+	struct io_uring ring;
+	struct blk_req req[BLK_QDEPTH];
+	struct vio_dev_ops ops;
+};
+
+static void blk_config_read(struct vio_dev *d, uint64_t off, uint8_t *data, unsigned size)
+{
+	struct vio_blk *b = d->priv;
+	struct virtio_blk_config cfg = {.capacity = b->sectors, .seg_max = BLK_SEG_MAX};
+
+	if (off + size <= sizeof(cfg))
+		memcpy(data, (uint8_t *)&cfg + off, size);
+	else
+		memset(data, 0, size);
+}
+
+/* Parse a chain into r; false when the framing is wrong (the device is then broken). */
+static bool blk_parse(struct vio_blk *b, struct blk_req *r)
+{
+	struct vio_chain *c = &r->chain;
+	struct virtio_blk_outhdr h;
+	struct vio_buf *st;
+	uint64_t bytes = 0;
+
+	if (c->nread < 1 || c->b[0].len < sizeof(h) || c->n < 2 || !c->b[c->n - 1].writable ||
+	    c->b[c->n - 1].len < 1) {
+		vio_broken(&b->vdev,
+			   "request %u: needs a readable 16-byte header and a writable "
+			   "status byte",
+			   c->head);
+		return false;
+	}
+	memcpy(&h, c->b[0].hva, sizeof(h)); /* one fetch */
+	st = &c->b[c->n - 1];
+	r->type = h.type;
+	r->niov = r->first = 0;
+	r->written = 0;
+	r->status = VIRTIO_BLK_S_OK;
+	for (unsigned i = 1; i < c->n - 1; i++) {
+		r->iov[r->niov++] = (struct iovec){c->b[i].hva, c->b[i].len};
+		bytes += c->b[i].len;
+	}
+	if (st->len > 1 && h.type == VIRTIO_BLK_T_IN) /* status: the last byte of the last */
+		r->iov[r->niov++] = (struct iovec){st->hva, st->len - 1};
+	switch (h.type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		/* all data buffers must go one way: readable for OUT, writable for IN */
+		if ((h.type == VIRTIO_BLK_T_IN ? c->nread != 1 : c->nread != c->n - 1) ||
+		    bytes % BLK_SECTOR || h.sector > b->sectors ||
+		    bytes / BLK_SECTOR > b->sectors - h.sector)
+			r->status = VIRTIO_BLK_S_IOERR;
+		else if (h.type == VIRTIO_BLK_T_OUT && b->ro)
+			r->status = VIRTIO_BLK_S_IOERR;
+		r->off = h.sector * BLK_SECTOR;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		break;
+	case VIRTIO_BLK_T_GET_ID:
+		if (r->niov && c->nread == 1) {
+			size_t n = r->iov[0].iov_len < VIRTIO_BLK_ID_BYTES ? r->iov[0].iov_len
+									   : VIRTIO_BLK_ID_BYTES;
+
+			memset(r->iov[0].iov_base, 0, n);
+			memcpy(r->iov[0].iov_base, BLK_ID, n < sizeof(BLK_ID) ? n : sizeof(BLK_ID));
+			r->written = (uint32_t)n;
+		} else {
+			r->status = VIRTIO_BLK_S_IOERR;
+		}
+		break;
+	default:
+		r->status = VIRTIO_BLK_S_UNSUPP;
+		break;
+	}
+	return true;
+}
+
+static void blk_submit(struct vio_blk *b, struct blk_req *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+
+	/* never NULL: at most BLK_QDEPTH requests exist and each has one sqe in flight */
+	if (r->type == VIRTIO_BLK_T_FLUSH)
+		io_uring_prep_fsync(sqe, b->fd, IORING_FSYNC_DATASYNC);
+	else if (r->type == VIRTIO_BLK_T_IN)
+		io_uring_prep_readv(sqe, b->fd, r->iov + r->first, r->niov - r->first, r->off);
+	else
+		io_uring_prep_writev(sqe, b->fd, r->iov + r->first, r->niov - r->first, r->off);
+	io_uring_sqe_set_data(sqe, r);
+	r->inflight = true;
+}
+
+/* A completion: advance over a short transfer and requeue it; true when r is done. */
+static bool blk_complete(struct vio_blk *b, struct blk_req *r, int res)
+{
+	r->inflight = false;
+	if (res == -EAGAIN || res == -EINTR) {
+		blk_submit(b, r);
+		return false;
+	}
+	if (res < 0 || (res == 0 && r->type != VIRTIO_BLK_T_FLUSH && r->first < r->niov)) {
+		r->status = VIRTIO_BLK_S_IOERR; /* an error, or EOF inside the capacity */
+		return true;
+	}
+	if (r->type == VIRTIO_BLK_T_FLUSH)
+		return true;
+	if (r->type == VIRTIO_BLK_T_IN)
+		r->written += (uint32_t)res;
+	r->off += (uint64_t)res;
+	while (res > 0 && r->first < r->niov) {
+		struct iovec *v = &r->iov[r->first];
+		size_t n = (size_t)res < v->iov_len ? (size_t)res : v->iov_len;
+
+		v->iov_base = (uint8_t *)v->iov_base + n;
+		v->iov_len -= n;
+		res -= (int)n;
+		if (!v->iov_len)
+			r->first++;
+	}
+	if (r->first < r->niov) {
+		blk_submit(b, r);
+		return false;
+	}
+	return true;
+}
+
+/* Run a batch of parsed requests to completion, then hand them back. */
+static void blk_run(struct vio_blk *b, unsigned n, unsigned q)
+{
+	unsigned inflight = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct blk_req *r = &b->req[i];
+
+		if (r->status == VIRTIO_BLK_S_OK && r->type != VIRTIO_BLK_T_GET_ID &&
+		    (r->type == VIRTIO_BLK_T_FLUSH || r->niov > 0)) {
+			blk_submit(b, r);
+			inflight++;
+		}
+	}
+	while (inflight) {
+		struct io_uring_cqe *cqe;
+		int err = io_uring_submit_and_wait(&b->ring, 1);
+
+		if (err < 0 && err != -EINTR && err != -EAGAIN)
+			break;
+		while (io_uring_peek_cqe(&b->ring, &cqe) == 0) {
+			struct blk_req *r = io_uring_cqe_get_data(cqe);
+			int res = cqe->res;
+
+			io_uring_cqe_seen(&b->ring, cqe);
+			if (blk_complete(b, r, res))
+				inflight--;
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct blk_req *r = &b->req[i];
+		struct vio_buf *st = &r->chain.b[r->chain.n - 1];
+
+		if (r->inflight) /* the ring failed under us: keep no stale request */
+			r->status = VIRTIO_BLK_S_IOERR;
+		st->hva[st->len - 1] = r->status;
+		vio_push(&b->vdev, q, r->chain.head, r->written + 1);
+	}
+	if (n)
+		vio_notify_used(&b->vdev, q);
+}
+
+static void blk_notify(struct vio_dev *d, unsigned q)
+{
+	struct vio_blk *b = d->priv;
+
+	for (;;) {
+		unsigned n = 0;
+		int got = 0;
+
+		while (n < BLK_QDEPTH && (got = vio_pop(d, q, &b->req[n].chain)) == 1) {
+			if (!blk_parse(b, &b->req[n]))
+				return; /* broken: nothing taken is handed back */
+			n++;
+		}
+		blk_run(b, n, q);
+		if (got != 1)
+			return;
+	}
+}
+
+static int blk_setup(struct dev_ctx *c, void **state, const char **why)
+{
+	struct vio_blk *b;
+	struct stat st;
+	int err;
+
+	if (!c->opts->disk)
+		return 0;
+	b = calloc(1, sizeof(*b));
+	if (!b) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	b->ro = c->opts->disk_ro;
+	b->fd = open(c->opts->disk, (b->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (b->fd < 0 || fstat(b->fd, &st) < 0) {
+		err = -errno;
+		*why = "cannot open the disk file";
+		goto err_free;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		err = -EINVAL;
+		*why = "the disk is not a regular file or block device";
+		goto err_close;
+	}
+	b->sectors = (uint64_t)st.st_size / BLK_SECTOR;
+	err = io_uring_queue_init(BLK_QDEPTH, &b->ring, 0);
+	if (err) {
+		*why = "io_uring_queue_init";
+		goto err_close;
+	}
+	b->ops = (struct vio_dev_ops){
+	    .device_id = VIRTIO_ID_BLOCK,
+	    .features = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_FLUSH) |
+			(b->ro ? 1ULL << VIRTIO_BLK_F_RO : 0),
+	    .nqueues = 1,
+	    .config_len = sizeof(struct virtio_blk_config),
+	    .notify = blk_notify,
+	    .config_read = blk_config_read,
+	};
+	b->vdev.ops = &b->ops;
+	b->vdev.name = "virtio-blk";
+	b->vdev.priv = b;
+	err = vio_mmio_register(c, &b->vdev, why);
+	if (err)
+		goto err_ring;
+	*state = b;
+	return 0;
+
+err_ring:
+	io_uring_queue_exit(&b->ring);
+err_close:
+	close(b->fd);
+err_free:
+	free(b);
+	return err;
+}
+
+static void blk_teardown(void *state)
+{
+	struct vio_blk *b = state;
+
+	vio_mmio_unregister(&b->vdev);
+	io_uring_queue_exit(&b->ring);
+	close(b->fd);
+	free(b);
+}
+
+static void blk_usage(FILE *f)
+{
+	fprintf(f, "  --disk PATH[,ro]  virtio-blk disk backed by PATH (Linux guests; I/O through\n"
+		   "                    io_uring; ',ro' makes it read-only)\n");
+}
+
+const struct dev_ops vio_blk_ops = {
+    .name = "virtio-blk",
+    .setup = blk_setup,
+    .teardown = blk_teardown,
+    .usage = blk_usage,
+};

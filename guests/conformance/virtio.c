@@ -1,0 +1,394 @@
+/* virtio.c: drive each virtio-mmio device from the command line as a driver would, good and
+ * malformed */
+#include <linux/virtio_balloon.h>
+#include <linux/virtio_blk.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_mmio.h>
+#include <linux/virtio_ring.h>
+
+#include "conf.h"
+
+#define QSZ	    16
+#define SCRATCH	    0x2000000ULL /* 2 MiB of RAM the balloon tests give away */
+#define SCRATCH_LEN 0x200000ULL
+
+struct vq_mem {
+	struct vring_desc desc[QSZ];
+	struct {
+		uint16_t flags, idx, ring[QSZ], used_event;
+	} avail;
+	uint8_t pad[4096 - 16 * QSZ - 6 - 2 * QSZ];
+	struct {
+		uint16_t flags, idx;
+		struct vring_used_elem ring[QSZ];
+		uint16_t avail_event;
+	} used;
+} __attribute__((aligned(4096)));
+
+struct vdrv {
+	uint64_t base;
+	unsigned irq;
+	uint16_t avail_idx[4], used_seen[4];
+};
+
+static struct vq_mem queues[4];
+static uint8_t buf[3][4096] __attribute__((aligned(4096)));
+
+static uint32_t rd(const struct vdrv *d, uint32_t off)
+{
+	return mmio_read32(d->base + off);
+}
+
+static void wr(const struct vdrv *d, uint32_t off, uint32_t v)
+{
+	mmio_write32(d->base + off, v);
+}
+
+/* The initialisation sequence of the virtio 1.x spec (3.1.1); false if the device refuses. */
+static bool vd_init(struct vdrv *d, uint64_t features, unsigned nq)
+{
+	uint64_t offered;
+
+	wr(d, VIRTIO_MMIO_STATUS, 0);
+	wr(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+	wr(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+	wr(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+	offered = (uint64_t)rd(d, VIRTIO_MMIO_DEVICE_FEATURES) << 32;
+	wr(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+	offered |= rd(d, VIRTIO_MMIO_DEVICE_FEATURES);
+	features = (features & offered) | (1ULL << VIRTIO_F_VERSION_1);
+	wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+	wr(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
+	wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+	wr(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
+	wr(d, VIRTIO_MMIO_STATUS, 0x0b);
+	if (!(rd(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK))
+		return false;
+	for (unsigned q = 0; q < nq; q++) {
+		struct vq_mem *m = &queues[q];
+
+		memset(m, 0, sizeof(*m));
+		d->avail_idx[q] = d->used_seen[q] = 0;
+		wr(d, VIRTIO_MMIO_QUEUE_SEL, q);
+		if (rd(d, VIRTIO_MMIO_QUEUE_NUM_MAX) < QSZ)
+			return false;
+		wr(d, VIRTIO_MMIO_QUEUE_NUM, QSZ);
+		wr(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)(uint64_t)m->desc);
+		wr(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0);
+		wr(d, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)(uint64_t)&m->avail);
+		wr(d, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, 0);
+		wr(d, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)(uint64_t)&m->used);
+		wr(d, VIRTIO_MMIO_QUEUE_USED_HIGH, 0);
+		wr(d, VIRTIO_MMIO_QUEUE_READY, 1);
+	}
+	wr(d, VIRTIO_MMIO_STATUS, 0x0f);
+	return rd(d, VIRTIO_MMIO_STATUS) == 0x0f;
+}
+
+/* Put descriptors 0..n-1 (already filled) on the avail ring as one chain and notify. */
+static void vd_kick(struct vdrv *d, unsigned q)
+{
+	struct vq_mem *m = &queues[q];
+
+	m->avail.ring[d->avail_idx[q] % QSZ] = 0;
+	barrier();
+	m->avail.idx = ++d->avail_idx[q];
+	barrier();
+	wr(d, VIRTIO_MMIO_QUEUE_NOTIFY, q);
+}
+
+static void vd_desc(unsigned q, unsigned i, const void *addr, uint32_t len, uint16_t flags,
+		    uint16_t next)
+{
+	queues[q].desc[i] = (struct vring_desc){(uint64_t)addr, len, flags, next};
+}
+
+/* Wait for the device to return a chain; the used length, or -1. */
+static int64_t vd_wait(struct vdrv *d, unsigned q)
+{
+	volatile uint16_t *idx = &queues[q].used.idx;
+
+	for (unsigned spin = 0; spin < 100000; spin++) {
+		if (*idx != d->used_seen[q]) {
+			barrier();
+			return queues[q].used.ring[d->used_seen[q]++ % QSZ].len;
+		}
+	}
+	return -1;
+}
+
+static bool vd_broken(const struct vdrv *d)
+{
+	return rd(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET;
+}
+
+/* Route the device's GSI to a vector on the boot LAPIC, masked by IF=0: it stays in IRR. */
+static unsigned irq_route(unsigned irq)
+{
+	unsigned vec = 0x30 + irq;
+
+	mmio_write32(0xfee000f0, 0x1ff); /* LAPIC software enable */
+	mmio_write32(0xfec00000, 0x10 + 2 * irq);
+	mmio_write32(0xfec00010, vec); /* fixed, physical, edge, high, unmasked */
+	mmio_write32(0xfec00000, 0x11 + 2 * irq);
+	mmio_write32(0xfec00010, 0);
+	return vec;
+}
+
+static bool irq_pending(unsigned vec)
+{
+	return mmio_read32(0xfee00200 + (vec / 32) * 0x10) & (1u << (vec % 32));
+}
+
+/* ---- virtio-blk ---- */
+
+static uint8_t disk_byte(uint64_t off)
+{
+	return (uint8_t)((off >> 9) * 17 + off); /* the pattern tests/ writes into the disk */
+}
+
+/* One request: header, `n` data buffers of 512 bytes (buf[1..]), status. The status, or -1. */
+static int blk_req(struct vdrv *d, uint32_t type, uint64_t sector, unsigned n, uint32_t *used)
+{
+	static struct virtio_blk_outhdr h;
+	static volatile uint8_t status;
+	uint16_t dflag = type == VIRTIO_BLK_T_OUT ? 0 : VRING_DESC_F_WRITE;
+	int64_t len;
+
+	h = (struct virtio_blk_outhdr){.type = type, .sector = sector};
+	status = 0xee;
+	vd_desc(0, 0, &h, sizeof(h), VRING_DESC_F_NEXT, 1);
+	for (unsigned i = 0; i < n; i++)
+		vd_desc(0, 1 + i, buf[1] + 512 * i, type == VIRTIO_BLK_T_GET_ID ? 20 : 512,
+			dflag | VRING_DESC_F_NEXT, (uint16_t)(2 + i));
+	vd_desc(0, 1 + n, (const void *)&status, 1, VRING_DESC_F_WRITE, 0);
+	vd_kick(d, 0);
+	len = vd_wait(d, 0);
+	if (used)
+		*used = (uint32_t)len;
+	return len < 0 ? -1 : status;
+}
+
+static bool blk_reinit(struct vdrv *d)
+{
+	return vd_init(d, 1ULL << VIRTIO_BLK_F_FLUSH, 1);
+}
+
+/* Each malformed request must break the device, which says so and recovers on reset. */
+static void blk_malformed(struct vdrv *d)
+{
+	static const char *const what[] = {
+	    "malformed: descriptor next index >= queue size breaks the device",
+	    "malformed: buffer outside guest RAM breaks the device",
+	    "malformed: a descriptor loop breaks the device",
+	    "malformed: available index far ahead breaks the device",
+	    "malformed: an indirect descriptor (not negotiated) breaks the device",
+	    "malformed: a readable buffer after a writable one breaks the device",
+	};
+	static struct virtio_blk_outhdr h = {.type = VIRTIO_BLK_T_IN};
+	static uint8_t st;
+
+	for (unsigned t = 0; t < 6; t++) {
+		uint16_t before;
+		bool isr;
+
+		blk_reinit(d);
+		vd_desc(0, 0, &h, sizeof(h), VRING_DESC_F_NEXT, 1);
+		vd_desc(0, 1, buf[1], 512, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 2);
+		vd_desc(0, 2, &st, 1, VRING_DESC_F_WRITE, 0);
+		if (t == 0)
+			queues[0].desc[1].next = 200;
+		if (t == 1)
+			queues[0].desc[1].addr = 0x7fff00000000ULL;
+		if (t == 2)
+			queues[0].desc[2] = (struct vring_desc){
+			    (uint64_t)&st, 1, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 0};
+		if (t == 3)
+			d->avail_idx[0] += 100;
+		if (t == 4)
+			queues[0].desc[1].flags |= VRING_DESC_F_INDIRECT;
+		if (t == 5)
+			queues[0].desc[2].flags = VRING_DESC_F_NEXT, queues[0].desc[2].next = 3,
+			vd_desc(0, 3, &h, sizeof(h), 0, 0);
+		before = queues[0].used.idx;
+		vd_kick(d, 0);
+		isr = rd(d, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG;
+		check(vd_broken(d) && isr && queues[0].used.idx == before, what[t]);
+	}
+	blk_reinit(d);
+	wr(d, VIRTIO_MMIO_QUEUE_SEL, 0);
+	wr(d, VIRTIO_MMIO_STATUS, 0);
+	wr(d, VIRTIO_MMIO_STATUS, 0x0b);
+	wr(d, VIRTIO_MMIO_QUEUE_NUM, QSZ);
+	wr(d, VIRTIO_MMIO_QUEUE_DESC_LOW, 0xfff00000);
+	wr(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0xff);
+	wr(d, VIRTIO_MMIO_QUEUE_READY, 1);
+	check(vd_broken(d) && !rd(d, VIRTIO_MMIO_QUEUE_READY),
+	      "malformed: a ring outside guest RAM is refused and breaks the device");
+	wr(d, VIRTIO_MMIO_STATUS, 0);
+	check(rd(d, VIRTIO_MMIO_STATUS) == 0, "reset clears DEVICE_NEEDS_RESET");
+}
+
+static void conf_blk(struct vdrv *d, const char *c)
+{
+	uint64_t sectors = arg_u64(c, "conf.disk_sectors", 0);
+	bool ro = arg_u64(c, "conf.disk_ro", 0);
+	uint64_t cap, ok = 1;
+	uint32_t used = 0;
+	unsigned vec = irq_route(d->irq);
+
+	if (!check(blk_reinit(d), "virtio-blk: initialisation (VERSION_1, FEATURES_OK, queue)"))
+		return;
+	wr(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+	check(!!(rd(d, VIRTIO_MMIO_DEVICE_FEATURES) & (1u << VIRTIO_BLK_F_RO)) == ro,
+	      "virtio-blk: VIRTIO_BLK_F_RO offered exactly for a read-only disk");
+	cap = rd(d, VIRTIO_MMIO_CONFIG) | (uint64_t)rd(d, VIRTIO_MMIO_CONFIG + 4) << 32;
+	if (!check(cap == sectors, "virtio-blk: capacity is the file's size in sectors"))
+		note("capacity", cap);
+	memset(buf[1], 0, 1024);
+	check(blk_req(d, VIRTIO_BLK_T_IN, 0, 2, &used) == VIRTIO_BLK_S_OK && used == 1025,
+	      "virtio-blk: read sectors 0-1 (two data descriptors), used length 1025");
+	for (unsigned i = 0; i < 1024; i++)
+		ok &= buf[1][i] == disk_byte(i);
+	check(ok, "virtio-blk: the data read is the file's");
+	check(rd(d, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING,
+	      "virtio-blk: used-buffer interrupt status set");
+	if (!check(irq_pending(vec), "virtio-blk: its interrupt reached the LAPIC through the "
+				     "IOAPIC (irqfd)"))
+		note("irq", d->irq);
+	wr(d, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
+	check(!(rd(d, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING),
+	      "virtio-blk: interrupt acknowledged");
+	memset(buf[1], 0x5a, 512);
+	if (ro) {
+		check(blk_req(d, VIRTIO_BLK_T_OUT, 2, 1, 0) == VIRTIO_BLK_S_IOERR,
+		      "virtio-blk: a write to a read-only disk fails with IOERR");
+	} else {
+		check(blk_req(d, VIRTIO_BLK_T_OUT, 2, 1, 0) == VIRTIO_BLK_S_OK,
+		      "virtio-blk: write sector 2");
+		memset(buf[1], 0, 512);
+		check(blk_req(d, VIRTIO_BLK_T_IN, 2, 1, 0) == VIRTIO_BLK_S_OK &&
+			  buf[1][0] == 0x5a && buf[1][511] == 0x5a,
+		      "virtio-blk: read back what was written");
+		check(blk_req(d, VIRTIO_BLK_T_FLUSH, 0, 0, 0) == VIRTIO_BLK_S_OK,
+		      "virtio-blk: flush");
+	}
+	check(blk_req(d, VIRTIO_BLK_T_IN, sectors, 1, 0) == VIRTIO_BLK_S_IOERR,
+	      "virtio-blk: a read past the end fails with IOERR (the device stays usable)");
+	check(blk_req(d, VIRTIO_BLK_T_GET_ID, 0, 1, 0) == VIRTIO_BLK_S_OK &&
+		  !memcmp(buf[1], "ufvm-virtio-blk", 15),
+	      "virtio-blk: GET_ID");
+	check(blk_req(d, 77, 0, 0, 0) == VIRTIO_BLK_S_UNSUPP,
+	      "virtio-blk: an unknown request type is UNSUPP");
+	check(!vd_broken(d), "virtio-blk: not broken by well-formed requests");
+	blk_malformed(d);
+	check(blk_reinit(d) && blk_req(d, VIRTIO_BLK_T_IN, 0, 1, 0) == VIRTIO_BLK_S_OK &&
+		  buf[1][5] == disk_byte(5),
+	      "virtio-blk: works again after the reset");
+}
+
+/* ---- virtio-balloon ---- */
+
+static void balloon_send(struct vdrv *d, unsigned q, const void *p, uint32_t len, uint16_t flags)
+{
+	vd_desc(q, 0, p, len, flags, 0);
+	vd_kick(d, q);
+}
+
+static bool scratch_zero(void)
+{
+	bool zero = true;
+
+	for (uint64_t a = SCRATCH; a < SCRATCH + SCRATCH_LEN; a += 4096)
+		zero &= *(volatile uint64_t *)a == 0;
+	return zero;
+}
+
+static void scratch_fill(void)
+{
+	for (uint64_t a = SCRATCH; a < SCRATCH + SCRATCH_LEN; a += 4096)
+		*(volatile uint64_t *)a = a | 1;
+}
+
+static void conf_balloon(struct vdrv *d)
+{
+	static uint32_t pfns[4];
+	static struct virtio_balloon_stat stats[2];
+	uint32_t actual = 3;
+
+	if (!check(
+		vd_init(d,
+			(1ULL << VIRTIO_BALLOON_F_STATS_VQ) | (1ULL << VIRTIO_BALLOON_F_REPORTING),
+			4),
+		"virtio-balloon: initialisation with stats and free page reporting"))
+		return;
+	check(rd(d, VIRTIO_MMIO_CONFIG) == 0, "virtio-balloon: target (num_pages) is 0 at boot");
+	mmio_write32(d->base + VIRTIO_MMIO_CONFIG + 4, actual);
+	check(rd(d, VIRTIO_MMIO_CONFIG + 4) == actual, "virtio-balloon: actual is writable");
+	mmio_write32(d->base + VIRTIO_MMIO_CONFIG + 4, 0);
+
+	stats[0] = (struct virtio_balloon_stat){VIRTIO_BALLOON_S_MEMFREE, 12345};
+	stats[1] = (struct virtio_balloon_stat){VIRTIO_BALLOON_S_MEMTOT, 67890};
+	balloon_send(d, 2, stats, sizeof(stats), 0);
+	check(vd_wait(d, 2) < 0, "virtio-balloon: the statistics buffer is held by the device");
+
+	scratch_fill();
+	for (unsigned i = 0; i < 4; i++)
+		pfns[i] = (uint32_t)(SCRATCH >> 12) + i;
+	balloon_send(d, 0, pfns, sizeof(pfns), 0);
+	check(vd_wait(d, 0) >= 0, "virtio-balloon: inflate of 4 pages returned");
+	check(*(volatile uint64_t *)SCRATCH == 0 && *(volatile uint64_t *)(SCRATCH + 0x3000) == 0 &&
+		  *(volatile uint64_t *)(SCRATCH + 0x4000) != 0,
+	      "virtio-balloon: inflated pages were dropped (read as zeros), others kept");
+	balloon_send(d, 1, pfns, sizeof(pfns), 0);
+	check(vd_wait(d, 1) >= 0, "virtio-balloon: deflate returned");
+
+	scratch_fill();
+	balloon_send(d, 3, (const void *)SCRATCH, SCRATCH_LEN, VRING_DESC_F_WRITE);
+	check(vd_wait(d, 3) >= 0, "virtio-balloon: free page report of 2 MiB returned");
+	check(scratch_zero(), "virtio-balloon: reported free pages were dropped (read as zeros)");
+
+	pfns[0] = 0xfffff000;
+	balloon_send(d, 0, pfns, 4, 0);
+	check(vd_broken(d),
+	      "virtio-balloon: malformed: a page frame outside RAM breaks the device");
+	wr(d, VIRTIO_MMIO_STATUS, 0);
+}
+
+void conf_virtio(const char *c)
+{
+	unsigned found = 0, want = (unsigned)arg_u64(c, "conf.vdevs", 0);
+
+	/* every "virtio_mmio.device=<size>@<base>:<irq>" token, parsed as Linux does */
+	for (const char *p = c; *p;) {
+		while (*p == ' ')
+			p++;
+		if (!memcmp(p, "virtio_mmio.device=", 19)) {
+			struct vdrv d = {0};
+			const char *e;
+			uint32_t id;
+
+			parse_u64(p + 19, &e); /* size, with its K suffix */
+			if (*e == 'K' || *e == 'k')
+				e++;
+			if (*e == '@')
+				d.base = parse_u64(e + 1, &e);
+			if (*e == ':')
+				d.irq = (unsigned)parse_u64(e + 1, &e);
+			found++;
+			check(rd(&d, VIRTIO_MMIO_MAGIC_VALUE) == 0x74726976 &&
+				  rd(&d, VIRTIO_MMIO_VERSION) == 2,
+			      "virtio-mmio: magic 'virt', version 2");
+			id = rd(&d, VIRTIO_MMIO_DEVICE_ID);
+			if (id == 2)
+				conf_blk(&d, c);
+			else if (id == 5)
+				conf_balloon(&d);
+			else
+				check(false, "virtio-mmio: a known device id");
+		}
+		while (*p && *p != ' ')
+			p++;
+	}
+	check(found == want, "virtio-mmio: every device announced on the command line");
+}

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""linux_conformance.py: the Linux boot path, proven with the conformance guest and bad kernels.
+
+    linux_conformance.py --list                              names of all cases
+    linux_conformance.py --ufvm UFVM --guests DIR [CASE...]  run them (all if none given)
+
+DIR holds conformance.bzImage, conformance.elf and conformance-pvh.elf (guests/conformance/).
+The guest enters like Linux, checks boot_params, e820, command line, initrd bytes, MP table,
+CPUID and irqchip, then drives every virtio-mmio device, malformed descriptors included, and
+reports over the serial port; it ends through the i8042 reset line (status 0) when every
+check passed. Exit status: 0 passed, 1 failed, 77 skipped (no usable /dev/kvm).
+"""
+import argparse
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+
+TIMEOUT = 30
+SENTINEL = '0123456789abcdefghijklmnopqrstuvwxyz-_.:,/+'
+INITRD_LEN = 20001
+DISK_SECTORS = 64
+BROKEN = r'ufvm: %s: device broken: '
+
+
+def initrd_bytes(n):
+    return bytes((i * 131 + (i >> 9) + 7) & 0xff for i in range(n))
+
+
+def disk_bytes(sectors):
+    return bytes(((o >> 9) * 17 + o) & 0xff for o in range(sectors * 512))
+
+
+def guest_run(kind, cpus=1, initrd=True, disk='rw', balloon=True, mem=64):
+    """A conformance run: (ufvm arguments, expected serial output checks)."""
+    kernel = {'bzimage': 'conformance.bzImage', 'vmlinux': 'conformance.elf',
+              'pvh': 'conformance-pvh.elf'}[kind]
+    vdevs = (disk is not None) + balloon
+    append = ['conf.mem=%d' % mem, 'conf.cpus=%d' % cpus, 'conf.vdevs=%d' % vdevs,
+              'conf.initrd=%d' % (INITRD_LEN if initrd else 0), 'conf.sentinel=' + SENTINEL]
+    args = ['run', '--mem', '%dM' % mem, '--cpus', str(cpus), '--kernel', '{dir}/' + kernel]
+    if kind == 'bzimage':
+        append.append('conf.bzimage=1')
+    if initrd:
+        args += ['--initrd', '{tmp}/initrd']
+    if disk:
+        args += ['--disk', '{tmp}/disk' + (',ro' if disk == 'ro' else '')]
+        append += ['conf.disk_sectors=%d' % DISK_SECTORS, 'conf.disk_ro=%d' % (disk == 'ro')]
+    if not balloon:
+        args.append('--no-balloon')
+    return args + ['--append', ' '.join(append)]
+
+
+def conformance_ok(out, err, disk, balloon, pvh=False):
+    """The guest's verdict, and each broken device reported exactly once."""
+    m = re.search(r'conformance: (\d+) checks, (\d+) failed', out)
+    if not m:
+        return 'no conformance summary on the serial console'
+    if m.group(2) != '0' or 'not ok' in out:
+        return 'failed checks:\n' + '\n'.join(l for l in out.splitlines() if 'not ok' in l)
+    entry = 'PVH 32-bit entry' if pvh else '64-bit boot protocol entry'
+    if 'entered through the ' + entry not in out:
+        return 'the guest did not enter through the ' + entry
+    for dev, present in (('virtio-blk', disk), ('virtio-balloon', balloon)):
+        n = len(re.findall(BROKEN % dev, err))
+        if n != (1 if present else 0):
+            return '%s: %d "device broken" reports on stderr, want %d' % (dev, n, present)
+    if os.path.exists('/sys/module/kvm_pvm') and err.count('warning: this host\'s KVM is PVM') != 1:
+        return 'no single PVM warning on a PVM host'
+    return None
+
+
+def bz_patch(offset, fmt, value):
+    def make(data):
+        d = bytearray(data)
+        struct.pack_into(fmt, d, offset, value)
+        return bytes(d)
+    return make
+
+
+# name: (args, expected status, regex on stderr or check function)
+def cases():
+    c = {}
+    for kind, cpus, initrd, disk, balloon in (('bzimage', 2, True, 'rw', True),
+                                              ('vmlinux', 1, False, 'ro', True),
+                                              ('pvh', 1, True, 'rw', True),
+                                              ('bzimage', 4, True, None, False)):
+        name = 'boot_%s_%dcpu%s%s%s' % (kind, cpus, '' if initrd else '_noinitrd',
+                                        '_' + disk if disk else '_nodisk',
+                                        '' if balloon else '_noballoon')
+        c[name] = (guest_run(kind, cpus, initrd, disk, balloon), 0,
+                   (lambda d, b, p: lambda o, e: conformance_ok(o, e, d, b, p))(
+                       disk is not None, balloon, kind == 'pvh'))
+    bz = '{dir}/conformance.bzImage'
+    bad = {
+        'missing': ('{tmp}/nonexistent', r'kernel .*nonexistent: cannot open: No such file'),
+        'empty': (lambda d: b'', r'not a Linux kernel'),
+        'not_a_kernel': (lambda d: b'hello world\n' * 100, r'not a Linux kernel'),
+        'truncated_header': (lambda d: d[:0x210], r'bzImage: truncated inside its setup header'),
+        'truncated_payload': (lambda d: d[:len(d) // 2], r'bzImage: truncated: header says'),
+        'bad_boot_flag': (bz_patch(0x1fe, '<H', 0x1234), r'boot flag is 0x1234'),
+        'old_protocol': (bz_patch(0x206, '<H', 0x020a), r'boot protocol 2\.10 is older than 2\.12'),
+        'no_64bit_entry': (bz_patch(0x236, '<H', 0), r'no 64-bit entry point'),
+        'bad_alignment': (bz_patch(0x230, '<I', 0x3000), r'kernel_alignment 0x3000 is not a power of 2'),
+        'too_big_for_mem': (bz_patch(0x260, '<I', 200 << 20), r'kernel needs RAM up to \d+ MiB.*try a larger --mem'),
+        'elf_truncated': (lambda d: d[:100], r'vmlinux: program header table lies outside the file'),
+    }
+    for name, (src, want) in bad.items():
+        c['bad_kernel_' + name] = (['run', '--kernel', src if isinstance(src, str) else src],
+                                   2, want)
+    c['bad_initrd_missing'] = (['run', '--kernel', bz, '--initrd', '{tmp}/nope'], 2,
+                               r'initrd .*nope: cannot open')
+    c['bad_initrd_empty'] = (['run', '--kernel', bz, '--initrd', '{tmp}/empty'], 2,
+                             r'initrd .*empty: the file is empty')
+    c['bad_initrd_too_big'] = (['run', '--mem', '32M', '--kernel', bz, '--initrd', '{tmp}/big'], 2,
+                               r'initrd \(\d+ bytes\) does not fit.*try a larger --mem')
+    c['bad_mem_too_large'] = (['run', '--mem', '4G', '--kernel', bz], 2, r'at most 3G')
+    c['bad_cmdline_too_long'] = (['run', '--kernel', bz, '--append', 'x' * 3000], 2,
+                                 r'--append: the command line .* at most 2047')
+    c['bad_disk_missing'] = (['run', '--kernel', bz, '--disk', '{tmp}/nodisk'], 2,
+                             r'virtio-blk .*nodisk: cannot open the disk file')
+    c['bad_disk_flag'] = (['run', '--kernel', bz, '--disk', '{tmp}/disk,rw'], 2,
+                          r'--disk: invalid value')
+    c['bad_kernel_and_elf'] = (['run', '--kernel', bz, '{dir}/conformance.elf'], 2,
+                               r'mutually exclusive')
+    c['bad_initrd_without_kernel'] = (['run', '--initrd', '{tmp}/initrd', '{dir}/conformance.elf'],
+                                      2, r'need --kernel')
+    return c
+
+
+def run_case(ufvm, gdir, tmp, name, case):
+    args, status, judge = case
+    files = {}
+    out_args = []
+    for a in args:
+        if callable(a):  # a malformed kernel made from the good bzImage (or ELF)
+            src = os.path.join(gdir, 'conformance.elf' if 'elf' in name else 'conformance.bzImage')
+            path = os.path.join(tmp, name + '.img')
+            with open(src, 'rb') as f, open(path, 'wb') as g:
+                g.write(a(f.read()))
+            a = path
+        out_args.append(a.replace('{dir}', gdir).replace('{tmp}', tmp))
+    p = subprocess.run([ufvm] + out_args, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=TIMEOUT)
+    out, err = p.stdout.decode(errors='replace'), p.stderr.decode(errors='replace')
+    why = None
+    if p.returncode != status:
+        why = 'exit status %d, want %d' % (p.returncode, status)
+    elif callable(judge):
+        why = judge(out, err)
+    elif not re.search(judge, err):
+        why = 'stderr does not match %r' % judge
+    if why:
+        print('FAIL %s: %s\n--- command: %s\n--- stdout:\n%s--- stderr:\n%s' %
+              (name, why, ' '.join(out_args), out[-6000:], err[-3000:]))
+        return False
+    print('ok %s' % name)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--list', action='store_true')
+    ap.add_argument('--ufvm')
+    ap.add_argument('--guests')
+    ap.add_argument('names', nargs='*')
+    o = ap.parse_args()
+    all_cases = cases()
+    if o.list:
+        print('\n'.join(all_cases))
+        return 0
+    try:
+        os.close(os.open('/dev/kvm', os.O_RDWR))
+    except OSError as e:
+        print('skipped: /dev/kvm is not usable: %s' % e.strerror)
+        return 77
+    ok = True
+    with tempfile.TemporaryDirectory(prefix='ufvm-linux-') as tmp:
+        with open(os.path.join(tmp, 'initrd'), 'wb') as f:
+            f.write(initrd_bytes(INITRD_LEN))
+        with open(os.path.join(tmp, 'disk'), 'wb') as f:
+            f.write(disk_bytes(DISK_SECTORS))
+        open(os.path.join(tmp, 'empty'), 'wb').close()
+        with open(os.path.join(tmp, 'big'), 'wb') as f:
+            f.truncate(40 << 20)
+        for name in o.names or all_cases:
+            ok &= run_case(o.ufvm, os.path.abspath(o.guests), tmp, name, all_cases[name])
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
