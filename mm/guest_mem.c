@@ -27,6 +27,7 @@ int mm_mem_create(struct mm_mem *m, uint64_t size)
 		goto err_close;
 	}
 	m->size = size;
+	m->pager = NULL;
 	return 0;
 
 err_close:
@@ -60,6 +61,8 @@ int mm_copy_from_guest(const struct mm_mem *m, void *dst, gpa_t src, uint64_t le
 
 	if (!p)
 		return -EFAULT;
+	if (m->pager)
+		return mm_pager_copy(m->pager, src, dst, len, false);
 	memcpy(dst, p, len);
 	return 0;
 }
@@ -70,6 +73,8 @@ int mm_copy_to_guest(const struct mm_mem *m, gpa_t dst, const void *src, uint64_
 
 	if (!p)
 		return -EFAULT;
+	if (m->pager)
+		return mm_pager_copy(m->pager, dst, (void *)src, len, true);
 	memcpy(p, src, len);
 	return 0;
 }

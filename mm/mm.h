@@ -2,16 +2,22 @@
 #ifndef UFVM_MM_H
 #define UFVM_MM_H
 
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef uint64_t gpa_t; /* a guest-physical address: never dereference it directly */
 
+struct mm_pager;
+
 struct mm_mem {
 	int memfd;     /* backing shmem file; guest RAM content lives here */
 	uint8_t *hva;  /* MAP_SHARED mapping of the whole memfd */
 	uint64_t size; /* bytes, a multiple of 2 MiB */
+	struct mm_pager *pager; /* set while a pager serves hva; host copies go through it */
 };
 
 /* Create a memfd of `size` bytes and map it shared. size must be a multiple of 2 MiB. */
@@ -25,9 +31,104 @@ void mm_mem_destroy(struct mm_mem *m);
  */
 void *mm_gpa(const struct mm_mem *m, gpa_t gpa, uint64_t len);
 
-/* Checked copies between guest RAM and the host; -EFAULT when out of range. */
+/*
+ * Checked copies between guest RAM and the host; -EFAULT when out of range.
+ * With a pager they never take a userfault: they go through the pager's own
+ * unregistered view of the memfd, so they are safe on any thread, pager
+ * threads and the fault path included.
+ */
 int mm_copy_from_guest(const struct mm_mem *m, void *dst, gpa_t src, uint64_t len);
 int mm_copy_to_guest(const struct mm_mem *m, gpa_t dst, const void *src, uint64_t len);
+
+/* ---- page-state table (pst.c) --------------------------------------------
+ * One 8-byte entry per 4 KiB guest page: the secondary-MMU bookkeeping. The
+ * state machine, and the notifier operation each transition mirrors, is drawn
+ * in mm/README.md. Entries are changed only under the lock of the 2 MiB
+ * region that holds them (see struct mm_pager); the table itself has no lock.
+ */
+enum pst_state {
+	PST_NEW = 0,   /* never touched: no content anywhere, reads as zeros */
+	PST_RESIDENT,  /* content in the memfd, mapped in the VMM (and so KVM) */
+	PST_UNMAPPED,  /* content in the memfd, VMM PTE zapped: a young test */
+	PST_WRITEBACK, /* zapped, content being written to the swap slot */
+	PST_SWAPPED,   /* content only in swap slot `slot`; memfd page freed */
+	PST_NSTATES
+};
+
+#define PST_F_YOUNG 0x01 /* accessed since the last clear_young (zap) */
+#define PST_F_DIRTY 0x02 /* may differ from its swap copy (or has none) */
+#define PST_F_SLOT  0x04 /* `slot` holds a valid copy of the page */
+
+struct pst_entry {
+	uint32_t slot; /* swap slot, valid with PST_F_SLOT */
+	uint8_t state; /* enum pst_state */
+	uint8_t flags; /* PST_F_* */
+	uint8_t age;   /* idle age in scan periods (access tracking, issue 4) */
+	uint8_t rsvd;
+};
+_Static_assert(sizeof(struct pst_entry) == 8, "pst entries stay compact");
+
+struct pst {
+	struct pst_entry *e;
+	uint64_t npages;
+};
+
+int pst_init(struct pst *t, uint64_t npages); /* all pages PST_NEW */
+void pst_free(struct pst *t);
+bool pst_transition_legal(enum pst_state from, enum pst_state to);
+const char *pst_state_name(enum pst_state s);
+/*
+ * Move page pfn to state `to`: -EINVAL (and no change) when the transition
+ * is illegal or pfn out of range. Keeps flags coherent: entering SWAPPED
+ * requires PST_F_SLOT; entering NEW clears everything.
+ */
+int pst_set(struct pst *t, uint64_t pfn, enum pst_state to);
+static inline enum pst_state pst_get(const struct pst *t, uint64_t pfn)
+{
+	return (enum pst_state)t->e[pfn].state;
+}
+
+/* ---- userfaultfd wrapper (uffd.c) ------------------------------------------
+ * Thin: every call maps errno to a result the caller can act on.
+ */
+enum uffd_result {
+	UFFD_OK = 0,
+	UFFD_EXISTS = 1, /* EEXIST: already resolved by someone else, a benign race */
+	UFFD_RETRY = 2,  /* EAGAIN: the mm is changing: read events, then retry */
+	UFFD_GONE = 3,   /* ESRCH: the uffd or its mm is gone; stop serving */
+	UFFD_NOPAGE = 4, /* EFAULT/ENOENT on CONTINUE: no page in the page cache */
+};
+
+struct uffd {
+	int fd;
+	uint64_t features; /* granted UFFD_FEATURE_* */
+};
+
+/*
+ * Open a userfaultfd (via /dev/userfaultfd, else the syscall), non-blocking,
+ * handling kernel-mode faults too (KVM's accesses are kernel-mode, so never
+ * UFFD_USER_MODE_ONLY). `want` features must all be available: -ENOTSUP
+ * otherwise. -EPERM/-ENOSYS: see uffd_strerror().
+ */
+int uffd_open(struct uffd *u, uint64_t want);
+/* The features this kernel offers (probed on a throwaway uffd), or -errno. */
+int64_t uffd_probe(void);
+void uffd_close(struct uffd *u);
+/* Why open failed, with what to do: for a user-facing message. */
+const char *uffd_strerror(int err);
+int uffd_register(struct uffd *u, void *addr, uint64_t len, bool minor);
+int uffd_unregister(struct uffd *u, void *addr, uint64_t len);
+/*
+ * Resolve [dst, dst+len) by copying from src; *done gets bytes installed.
+ * Neither this nor uffd_continue wakes the faulting threads: the caller
+ * finishes its bookkeeping first, then calls uffd_wake.
+ */
+int uffd_copy(struct uffd *u, void *dst, const void *src, uint64_t len, uint64_t *done);
+/* Map pages already in the page cache (minor faults); *done as above. */
+int uffd_continue(struct uffd *u, void *addr, uint64_t len, uint64_t *done);
+int uffd_wake(struct uffd *u, void *addr, uint64_t len);
+/* Read up to max pending events: the count (0 if none), or -errno (-ESRCH: uffd gone). */
+int uffd_read(struct uffd *u, void *msgs, int max);
 
 /* ---- swap store (swap_store.c, swap_slots.c) ----------------------------
  * A file of page-sized slots written and read through io_uring. Library
@@ -118,5 +219,173 @@ int64_t swap_slots_get(struct swap_slots *sl, uint32_t n); /* first of n slots, 
 void swap_slots_put(struct swap_slots *sl, uint64_t slot);
 bool swap_slots_test(const struct swap_slots *sl, uint64_t slot);
 uint64_t swap_slots_count(const struct swap_slots *sl);
+
+/* ---- pager (pager.c, fault.c, reclaim.c) -----------------------------------
+ * Guest RAM served through userfaultfd: never-touched memory is zero-filled
+ * in aligned chunks, a memory limit is kept by a clock reclaim that writes
+ * cold pages to the swap store, and the whole VM can be swapped out. Library
+ * code: never prints; problems reach the VMM through mm_host_ops.
+ */
+struct mm_host_ops {
+	/*
+	 * Stop the VM with msg (a full user-facing line without newline). Called
+	 * on a pager thread when a fault can never be resolved (swap read error,
+	 * uffd gone). The faulting vCPU stays blocked: fatal must end the VM.
+	 */
+	void (*fatal)(void *ctx, const char *msg);
+	/* A non-fatal problem, reported once per kind (swap write errors). May be NULL. */
+	void (*warn)(void *ctx, const char *msg);
+	/*
+	 * Bring every vCPU out of KVM_RUN and hold it; 0 or -errno. The pager
+	 * keeps serving faults (and lifts the memory limit) while this waits,
+	 * so a vCPU blocked in a userfault always gets out. May be NULL.
+	 */
+	int (*pause_vcpus)(void *ctx);
+	void (*resume_vcpus)(void *ctx);
+};
+
+struct mm_pager_opts {
+	uint64_t chunk;         /* bytes zero-filled per fault on never-touched memory:
+				   a power of two, 4 KiB..2 MiB; 0 = 2 MiB */
+	uint64_t mem_limit;     /* max resident bytes of guest RAM; 0 = no limit */
+	const char *swap_path;  /* NULL = unlinked temporary file */
+	bool swap_direct;       /* O_DIRECT swap I/O */
+	unsigned fault_threads; /* 0 = 2 */
+	unsigned readahead_max; /* pages read per swap-in fault at most; 0 = 256 */
+};
+
+enum mm_swapin_mode { MM_SWAPIN_ON_DEMAND, MM_SWAPIN_PREFETCH };
+
+#define MM_LAT_BUCKETS 16 /* bucket 0: < 1 us; bucket i: [2^(i-1), 2^i) us; last: more */
+
+/* All fields are uint64_t (mm_pager_get_stats relies on it). */
+struct mm_pager_stats {
+	uint64_t pages, resident_pages, swapped_pages;
+	uint64_t memfd_bytes; /* what the memfd really holds (fstat st_blocks) */
+	uint64_t limit_pages, swap_slots_used;
+	uint64_t faults_missing, faults_minor, faults_swapin, faults_deferred, remove_events;
+	uint64_t chunks, chunk_pages;
+	uint64_t swapin_pages, swapout_pages, swapin_bytes, swapout_bytes;
+	uint64_t readahead_pages, clean_drops;
+	uint64_t reclaim_runs, reclaim_scanned, zapped_pages, max_resident_pages;
+	uint64_t write_errors, read_errors;
+	uint64_t swapout_all_runs, swapout_all_pages, swapout_all_resident_bytes;
+	uint64_t swapout_all_ns, swapin_all_pages, swapin_all_ns;
+	uint64_t host_copies;
+	uint64_t fault_lat_us[MM_LAT_BUCKETS]; /* service time: event read to resolved */
+};
+
+/*
+ * Take over guest RAM: must be called after the VMM wrote its own pages (ELF,
+ * page tables) into mem and before any vCPU runs. Those pages are found with
+ * SEEK_DATA on the memfd and accounted resident. On -EPERM/-ENOSYS/-ENOTSUP
+ * mm_pager_strerror() says why and what to do.
+ */
+int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pager_opts *o,
+		   const struct mm_host_ops *ops, void *ctx);
+/* Stop serving (vCPUs must be gone): swapped-out content is discarded. */
+void mm_pager_stop(struct mm_pager *p);
+const char *mm_pager_strerror(int err);
+void mm_pager_get_stats(struct mm_pager *p, struct mm_pager_stats *st);
+/*
+ * Pause the vCPUs (ops), write every resident page out, record the memfd's
+ * size (stats.swapout_all_resident_bytes), then with MM_SWAPIN_PREFETCH read
+ * everything back, and resume. Pages whose write failed stay resident. Not
+ * to be called on a pager thread. Returns 0, or the first -errno.
+ */
+int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode);
+/* Read every swapped page back and map it (prefetch); any thread but a pager one. */
+int mm_pager_swapin_all(struct mm_pager *p);
+/*
+ * Async-signal-safe: ask the pager's own reclaim thread to run
+ * mm_pager_swapout_all(p, mode) (for SIGUSR1).
+ */
+void mm_pager_request_swapout(struct mm_pager *p, enum mm_swapin_mode mode);
+/* Host copies in and out of guest RAM (used by mm_copy_*_guest). */
+int mm_pager_copy(struct mm_pager *p, gpa_t gpa, void *buf, uint64_t len, bool to_guest);
+/* TEST ONLY: make the swap store fail (see swap_inject_error). */
+void mm_pager_test_inject(struct mm_pager *p, bool write, int err, uint64_t after);
+
+/* ---- pager internals (mm/ only) -------------------------------------------- */
+#define MM_PAGE 4096ULL
+#define MM_REGION_PAGES 512 /* 2 MiB: unit of locking and of the largest chunk */
+
+struct mm_region {
+	pthread_mutex_t lock; /* guards the pst entries of this region */
+	_Atomic uint32_t nres; /* pages with content in the memfd */
+	_Atomic uint32_t nnew;
+	atomic_int want; /* a fault thread failed trylock: wake it on unlock */
+};
+
+struct mm_fault_thread {
+	struct mm_pager *p;
+	pthread_t tid;
+	int efd; /* wake-up: a region it waits for was unlocked, or memory was freed */
+	struct uffd_msg *deferred;
+	unsigned ndeferred, capdeferred;
+	uint64_t ra_next, ra_win; /* readahead: expected next pfn, window in pages */
+	struct swap_io *ios;
+};
+
+struct mm_pager {
+	struct mm_mem *mem;
+	uint8_t *alias; /* a second, unregistered mapping of the memfd: the pager's view */
+	struct pst pst;
+	struct mm_region *reg;
+	uint64_t nregions, npages;
+	struct uffd uffd;
+	struct swap_store *swap;
+	pthread_mutex_t swap_lock; /* the swap store has one owner at a time */
+	struct mm_pager_opts o;
+	struct mm_host_ops ops;
+	void *ctx;
+	uint64_t chunk_pages, ra_max, limit_pages, high, low;
+	_Atomic uint64_t resident, swapped;
+	atomic_bool stop, dead, pausing, stalled, warned_write, warned_full;
+	struct mm_fault_thread *ft;
+	unsigned nft;
+	pthread_t reclaim_tid;
+	bool reclaim_started;
+	pthread_mutex_t rc_lock;
+	pthread_cond_t rc_cond;
+	bool rc_kick;
+	int rc_swapout; /* -1 none, else enum mm_swapin_mode requested by signal */
+	int rc_efd;     /* written by mm_pager_request_swapout */
+	pthread_mutex_t evict_lock; /* one evictor at a time: reclaim or swapout_all */
+	uint64_t hand;              /* clock hand, a region index */
+	struct swap_io *rc_ios;
+	struct mm_pager_stats st; /* counters, updated with MM_STAT_ADD */
+};
+
+#define MM_STAT_ADD(p, f, n) __atomic_fetch_add(&(p)->st.f, (uint64_t)(n), __ATOMIC_RELAXED)
+
+/* pager.c */
+uint64_t mm_now_ns(void);
+void mm_region_unlock(struct mm_pager *p, uint64_t r);
+/* Move a page (region lock held), keeping counters and swap slots right; false on a bug. */
+bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to);
+void mm_slot_free(struct mm_pager *p, struct pst_entry *e);
+void mm_wake_faults(struct mm_pager *p);
+void mm_pager_die(struct mm_pager *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void mm_warn_once(struct mm_pager *p, atomic_bool *flag, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Read swapped pages [pfn, pfn+n) of one region into the memfd (region lock held); -errno. */
+int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n,
+		    uint64_t *got);
+/* fault.c */
+/*
+ * Map pages [pfn, pfn+n) whose content is in the memfd (UFFDIO_CONTINUE, no
+ * wake-up); *mapped gets how many from pfn on are mapped, also on error.
+ * -EAGAIN: an event must be read first (defer); -ENOENT: no page in the memfd.
+ */
+int mm_map_run(struct mm_pager *p, uint64_t pfn, uint64_t n, uint64_t *mapped);
+int mm_fault_start(struct mm_pager *p);
+void mm_fault_stop(struct mm_pager *p);
+/* reclaim.c */
+int mm_reclaim_start(struct mm_pager *p);
+void mm_reclaim_stop(struct mm_pager *p);
+void mm_reclaim_kick(struct mm_pager *p);
+/* Evict the pages of region r (locked) chosen by the clock, or all with force. */
+uint64_t mm_evict_region(struct mm_pager *p, uint64_t r, bool force, int *err);
 
 #endif

@@ -1,0 +1,401 @@
+/* fault.c: the fault service threads: drain the uffd, resolve by page state */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "mm/mm.h"
+
+/*
+ * Fault service. Each thread polls the uffd and its own eventfd, and at every
+ * wake-up first retries the faults it deferred, then drains the uffd
+ * completely. A fault is resolved under the lock of its 2 MiB region, taken
+ * with trylock only: a fault thread never blocks on anything another thread
+ * may hold while waiting for the uffd to be read (reclaim zaps with
+ * MADV_DONTNEED under a region lock, and with UFFD_FEATURE_EVENT_REMOVE that
+ * madvise waits until a fault thread has read the REMOVE event). A fault that
+ * finds its region busy, or no memory under the limit, is deferred and
+ * retried when the region is unlocked or reclaim frees memory.
+ *
+ *   state at fault   resolution
+ *   NEW              UFFDIO_COPY of zeros over the largest aligned block (up to
+ *                    the chunk size) around it that is all NEW and fits the limit
+ *   RESIDENT         UFFDIO_CONTINUE (zapped by someone else) - minor
+ *   UNMAPPED         UFFDIO_CONTINUE - minor; the young test says "accessed"
+ *   SWAPPED          swap store read into the memfd, with readahead, then CONTINUE
+ *   WRITEBACK        never seen: reclaim holds the region lock throughout
+ */
+enum { DONE, DEFER };
+
+static uint8_t *zeros; /* MM_REGION_PAGES pages of zeros: the source of zero-fill */
+
+static uint64_t budget(struct mm_pager *p)
+{
+	uint64_t res = p->resident;
+
+	if (!p->limit_pages || p->pausing || p->stalled)
+		return UINT64_MAX;
+	return res >= p->limit_pages ? 0 : p->limit_pages - res;
+}
+
+static bool all_new(struct mm_pager *p, uint64_t start, uint64_t n)
+{
+	if (n == MM_REGION_PAGES)
+		return p->reg[start / MM_REGION_PAGES].nnew == MM_REGION_PAGES;
+	for (uint64_t i = start; i < start + n; i++)
+		if (p->pst.e[i].state != PST_NEW)
+			return false;
+	return true;
+}
+
+static void set_resident(struct mm_pager *p, uint64_t pfn)
+{
+	struct pst_entry *e = &p->pst.e[pfn];
+
+	if (e->state != PST_RESIDENT && !mm_page_set(p, pfn, PST_RESIDENT))
+		return;
+	mm_slot_free(p, e); /* mapped writable: the swap copy is stale from now on */
+	e->flags |= PST_F_YOUNG | PST_F_DIRTY;
+	e->age = 0;
+}
+
+int mm_map_run(struct mm_pager *p, uint64_t pfn, uint64_t n, uint64_t *mapped)
+{
+	uint64_t done = 0, i;
+	int rc = uffd_continue(&p->uffd, p->mem->hva + pfn * MM_PAGE, n * MM_PAGE, &done);
+
+	/* EEXIST: some page is already mapped; map the rest one by one. */
+	for (i = pfn + done / MM_PAGE; rc == UFFD_EXISTS && i < pfn + n; i++) {
+		rc = uffd_continue(&p->uffd, p->mem->hva + i * MM_PAGE, MM_PAGE, &done);
+		if (rc == UFFD_EXISTS || rc == UFFD_OK)
+			rc = i + 1 < pfn + n ? UFFD_EXISTS : UFFD_OK;
+		else
+			break;
+	}
+	if (rc == UFFD_OK || rc == UFFD_EXISTS) {
+		*mapped = n;
+		return 0;
+	}
+	*mapped = (i > pfn ? i : pfn + done / MM_PAGE) - pfn;
+	if (rc == UFFD_RETRY)
+		return -EAGAIN;
+	if (rc == UFFD_GONE)
+		return -ESRCH;
+	if (rc == UFFD_NOPAGE)
+		return -ENOENT;
+	return rc < 0 ? rc : -EIO;
+}
+
+static int zero_fill(struct mm_pager *p, uint64_t start, uint64_t n)
+{
+	uint64_t done = 0;
+	int rc = uffd_copy(&p->uffd, p->mem->hva + start * MM_PAGE, zeros, n * MM_PAGE, &done);
+
+	for (uint64_t i = start; i < start + done / MM_PAGE; i++)
+		set_resident(p, i);
+	if (rc == UFFD_EXISTS) {
+		/* Content appeared behind our back (a write to the memfd): map it. */
+		for (uint64_t i = start + done / MM_PAGE; i < start + n; i++) {
+			rc = uffd_copy(&p->uffd, p->mem->hva + i * MM_PAGE, zeros, MM_PAGE, &done);
+			if (rc == UFFD_EXISTS)
+				rc = mm_map_run(p, i, 1, &done) == 0 ? UFFD_OK : UFFD_RETRY;
+			if (rc != UFFD_OK)
+				break;
+			set_resident(p, i);
+		}
+	}
+	if (rc == UFFD_OK)
+		return 0;
+	if (rc == UFFD_RETRY)
+		return -EAGAIN;
+	return rc == UFFD_GONE ? -ESRCH : (rc < 0 ? rc : -EIO);
+}
+
+static int resolve_new(struct mm_pager *p, uint64_t pfn)
+{
+	uint64_t room = budget(p), n = p->chunk_pages, start;
+	int err;
+
+	if (!room) {
+		mm_reclaim_kick(p);
+		return DEFER;
+	}
+	for (;;) {
+		start = pfn & ~(n - 1);
+		if (n == 1 || (n <= room && all_new(p, start, n)))
+			break;
+		n >>= 1;
+	}
+	err = zero_fill(p, start, n);
+	if (err == -EAGAIN)
+		return DEFER; /* pages done so far are accounted; the rest on retry */
+	if (err < 0) {
+		mm_pager_die(p, "ufvm: pager: zero-fill of guest page 0x%llx failed: %s",
+			     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
+		return DONE;
+	}
+	MM_STAT_ADD(p, faults_missing, 1);
+	MM_STAT_ADD(p, chunks, 1);
+	MM_STAT_ADD(p, chunk_pages, n);
+	uffd_wake(&p->uffd, p->mem->hva + start * MM_PAGE, n * MM_PAGE);
+	return DONE;
+}
+
+static int resolve_minor(struct mm_pager *p, uint64_t pfn)
+{
+	uint64_t mapped;
+	int err = mm_map_run(p, pfn, 1, &mapped);
+
+	if (err == -EAGAIN)
+		return DEFER;
+	if (err == -ENOENT) {
+		/* The content was discarded (MADV_REMOVE, a punched hole): now zeros. */
+		if (mm_page_set(p, pfn, PST_NEW))
+			return resolve_new(p, pfn);
+		return DONE;
+	}
+	if (err < 0) {
+		mm_pager_die(p, "ufvm: pager: mapping guest page 0x%llx failed: %s",
+			     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
+		return DONE;
+	}
+	set_resident(p, pfn);
+	MM_STAT_ADD(p, faults_minor, 1);
+	uffd_wake(&p->uffd, p->mem->hva + pfn * MM_PAGE, MM_PAGE);
+	return DONE;
+}
+
+/* Readahead: the window doubles while faults follow each other, else a small cluster. */
+static int resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
+{
+	struct mm_pager *p = ft->p;
+	uint64_t room = budget(p), start, end, got = 0, rend, mapped;
+	int err;
+
+	if (!room) {
+		mm_reclaim_kick(p);
+		return DEFER;
+	}
+	if (pfn == ft->ra_next) {
+		ft->ra_win = ft->ra_win * 2 > p->ra_max ? p->ra_max : ft->ra_win * 2;
+		start = pfn;
+	} else {
+		ft->ra_win = 8 < p->ra_max ? 8 : p->ra_max;
+		start = pfn & ~(uint64_t)(ft->ra_win - 1);
+	}
+	if (ft->ra_win > room)
+		start = pfn, ft->ra_win = room;
+	rend = (pfn / MM_REGION_PAGES + 1) * MM_REGION_PAGES;
+	end = start + ft->ra_win > rend ? rend : start + ft->ra_win;
+	if (end <= pfn)
+		end = pfn + 1;
+	err = mm_swapin_range(p, ft->ios, start, end - start, &got);
+	if (err < 0) {
+		mm_pager_die(p,
+			     "ufvm: swap file: read of guest page 0x%llx failed: %s (VM stopped)",
+			     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
+		return DONE;
+	}
+	for (uint64_t i = start, run = 0; i <= end; i++) {
+		if (i < end && p->pst.e[i].state == PST_SWAPPED) {
+			mm_page_set(p, i, PST_UNMAPPED);
+			run++;
+			continue;
+		}
+		if (!run)
+			continue;
+		err = mm_map_run(p, i - run, run, &mapped);
+		for (uint64_t j = i - run; j < i - run + mapped; j++)
+			set_resident(p, j);
+		if (err == -EAGAIN)
+			return DEFER; /* the rest wait as UNMAPPED (clean): a minor fault next */
+		if (err < 0) {
+			mm_pager_die(p, "ufvm: pager: mapping guest page 0x%llx failed: %s",
+				     (unsigned long long)((i - run) * MM_PAGE), strerror(-err));
+			return DONE;
+		}
+		run = 0;
+	}
+	ft->ra_next = end;
+	MM_STAT_ADD(p, faults_swapin, 1);
+	MM_STAT_ADD(p, readahead_pages, got ? got - 1 : 0);
+	uffd_wake(&p->uffd, p->mem->hva + start * MM_PAGE, (end - start) * MM_PAGE);
+	return DONE;
+}
+
+static void record_latency(struct mm_pager *p, uint64_t t0)
+{
+	uint64_t us = (mm_now_ns() - t0) / 1000;
+	unsigned b = 0;
+
+	while (us && b < MM_LAT_BUCKETS - 1) {
+		us >>= 1;
+		b++;
+	}
+	MM_STAT_ADD(p, fault_lat_us[b], 1);
+}
+
+static int handle_fault(struct mm_fault_thread *ft, const struct uffd_msg *m)
+{
+	struct mm_pager *p = ft->p;
+	uint64_t addr = m->arg.pagefault.address & ~(MM_PAGE - 1), pfn, r, t0 = mm_now_ns();
+	int rc = DONE;
+
+	if (addr < (uintptr_t)p->mem->hva || addr >= (uintptr_t)p->mem->hva + p->mem->size)
+		return DONE;
+	pfn = (addr - (uintptr_t)p->mem->hva) / MM_PAGE;
+	r = pfn / MM_REGION_PAGES;
+	if (pthread_mutex_trylock(&p->reg[r].lock)) {
+		atomic_store(&p->reg[r].want, 1);
+		if (pthread_mutex_trylock(&p->reg[r].lock))
+			return DEFER;
+	}
+	switch (p->pst.e[pfn].state) {
+	case PST_NEW:
+		rc = resolve_new(p, pfn);
+		break;
+	case PST_RESIDENT:
+	case PST_UNMAPPED:
+		rc = resolve_minor(p, pfn);
+		break;
+	case PST_SWAPPED:
+		rc = resolve_swapin(ft, pfn);
+		break;
+	default:
+		rc = DEFER;
+	}
+	mm_region_unlock(p, r);
+	if (rc == DONE)
+		record_latency(p, t0);
+	if (p->limit_pages && p->resident > p->high)
+		mm_reclaim_kick(p);
+	return rc;
+}
+
+/*
+ * UFFD_EVENT_REMOVE: someone ran MADV_DONTNEED/MADV_REMOVE on guest RAM; our
+ * own zaps cause most of them. Nothing to do but read it (the madvise caller
+ * waits for that): page states stay as they are, since a zapped RESIDENT page
+ * comes back through a minor fault, and a removed one through resolve_minor's
+ * "no page" case.
+ */
+static int handle_msg(struct mm_fault_thread *ft, const struct uffd_msg *m)
+{
+	if (atomic_load(&ft->p->dead))
+		return DEFER; /* the VM is being stopped: leave vCPUs blocked */
+	if (m->event == UFFD_EVENT_PAGEFAULT)
+		return handle_fault(ft, m);
+	if (m->event == UFFD_EVENT_REMOVE)
+		MM_STAT_ADD(ft->p, remove_events, 1);
+	return DONE;
+}
+
+static void defer(struct mm_fault_thread *ft, const struct uffd_msg *m)
+{
+	if (ft->ndeferred == ft->capdeferred) {
+		unsigned cap = ft->capdeferred ? ft->capdeferred * 2 : 64;
+		struct uffd_msg *n = realloc(ft->deferred, cap * sizeof(*n));
+
+		if (!n) {
+			mm_pager_die(ft->p, "ufvm: pager: out of memory deferring a fault");
+			return;
+		}
+		ft->deferred = n;
+		ft->capdeferred = cap;
+	}
+	ft->deferred[ft->ndeferred++] = *m;
+	MM_STAT_ADD(ft->p, faults_deferred, 1);
+}
+
+static void retry_deferred(struct mm_fault_thread *ft)
+{
+	unsigned n = ft->ndeferred, keep = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (handle_msg(ft, &ft->deferred[i]) == DEFER)
+			ft->deferred[keep++] = ft->deferred[i];
+	}
+	ft->ndeferred = keep;
+}
+
+static void *fault_main(void *arg)
+{
+	struct mm_fault_thread *ft = arg;
+	struct mm_pager *p = ft->p;
+	struct uffd_msg msgs[64];
+	uint64_t v;
+	int n;
+
+	while (!atomic_load(&p->stop)) {
+		struct pollfd pf[2] = {{.fd = p->uffd.fd, .events = POLLIN},
+				       {.fd = ft->efd, .events = POLLIN}};
+
+		poll(pf, 2, ft->ndeferred ? 1 : 200);
+		if (pf[1].revents && read(ft->efd, &v, sizeof(v)) < 0) {
+			/* nothing pending after all */
+		}
+		retry_deferred(ft);
+		while ((n = uffd_read(&p->uffd, msgs, 64)) > 0)
+			for (int i = 0; i < n; i++)
+				if (handle_msg(ft, &msgs[i]) == DEFER)
+					defer(ft, &msgs[i]);
+		if (n < 0 && !atomic_load(&p->stop)) {
+			mm_pager_die(p, "ufvm: pager: userfaultfd read failed: %s", strerror(-n));
+			break;
+		}
+	}
+	return NULL;
+}
+
+int mm_fault_start(struct mm_pager *p)
+{
+	if (!zeros) {
+		zeros = mmap(NULL, MM_REGION_PAGES * MM_PAGE, PROT_READ,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (zeros == MAP_FAILED) {
+			zeros = NULL;
+			return -errno;
+		}
+	}
+	p->ft = calloc(p->nft, sizeof(*p->ft));
+	if (!p->ft)
+		return -ENOMEM;
+	for (unsigned i = 0; i < p->nft; i++) {
+		struct mm_fault_thread *ft = &p->ft[i];
+
+		ft->p = p;
+		ft->ra_next = UINT64_MAX;
+		ft->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		ft->ios = calloc(MM_REGION_PAGES, sizeof(*ft->ios));
+		if (ft->efd < 0 || !ft->ios ||
+		    pthread_create(&ft->tid, NULL, fault_main, ft) != 0) {
+			p->nft = i + 1;
+			ft->tid = 0;
+			mm_fault_stop(p);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+void mm_fault_stop(struct mm_pager *p)
+{
+	atomic_store(&p->stop, true);
+	mm_wake_faults(p);
+	for (unsigned i = 0; i < p->nft; i++) {
+		struct mm_fault_thread *ft = &p->ft[i];
+
+		if (ft->tid)
+			pthread_join(ft->tid, NULL);
+		if (ft->efd > 0)
+			close(ft->efd);
+		free(ft->ios);
+		free(ft->deferred);
+	}
+	free(p->ft);
+	p->ft = NULL;
+	p->nft = 0;
+}

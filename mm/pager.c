@@ -1,0 +1,352 @@
+/* pager.c: pager start/stop, page accounting, host copies, whole-VM swap-out and swap-in */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mm/mm.h"
+
+#ifndef UFFD_FEATURE_MINOR_SHMEM
+#define UFFD_FEATURE_MINOR_SHMEM (1 << 10)
+#endif
+
+uint64_t mm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void mm_wake_faults(struct mm_pager *p)
+{
+	uint64_t one = 1;
+
+	for (unsigned i = 0; i < p->nft; i++)
+		if (write(p->ft[i].efd, &one, sizeof(one)) < 0) {
+			/* the counter is saturated: a wake-up is pending anyway */
+		}
+}
+
+void mm_region_unlock(struct mm_pager *p, uint64_t r)
+{
+	pthread_mutex_unlock(&p->reg[r].lock);
+	if (atomic_exchange(&p->reg[r].want, 0))
+		mm_wake_faults(p);
+}
+
+void mm_pager_die(struct mm_pager *p, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (atomic_exchange(&p->dead, true))
+		return; /* one fatal message is enough */
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (p->ops.fatal)
+		p->ops.fatal(p->ctx, msg);
+}
+
+void mm_warn_once(struct mm_pager *p, atomic_bool *flag, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (atomic_exchange(flag, true) || !p->ops.warn)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	p->ops.warn(p->ctx, msg);
+}
+
+void mm_slot_free(struct mm_pager *p, struct pst_entry *e)
+{
+	if (!(e->flags & PST_F_SLOT))
+		return;
+	pthread_mutex_lock(&p->swap_lock);
+	swap_slot_free(p->swap, e->slot);
+	pthread_mutex_unlock(&p->swap_lock);
+	e->flags &= (uint8_t)~PST_F_SLOT;
+}
+
+static bool has_content(enum pst_state s)
+{
+	return s == PST_RESIDENT || s == PST_UNMAPPED || s == PST_WRITEBACK;
+}
+
+bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to)
+{
+	struct pst_entry *e = &p->pst.e[pfn];
+	struct mm_region *r = &p->reg[pfn / MM_REGION_PAGES];
+	enum pst_state from = (enum pst_state)e->state;
+	uint64_t res, max;
+
+	if (to == PST_NEW)
+		mm_slot_free(p, e);
+	if (pst_set(&p->pst, pfn, to) < 0) {
+		mm_pager_die(
+		    p, "ufvm: pager: internal error: page 0x%llx: illegal transition %s -> %s",
+		    (unsigned long long)(pfn * MM_PAGE), pst_state_name(from), pst_state_name(to));
+		return false;
+	}
+	if (from == PST_NEW)
+		r->nnew--;
+	if (to == PST_NEW)
+		r->nnew++;
+	if (from == PST_SWAPPED)
+		p->swapped--;
+	if (to == PST_SWAPPED)
+		p->swapped++;
+	if (has_content(from) && !has_content(to)) {
+		r->nres--;
+		p->resident--;
+	} else if (!has_content(from) && has_content(to)) {
+		r->nres++;
+		res = ++p->resident;
+		max = __atomic_load_n(&p->st.max_resident_pages, __ATOMIC_RELAXED);
+		while (res > max &&
+		       !__atomic_compare_exchange_n(&p->st.max_resident_pages, &max, res, false,
+						    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			;
+	}
+	return true;
+}
+
+int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n,
+		    uint64_t *got)
+{
+	unsigned nio = 0;
+	uint64_t pages = 0;
+	int err;
+
+	for (uint64_t i = pfn; i < pfn + n; i++) {
+		struct pst_entry *e = &p->pst.e[i];
+		struct swap_io *last = nio ? &ios[nio - 1] : NULL;
+
+		if (e->state != PST_SWAPPED)
+			continue;
+		if (last && last->slot + last->npages == e->slot &&
+		    (uint8_t *)last->buf + last->npages * MM_PAGE == p->alias + i * MM_PAGE) {
+			last->npages++;
+		} else {
+			ios[nio++] = (struct swap_io){
+			    .slot = e->slot, .npages = 1, .buf = p->alias + i * MM_PAGE};
+		}
+		pages++;
+	}
+	*got = pages;
+	if (!nio)
+		return 0;
+	pthread_mutex_lock(&p->swap_lock);
+	err = swap_read(p->swap, ios, nio);
+	pthread_mutex_unlock(&p->swap_lock);
+	if (err < 0) {
+		MM_STAT_ADD(p, read_errors, 1);
+		return err;
+	}
+	MM_STAT_ADD(p, swapin_pages, pages);
+	MM_STAT_ADD(p, swapin_bytes, pages * MM_PAGE);
+	return 0;
+}
+
+/* Count what the VMM already wrote into the memfd before we took over. */
+static void account_existing(struct mm_pager *p)
+{
+	off_t pos = 0, end, size = (off_t)p->mem->size;
+
+	while (pos < size) {
+		pos = lseek(p->mem->memfd, pos, SEEK_DATA);
+		if (pos < 0)
+			break;
+		end = lseek(p->mem->memfd, pos, SEEK_HOLE);
+		if (end < 0)
+			end = size;
+		for (uint64_t pfn = (uint64_t)pos / MM_PAGE; pfn * MM_PAGE < (uint64_t)end; pfn++)
+			if (mm_page_set(p, pfn, PST_RESIDENT))
+				p->pst.e[pfn].flags |= PST_F_DIRTY | PST_F_YOUNG;
+		pos = end;
+	}
+}
+
+static int check_opts(struct mm_pager *p, const struct mm_pager_opts *o)
+{
+	uint64_t batch;
+
+	p->o = *o;
+	if (!p->o.chunk)
+		p->o.chunk = MM_REGION_PAGES * MM_PAGE;
+	if (p->o.chunk < MM_PAGE || p->o.chunk > MM_REGION_PAGES * MM_PAGE ||
+	    (p->o.chunk & (p->o.chunk - 1)))
+		return -EINVAL;
+	p->chunk_pages = p->o.chunk / MM_PAGE;
+	p->ra_max = p->o.readahead_max ? p->o.readahead_max : 256;
+	if (p->ra_max > MM_REGION_PAGES)
+		p->ra_max = MM_REGION_PAGES;
+	p->nft = p->o.fault_threads ? p->o.fault_threads : 2;
+	if (p->nft > 16)
+		return -EINVAL;
+	if (p->o.mem_limit) {
+		if (p->o.mem_limit < (4ULL << 20))
+			return -EINVAL; /* below a few chunks reclaim would only thrash */
+		p->limit_pages = p->o.mem_limit / MM_PAGE;
+		batch = p->limit_pages / 8 < MM_REGION_PAGES ? p->limit_pages / 8 : MM_REGION_PAGES;
+		p->high = p->limit_pages - batch;
+		p->low = p->limit_pages - 2 * batch;
+	}
+	return 0;
+}
+
+static int setup_tables(struct mm_pager *p, struct mm_mem *mem)
+{
+	int err;
+
+	p->mem = mem;
+	p->npages = mem->size / MM_PAGE;
+	p->nregions = mem->size / (MM_REGION_PAGES * MM_PAGE);
+	err = pst_init(&p->pst, p->npages);
+	if (err < 0)
+		return err;
+	p->reg = calloc(p->nregions, sizeof(*p->reg));
+	p->rc_ios = calloc(MM_REGION_PAGES, sizeof(*p->rc_ios));
+	if (!p->reg || !p->rc_ios)
+		return -ENOMEM;
+	for (uint64_t r = 0; r < p->nregions; r++) {
+		pthread_mutex_init(&p->reg[r].lock, NULL);
+		p->reg[r].nnew = MM_REGION_PAGES;
+	}
+	pthread_mutex_init(&p->swap_lock, NULL);
+	pthread_mutex_init(&p->evict_lock, NULL);
+	pthread_mutex_init(&p->rc_lock, NULL);
+	p->rc_swapout = -1;
+	p->alias = mmap(NULL, mem->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+			mem->memfd, 0);
+	if (p->alias == MAP_FAILED) {
+		p->alias = NULL;
+		return -errno;
+	}
+	account_existing(p);
+	return 0;
+}
+
+static void teardown(struct mm_pager *p)
+{
+	if (p->uffd.fd >= 0) {
+		uffd_unregister(&p->uffd, p->mem->hva, p->mem->size);
+		uffd_close(&p->uffd);
+	}
+	if (p->swap)
+		swap_close(p->swap);
+	if (p->alias)
+		munmap(p->alias, p->mem->size);
+	if (p->rc_efd > 0)
+		close(p->rc_efd);
+	pst_free(&p->pst);
+	free(p->reg);
+	free(p->rc_ios);
+	free(p);
+}
+
+int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pager_opts *o,
+		   const struct mm_host_ops *ops, void *ctx)
+{
+	struct swap_opts so = {0};
+	struct mm_pager *p = calloc(1, sizeof(*p));
+	int err;
+
+	if (!p)
+		return -ENOMEM;
+	p->uffd.fd = -1;
+	p->ops = *ops;
+	p->ctx = ctx;
+	err = check_opts(p, o);
+	if (err < 0)
+		goto err_free;
+	err = setup_tables(p, mem);
+	if (err < 0)
+		goto err_free;
+	p->rc_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (p->rc_efd < 0) {
+		err = -errno;
+		goto err_free;
+	}
+	so.path = p->o.swap_path;
+	so.direct = p->o.swap_direct;
+	err = swap_open(&p->swap, &so, p->npages);
+	if (err < 0)
+		goto err_free;
+	err = uffd_open(&p->uffd, UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
+				      UFFD_FEATURE_EVENT_REMOVE);
+	if (err < 0)
+		goto err_free;
+	err = uffd_register(&p->uffd, mem->hva, mem->size, true);
+	if (err < 0)
+		goto err_free;
+	err = mm_fault_start(p);
+	if (err < 0)
+		goto err_free;
+	err = mm_reclaim_start(p);
+	if (err < 0)
+		goto err_faults;
+	mem->pager = p;
+	*out = p;
+	return 0;
+
+err_faults:
+	mm_fault_stop(p);
+err_free:
+	teardown(p);
+	return err;
+}
+
+void mm_pager_stop(struct mm_pager *p)
+{
+	if (!p)
+		return;
+	p->mem->pager = NULL;
+	atomic_store(&p->stop, true);
+	mm_reclaim_stop(p);
+	mm_fault_stop(p);
+	teardown(p);
+}
+
+const char *mm_pager_strerror(int err)
+{
+	if (err == -EINVAL)
+		return "invalid pager options (chunk: power of two, 4K..2M; mem-limit >= 4M)";
+	return uffd_strerror(err);
+}
+
+void mm_pager_get_stats(struct mm_pager *p, struct mm_pager_stats *st)
+{
+	const uint64_t *src = (const uint64_t *)&p->st;
+	uint64_t *dst = (uint64_t *)st;
+	struct stat sb;
+
+	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	st->pages = p->npages;
+	st->resident_pages = p->resident;
+	st->swapped_pages = p->swapped;
+	st->limit_pages = p->limit_pages;
+	st->memfd_bytes = fstat(p->mem->memfd, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
+	pthread_mutex_lock(&p->swap_lock);
+	st->swap_slots_used = swap_slots_used(p->swap);
+	pthread_mutex_unlock(&p->swap_lock);
+}
+
+void mm_pager_test_inject(struct mm_pager *p, bool write, int err, uint64_t after)
+{
+	pthread_mutex_lock(&p->swap_lock);
+	swap_inject_error(p->swap, write, err, after);
+	pthread_mutex_unlock(&p->swap_lock);
+}

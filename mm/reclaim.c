@@ -1,0 +1,278 @@
+/* reclaim.c: the memory limit: a clock over the page-state table, zap-before-writeback eviction */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "mm/mm.h"
+
+/*
+ * Reclaim state machine (separate from the page states). The clock hand walks
+ * 2 MiB regions; in each, under the region lock:
+ *
+ *   RESIDENT --clear_young: zap the VMM PTE (MADV_DONTNEED)--> UNMAPPED
+ *   UNMAPPED (not touched for a whole revolution) --> victim
+ *
+ * A page the guest touches in between comes back through a minor fault and is
+ * RESIDENT again: its second chance. After two revolutions without progress
+ * every resident page is a victim (force); after three, reclaim declares
+ * itself stalled and the limit is lifted until a write succeeds again, so a
+ * full swap device never hangs a vCPU.
+ *
+ * Eviction of the victims (zap-before-writeback, see mm/README.md):
+ *   1. they are UNMAPPED: no PTE in the VMM, so (through the kernel's MMU
+ *      notifier) none in KVM; any access now faults into the uffd, and the
+ *      fault waits: its region is locked for the whole of steps 1-4;
+ *   2. mark WRITEBACK; clean pages (a valid swap copy) skip the write;
+ *   3. write from the pager's own unregistered view of the memfd, so the
+ *      content written is the content at the zap, with no later write lost;
+ *   4. on success punch the memfd page out (fallocate PUNCH_HOLE) -> SWAPPED;
+ *      on failure -> UNMAPPED again: the page stays resident.
+ */
+
+void mm_reclaim_kick(struct mm_pager *p)
+{
+	uint64_t one = 1;
+
+	if (write(p->rc_efd, &one, sizeof(one)) < 0) {
+		/* saturated: a kick is pending */
+	}
+}
+
+static void zap(struct mm_pager *p, uint64_t pfn, uint64_t n)
+{
+	if (!n)
+		return;
+	madvise(p->mem->hva + pfn * MM_PAGE, n * MM_PAGE, MADV_DONTNEED);
+	MM_STAT_ADD(p, zapped_pages, n);
+}
+
+/* Give slots to the dirty WRITEBACK pages in runs; pages with none go back. */
+static unsigned build_writes(struct mm_pager *p, uint64_t base, const uint8_t *vic,
+			     struct swap_io *ios)
+{
+	unsigned nio = 0;
+
+	pthread_mutex_lock(&p->swap_lock);
+	for (unsigned i = 0; i < MM_REGION_PAGES;) {
+		struct pst_entry *e = &p->pst.e[base + i];
+		unsigned run = 0;
+		int64_t slot;
+
+		if (!vic[i] || (e->flags & PST_F_SLOT)) {
+			i++;
+			continue;
+		}
+		while (i + run < MM_REGION_PAGES && vic[i + run] &&
+		       !(p->pst.e[base + i + run].flags & PST_F_SLOT))
+			run++;
+		slot = swap_slot_alloc_run(p->swap, run);
+		if (slot < 0) {
+			run = 1;
+			slot = swap_slot_alloc(p->swap);
+		}
+		if (slot < 0) {
+			pthread_mutex_unlock(&p->swap_lock);
+			mm_warn_once(p, &p->warned_full,
+				     "ufvm: swap file: no free slot (pages stay resident)");
+			pthread_mutex_lock(&p->swap_lock);
+			i += run;
+			continue;
+		}
+		for (unsigned j = 0; j < run; j++) {
+			p->pst.e[base + i + j].slot = (uint32_t)slot + j;
+			p->pst.e[base + i + j].flags |= PST_F_SLOT;
+		}
+		ios[nio++] = (struct swap_io){
+		    .slot = (uint64_t)slot, .npages = run, .buf = p->alias + (base + i) * MM_PAGE};
+		i += run;
+	}
+	pthread_mutex_unlock(&p->swap_lock);
+	return nio;
+}
+
+static void write_failed(struct mm_pager *p, struct swap_io *io, int err)
+{
+	uint64_t pfn = (uint64_t)((uint8_t *)io->buf - p->alias) / MM_PAGE;
+
+	for (uint64_t i = pfn; i < pfn + io->npages; i++)
+		mm_slot_free(p, &p->pst.e[i]);
+	MM_STAT_ADD(p, write_errors, io->npages);
+	mm_warn_once(p, &p->warned_write,
+		     "ufvm: swap file: write failed: %s (page stays resident; further "
+		     "errors are only counted)",
+		     strerror(-err));
+}
+
+/* Steps 2-4 for the victims vic[] of region base (all UNMAPPED, lock held). */
+static uint64_t evict(struct mm_pager *p, uint64_t base, uint8_t *vic, int *err)
+{
+	uint64_t freed = 0, clean = 0, written = 0;
+	unsigned nio;
+
+	for (unsigned i = 0; i < MM_REGION_PAGES; i++)
+		if (vic[i]) {
+			mm_page_set(p, base + i, PST_WRITEBACK);
+			clean += !!(p->pst.e[base + i].flags & PST_F_SLOT);
+		}
+	nio = build_writes(p, base, vic, p->rc_ios);
+	if (nio) {
+		pthread_mutex_lock(&p->swap_lock);
+		swap_write(p->swap, p->rc_ios, nio);
+		pthread_mutex_unlock(&p->swap_lock);
+	}
+	for (unsigned k = 0; k < nio; k++) {
+		if (p->rc_ios[k].res < 0) {
+			write_failed(p, &p->rc_ios[k], p->rc_ios[k].res);
+			if (!*err)
+				*err = p->rc_ios[k].res;
+		} else {
+			written += p->rc_ios[k].npages;
+		}
+	}
+	for (unsigned i = 0, run = 0; i <= MM_REGION_PAGES; i++) {
+		struct pst_entry *e = i < MM_REGION_PAGES ? &p->pst.e[base + i] : NULL;
+
+		if (e && vic[i] && (e->flags & PST_F_SLOT)) {
+			e->flags &= (uint8_t)~PST_F_DIRTY;
+			run++;
+			continue;
+		}
+		if (e && vic[i])
+			mm_page_set(p, base + i, PST_UNMAPPED); /* no slot or write failed */
+		if (!run)
+			continue;
+		if (fallocate(p->mem->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)((base + i - run) * MM_PAGE), (off_t)(run * MM_PAGE)) == 0) {
+			for (uint64_t j = base + i - run; j < base + i; j++)
+				mm_page_set(p, j, PST_SWAPPED);
+			freed += run;
+		} else {
+			for (uint64_t j = base + i - run; j < base + i; j++)
+				mm_page_set(p, j, PST_UNMAPPED); /* clean, keeps its slot */
+		}
+		run = 0;
+	}
+	MM_STAT_ADD(p, swapout_pages, written);
+	MM_STAT_ADD(p, swapout_bytes, written * MM_PAGE);
+	MM_STAT_ADD(p, clean_drops, clean);
+	return freed;
+}
+
+uint64_t mm_evict_region(struct mm_pager *p, uint64_t r, bool force, int *err)
+{
+	uint64_t base = r * MM_REGION_PAGES, run = 0;
+	uint8_t vic[MM_REGION_PAGES];
+	bool any = false;
+
+	for (unsigned i = 0; i <= MM_REGION_PAGES; i++) {
+		struct pst_entry *e = i < MM_REGION_PAGES ? &p->pst.e[base + i] : NULL;
+
+		if (e) {
+			vic[i] = e->state == PST_UNMAPPED || (force && e->state == PST_RESIDENT);
+			any |= vic[i];
+		}
+		if (e && e->state == PST_RESIDENT) {
+			mm_page_set(p, base + i, PST_UNMAPPED); /* clear_young */
+			e->flags &= (uint8_t)~PST_F_YOUNG;
+			run++;
+			continue;
+		}
+		if (e && e->state == PST_UNMAPPED) {
+			/* Zapped already; zapping victims again costs nothing extra
+			 * (same madvise run) and keeps step 1 true whatever happened. */
+			if (e->age < UINT8_MAX)
+				e->age++;
+			run++;
+			continue;
+		}
+		zap(p, base + i - run, run);
+		run = 0;
+	}
+	MM_STAT_ADD(p, reclaim_scanned, MM_REGION_PAGES);
+	return any ? evict(p, base, vic, err) : 0;
+}
+
+static void reclaim_run(struct mm_pager *p)
+{
+	uint64_t idle = 0, freed;
+	int err = 0;
+
+	pthread_mutex_lock(&p->evict_lock);
+	MM_STAT_ADD(p, reclaim_runs, 1);
+	while (p->resident > p->low && !atomic_load(&p->stop)) {
+		uint64_t r = p->hand;
+
+		if (idle >= 3 * p->nregions) {
+			atomic_store(&p->stalled, true); /* lift the limit: never hang a vCPU */
+			mm_wake_faults(p);
+			break;
+		}
+		p->hand = (p->hand + 1) % p->nregions;
+		idle++;
+		if (!p->reg[r].nres)
+			continue;
+		pthread_mutex_lock(&p->reg[r].lock);
+		freed = mm_evict_region(p, r, idle > 2 * p->nregions, &err);
+		mm_region_unlock(p, r);
+		if (freed) {
+			idle = 0;
+			atomic_store(&p->stalled, false);
+			mm_wake_faults(p);
+		}
+	}
+	pthread_mutex_unlock(&p->evict_lock);
+}
+
+static void *reclaim_main(void *arg)
+{
+	struct mm_pager *p = arg;
+	uint64_t v, last_stalled = 0;
+	int mode;
+
+	while (!atomic_load(&p->stop)) {
+		struct pollfd pf = {.fd = p->rc_efd, .events = POLLIN};
+
+		poll(&pf, 1, 100);
+		if (pf.revents && read(p->rc_efd, &v, sizeof(v)) < 0) {
+			/* spurious */
+		}
+		mode = __atomic_exchange_n(&p->rc_swapout, -1, __ATOMIC_ACQ_REL);
+		if (mode >= 0)
+			mm_pager_swapout_all(p, (enum mm_swapin_mode)mode);
+		if (!p->limit_pages || p->resident <= p->high)
+			continue;
+		/* While stalled (swap full or failing), retry at most every 100 ms. */
+		if (atomic_load(&p->stalled) && mm_now_ns() - last_stalled < 100000000ULL)
+			continue;
+		reclaim_run(p);
+		if (atomic_load(&p->stalled))
+			last_stalled = mm_now_ns();
+	}
+	return NULL;
+}
+
+void mm_pager_request_swapout(struct mm_pager *p, enum mm_swapin_mode mode)
+{
+	__atomic_store_n(&p->rc_swapout, (int)mode, __ATOMIC_RELEASE);
+	mm_reclaim_kick(p);
+}
+
+int mm_reclaim_start(struct mm_pager *p)
+{
+	if (pthread_create(&p->reclaim_tid, NULL, reclaim_main, p) != 0)
+		return -EAGAIN;
+	p->reclaim_started = true;
+	return 0;
+}
+
+void mm_reclaim_stop(struct mm_pager *p)
+{
+	atomic_store(&p->stop, true);
+	mm_reclaim_kick(p);
+	if (p->reclaim_started)
+		pthread_join(p->reclaim_tid, NULL);
+	p->reclaim_started = false;
+}

@@ -1,0 +1,165 @@
+/* swapall.c: whole-VM swap-out and swap-in, and host copies that never take a userfault */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mm/mm.h"
+
+int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
+{
+	uint64_t t0 = mm_now_ns(), pages = 0;
+	struct stat sb;
+	int err = 0;
+
+	/* Lift the limit first: a vCPU blocked on a deferred fault must get out to pause. */
+	atomic_store(&p->pausing, true);
+	mm_wake_faults(p);
+	if (p->ops.pause_vcpus) {
+		err = p->ops.pause_vcpus(p->ctx);
+		if (err < 0)
+			goto out;
+	}
+	pthread_mutex_lock(&p->evict_lock);
+	for (uint64_t r = 0; r < p->nregions; r++) {
+		if (!p->reg[r].nres)
+			continue;
+		pthread_mutex_lock(&p->reg[r].lock);
+		pages += mm_evict_region(p, r, true, &err);
+		mm_region_unlock(p, r);
+	}
+	pthread_mutex_unlock(&p->evict_lock);
+	MM_STAT_ADD(p, swapout_all_runs, 1);
+	MM_STAT_ADD(p, swapout_all_pages, pages);
+	MM_STAT_ADD(p, swapout_all_ns, mm_now_ns() - t0);
+	if (fstat(p->mem->memfd, &sb) == 0)
+		__atomic_store_n(&p->st.swapout_all_resident_bytes, (uint64_t)sb.st_blocks * 512,
+				 __ATOMIC_RELAXED);
+	if (mode == MM_SWAPIN_PREFETCH) {
+		int e = mm_pager_swapin_all(p);
+
+		if (!err)
+			err = e;
+	}
+	if (p->ops.resume_vcpus)
+		p->ops.resume_vcpus(p->ctx);
+out:
+	atomic_store(&p->pausing, false);
+	return err;
+}
+
+/* Read the swapped pages of region r back and map them (lock held). */
+static int swapin_region(struct mm_pager *p, uint64_t r, struct swap_io *ios, uint64_t *pages)
+{
+	uint64_t base = r * MM_REGION_PAGES, got = 0, mapped;
+	int err = mm_swapin_range(p, ios, base, MM_REGION_PAGES, &got);
+
+	if (err < 0) {
+		mm_pager_die(p, "ufvm: swap file: swap-in of guest memory at 0x%llx failed: %s",
+			     (unsigned long long)(base * MM_PAGE), strerror(-err));
+		return err;
+	}
+	for (unsigned i = 0, run = 0; i <= MM_REGION_PAGES; i++) {
+		if (i < MM_REGION_PAGES && p->pst.e[base + i].state == PST_SWAPPED) {
+			mm_page_set(p, base + i, PST_UNMAPPED);
+			run++;
+			continue;
+		}
+		if (!run)
+			continue;
+		err = mm_map_run(p, base + i - run, run, &mapped);
+		for (uint64_t j = base + i - run; j < base + i - run + mapped; j++) {
+			struct pst_entry *e = &p->pst.e[j];
+
+			mm_page_set(p, j, PST_RESIDENT);
+			mm_slot_free(p, e);
+			e->flags |= PST_F_DIRTY;
+		}
+		if (err == -EAGAIN)
+			err = 0; /* left UNMAPPED (clean): a minor fault maps them */
+		uffd_wake(&p->uffd, p->mem->hva + (base + i - run) * MM_PAGE, run * MM_PAGE);
+		run = 0;
+	}
+	*pages += got;
+	return err;
+}
+
+int mm_pager_swapin_all(struct mm_pager *p)
+{
+	struct swap_io *ios = calloc(MM_REGION_PAGES, sizeof(*ios));
+	uint64_t t0 = mm_now_ns(), pages = 0;
+	int err = 0;
+
+	if (!ios)
+		return -ENOMEM;
+	for (uint64_t r = 0; r < p->nregions && !err; r++) {
+		if (p->reg[r].nres + p->reg[r].nnew == MM_REGION_PAGES)
+			continue; /* nothing swapped here */
+		if (p->limit_pages && p->resident + MM_REGION_PAGES > p->high)
+			break; /* prefetching more would only be reclaimed again */
+		pthread_mutex_lock(&p->reg[r].lock);
+		err = swapin_region(p, r, ios, &pages);
+		mm_region_unlock(p, r);
+	}
+	free(ios);
+	MM_STAT_ADD(p, swapin_all_pages, pages);
+	MM_STAT_ADD(p, swapin_all_ns, mm_now_ns() - t0);
+	return err;
+}
+
+/* One page's worth of a host copy (region lock held). */
+static int copy_page(struct mm_pager *p, uint64_t pfn, uint64_t off, void *buf, uint64_t len,
+		     bool to_guest)
+{
+	struct pst_entry *e = &p->pst.e[pfn];
+	uint8_t *hp = p->alias + pfn * MM_PAGE + off;
+	struct swap_io io;
+	uint64_t got;
+	int err;
+
+	if (e->state == PST_NEW && !to_guest) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	if (e->state == PST_SWAPPED) {
+		err = mm_swapin_range(p, &io, pfn, 1, &got);
+		if (err < 0) {
+			mm_pager_die(p, "ufvm: swap file: read of guest page 0x%llx failed: %s",
+				     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
+			return err;
+		}
+		mm_page_set(p, pfn, PST_UNMAPPED); /* clean: keeps its slot */
+	} else if (e->state == PST_NEW) {
+		mm_page_set(p, pfn, PST_UNMAPPED); /* the write below allocates it */
+	}
+	if (to_guest) {
+		memcpy(hp, buf, len);
+		mm_slot_free(p, e);
+		e->flags |= PST_F_DIRTY;
+	} else {
+		memcpy(buf, hp, len);
+	}
+	e->flags |= PST_F_YOUNG;
+	return 0;
+}
+
+int mm_pager_copy(struct mm_pager *p, gpa_t gpa, void *buf, uint64_t len, bool to_guest)
+{
+	uint8_t *b = buf;
+	int err = 0;
+
+	MM_STAT_ADD(p, host_copies, 1);
+	while (len && !err) {
+		uint64_t pfn = gpa / MM_PAGE, off = gpa % MM_PAGE;
+		uint64_t n = MM_PAGE - off < len ? MM_PAGE - off : len;
+		uint64_t r = pfn / MM_REGION_PAGES;
+
+		pthread_mutex_lock(&p->reg[r].lock);
+		err = copy_page(p, pfn, off, b, n, to_guest);
+		mm_region_unlock(p, r);
+		gpa += n;
+		b += n;
+		len -= n;
+	}
+	return err;
+}

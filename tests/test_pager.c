@@ -1,0 +1,317 @@
+/* test_pager.c: the pager over userfaultfd without KVM: chunks, minor faults, reclaim races,
+ * swap-out */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mm/mm.h"
+
+#define MIB (1ULL << 20)
+#define PG  4096ULL
+
+static int failures;
+static atomic_int fatals, warns;
+static char last_fatal[512];
+
+#define CHECK(c)                                                                                   \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);      \
+			failures++;                                                                \
+		}                                                                                  \
+	} while (0)
+
+static void on_fatal(void *ctx, const char *msg)
+{
+	(void)ctx;
+	snprintf(last_fatal, sizeof(last_fatal), "%s", msg);
+	fatals++;
+}
+
+static void on_warn(void *ctx, const char *msg)
+{
+	(void)ctx;
+	fprintf(stderr, "test_pager: warning from pager: %s\n", msg);
+	warns++;
+}
+
+static const struct mm_host_ops ops = {.fatal = on_fatal, .warn = on_warn};
+
+/* Run fn(arg) on a helper thread: a pager bug must fail the test, not hang it. */
+static bool run_timed(void *(*fn)(void *), void *arg, int seconds)
+{
+	struct timespec ts;
+	pthread_t t;
+
+	pthread_create(&t, NULL, fn, arg);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += seconds;
+	if (pthread_timedjoin_np(t, NULL, &ts) != 0) {
+		fprintf(stderr, "test_pager: helper thread timed out after %d s\n", seconds);
+		return false;
+	}
+	return true;
+}
+
+struct job {
+	struct mm_mem *m;
+	uint64_t first, npages; /* page range */
+	unsigned seed, rounds;
+	uint32_t *ver; /* expected version per page */
+	bool ok;
+};
+
+static uint32_t word(uint64_t pfn, uint32_t ver)
+{
+	return (uint32_t)(pfn * 2654435761u) ^ (ver * 40503u);
+}
+
+/* Fill a page with its (pfn, version) pattern through the registered mapping. */
+static void fill(struct mm_mem *m, uint64_t pfn, uint32_t ver)
+{
+	uint32_t *w = (uint32_t *)(m->hva + pfn * PG);
+
+	for (unsigned i = 0; i < PG / 4; i += 64)
+		w[i] = word(pfn, ver) + i;
+	w[PG / 4 - 1] = ver;
+}
+
+static bool check_page(struct mm_mem *m, uint64_t pfn, uint32_t ver)
+{
+	const uint32_t *w = (const uint32_t *)(m->hva + pfn * PG);
+
+	if (ver == 0) {
+		for (unsigned i = 0; i < PG / 4; i++)
+			if (w[i])
+				return false;
+		return true;
+	}
+	for (unsigned i = 0; i < PG / 4; i += 64)
+		if (w[i] != word(pfn, ver) + i)
+			return false;
+	return w[PG / 4 - 1] == ver;
+}
+
+static void *touch_one(void *arg)
+{
+	struct job *j = arg;
+
+	j->ok = j->m->hva[j->first * PG + 7] == 0;
+	j->m->hva[j->first * PG + 7] = 1;
+	return NULL;
+}
+
+static void *read_all(void *arg)
+{
+	struct job *j = arg;
+
+	j->ok = true;
+	for (uint64_t p = j->first; p < j->first + j->npages; p++)
+		if (!check_page(j->m, p, j->ver[p])) {
+			fprintf(stderr, "test_pager: page %llu: wrong content (want version %u)\n",
+				(unsigned long long)p, j->ver[p]);
+			j->ok = false;
+			break;
+		}
+	return NULL;
+}
+
+/* Random rewrites of its own pages while reclaim evicts them underneath. */
+static void *writer(void *arg)
+{
+	struct job *j = arg;
+
+	for (unsigned r = 0; r < j->rounds; r++) {
+		uint64_t p = j->first + (uint64_t)rand_r(&j->seed) % j->npages;
+
+		fill(j->m, p, ++j->ver[p]);
+	}
+	j->ok = true;
+	return NULL;
+}
+
+static struct mm_pager *start(struct mm_mem *m, uint64_t limit, uint64_t chunk)
+{
+	struct mm_pager_opts o = {.mem_limit = limit, .chunk = chunk};
+	struct mm_pager *p = NULL;
+	int err = mm_pager_start(&p, m, &o, &ops, NULL);
+
+	if (err == -EPERM || err == -ENOSYS || err == -ENOTSUP) {
+		printf("test_pager: skipped: %s\n", mm_pager_strerror(err));
+		exit(77);
+	}
+	if (err < 0) {
+		fprintf(stderr, "test_pager: mm_pager_start: %s\n", strerror(-err));
+		exit(1);
+	}
+	return p;
+}
+
+/* Chunks, pre-written pages, minor faults after an outside zap, host copies. */
+static void test_faults(void)
+{
+	struct mm_pager_stats st;
+	struct mm_mem m;
+	struct job j = {.m = &m};
+	struct mm_pager *p;
+	uint32_t *ver = calloc(8192, sizeof(*ver));
+	char buf[16];
+
+	CHECK(mm_mem_create(&m, 32 * MIB) == 0);
+	memset(m.hva, 0xab, 3 * PG); /* the VMM's own pages, written before the pager */
+	p = start(&m, 0, 0);
+	mm_pager_get_stats(p, &st);
+	CHECK(st.resident_pages == 3);
+	j.first = 5 * MIB / PG;
+	CHECK(run_timed(touch_one, &j, 10) && j.ok);
+	mm_pager_get_stats(p, &st);
+	CHECK(st.chunks == 1 && st.chunk_pages == 512 && st.resident_pages == 3 + 512);
+	/* neighbours not all new: the first region gets a smaller chunk */
+	j.first = 8;
+	CHECK(run_timed(touch_one, &j, 10) && j.ok);
+	mm_pager_get_stats(p, &st);
+	CHECK(st.chunks == 2 && st.chunk_pages == 512 + 8);
+	CHECK((uint8_t)m.hva[0] == 0xab);
+	/* an outside MADV_DONTNEED keeps shmem content: minor faults bring it back */
+	for (uint64_t pg = 1024; pg < 1536; pg++) {
+		ver[pg] = 1;
+		fill(&m, pg, 1);
+	}
+	CHECK(madvise(m.hva + 1024 * PG, 2 * MIB, MADV_DONTNEED) == 0);
+	j = (struct job){.m = &m, .first = 1024, .npages = 512, .ver = ver};
+	CHECK(run_timed(read_all, &j, 10) && j.ok);
+	mm_pager_get_stats(p, &st);
+	CHECK(st.faults_minor == 512);
+	CHECK(st.remove_events >= 1);
+	/* host copies into never-touched memory take no fault */
+	CHECK(mm_copy_to_guest(&m, 20 * MIB + 5, "hello", 6) == 0);
+	CHECK(mm_copy_from_guest(&m, buf, 20 * MIB + 5, 6) == 0 && !strcmp(buf, "hello"));
+	mm_pager_get_stats(p, &st);
+	CHECK(st.faults_missing == 2 && st.host_copies == 2);
+	CHECK(fatals == 0);
+	mm_pager_stop(p);
+	mm_mem_destroy(&m);
+	free(ver);
+}
+
+/* Writers race eviction under a limit; every page's last version must survive. */
+static void test_reclaim(void)
+{
+	const uint64_t size = 64 * MIB, limit = 8 * MIB, npages = size / PG;
+	struct job jobs[3];
+	struct mm_pager_stats st;
+	struct mm_mem m;
+	struct mm_pager *p;
+	pthread_t t[3];
+	uint32_t *ver = calloc(npages, sizeof(*ver));
+	struct timespec ts;
+	bool ok = true;
+
+	CHECK(mm_mem_create(&m, size) == 0);
+	p = start(&m, limit, 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 60;
+	for (int i = 0; i < 3; i++) {
+		jobs[i] = (struct job){.m = &m,
+				       .first = 1 + i * (npages / 3),
+				       .npages = npages / 3 - 1,
+				       .seed = 7u + i,
+				       .rounds = 30000,
+				       .ver = ver};
+		pthread_create(&t[i], NULL, writer, &jobs[i]);
+	}
+	for (int i = 0; i < 3; i++)
+		if (pthread_timedjoin_np(t[i], NULL, &ts) != 0) {
+			fprintf(stderr, "test_pager: writer %d timed out\n", i);
+			exit(1);
+		}
+	struct job all = {.m = &m, .first = 0, .npages = npages, .ver = ver};
+	mm_pager_get_stats(p, &st);
+	printf("test_pager: reclaim: max resident %llu pages (limit %llu), %llu out, %llu in, "
+	       "%llu deferred\n",
+	       (unsigned long long)st.max_resident_pages, (unsigned long long)st.limit_pages,
+	       (unsigned long long)st.swapout_pages, (unsigned long long)st.swapin_pages,
+	       (unsigned long long)st.faults_deferred);
+	CHECK(st.max_resident_pages <= st.limit_pages + 512);
+	CHECK(st.memfd_bytes <= limit + 2 * MIB);
+	CHECK(st.swapout_pages > 0 && st.swapin_pages > 0);
+	ok = run_timed(read_all, &all, 60) && all.ok;
+	CHECK(ok);
+
+	/* whole swap-out: under 1 MiB left in the memfd, then on-demand swap-in */
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	mm_pager_get_stats(p, &st);
+	printf("test_pager: swapout_all left %llu bytes in the memfd\n",
+	       (unsigned long long)st.swapout_all_resident_bytes);
+	CHECK(st.swapout_all_resident_bytes < MIB);
+	CHECK(run_timed(read_all, &all, 60) && all.ok);
+	/* host copy of a swapped page, and clean pages dropped without a write */
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	mm_pager_get_stats(p, &st);
+	uint64_t out0 = st.swapout_pages;
+	uint32_t v;
+	CHECK(mm_copy_from_guest(&m, &v, 100 * PG + PG - 4, 4) == 0 && v == ver[100]);
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	mm_pager_get_stats(p, &st);
+	CHECK(st.swapout_pages == out0 && st.clean_drops >= 1);
+	CHECK(fatals == 0);
+	mm_pager_stop(p);
+	mm_mem_destroy(&m);
+	free(ver);
+}
+
+/* Write errors keep pages resident (reported once); a read error stops the VM. */
+static void test_errors(void)
+{
+	const uint64_t size = 16 * MIB, npages = size / PG;
+	struct mm_pager_stats st;
+	struct mm_mem m;
+	struct mm_pager *p;
+	uint32_t *ver = calloc(npages, sizeof(*ver));
+	struct job all = {.m = &m, .first = 0, .npages = npages, .ver = ver};
+	struct job w = {
+	    .m = &m, .first = 0, .npages = npages, .seed = 3, .rounds = 5000, .ver = ver};
+
+	CHECK(mm_mem_create(&m, size) == 0);
+	p = start(&m, 0, 0);
+	CHECK(run_timed(writer, &w, 20) && w.ok);
+	mm_pager_test_inject(p, true, -EIO, 100);
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == -EIO);
+	mm_pager_get_stats(p, &st);
+	printf("test_pager: injected write errors: %llu pages failed, %llu written\n",
+	       (unsigned long long)st.write_errors, (unsigned long long)st.swapout_pages);
+	CHECK(st.write_errors > 0 && warns == 1);
+	CHECK(st.memfd_bytes >= st.write_errors * PG);
+	CHECK(run_timed(read_all, &all, 20) && all.ok);
+	mm_pager_test_inject(p, true, 0, 0);
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	CHECK(run_timed(read_all, &all, 20) && all.ok);
+	/* read failure: the pager calls fatal and never hands out zeros */
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	mm_pager_test_inject(p, false, -EIO, 0);
+	struct job one = {.m = &m, .first = 9, .npages = 1, .ver = ver};
+	CHECK(!run_timed(read_all, &one, 2)); /* stays blocked: the VM must be stopped */
+	CHECK(fatals == 1 && strstr(last_fatal, "read"));
+	printf("test_pager: fatal on read error: %s\n", last_fatal);
+	free(ver);
+	/* the blocked helper thread dies with the process */
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IONBF, 0);
+	test_faults();
+	test_reclaim();
+	test_errors();
+	if (failures) {
+		fprintf(stderr, "test_pager: %d failures\n", failures);
+		_exit(1);
+	}
+	printf("test_pager: ok\n");
+	_exit(0);
+}
