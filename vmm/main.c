@@ -43,6 +43,7 @@ static void usage(FILE *f)
 		"  --initrd PATH     initramfs handed to the kernel\n"
 		"  --append STRING   kernel command line (e.g. \"console=ttyS0\")\n");
 	dev_usage_all(f);
+	fprintf(f, "\npager options for run:\n%s", pager_usage); /* pager_glue.c */
 }
 
 static int bad_arg(const char *fmt, const char *a, const char *b)
@@ -71,6 +72,16 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"append", required_argument, NULL, OPT_APPEND},
 	    {"disk", required_argument, NULL, OPT_DISK},
 	    {"no-balloon", no_argument, NULL, OPT_NO_BALLOON},
+	    /* the pager (pager_glue.c) */
+	    {"pager", required_argument, NULL, PAGER_OPT_PAGER},
+	    {"mem-limit", required_argument, NULL, PAGER_OPT_LIMIT},
+	    {"swap", required_argument, NULL, PAGER_OPT_SWAP},
+	    {"swap-direct", no_argument, NULL, PAGER_OPT_DIRECT},
+	    {"chunk", required_argument, NULL, PAGER_OPT_CHUNK},
+	    {"stats", optional_argument, NULL, PAGER_OPT_STATS},
+	    {"swapout-at-mark", required_argument, NULL, PAGER_OPT_MARK},
+	    {"swapin", required_argument, NULL, PAGER_OPT_SWAPIN},
+	    {"test-swap-fail", required_argument, NULL, PAGER_OPT_TEST_FAIL}, /* TEST ONLY */
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -137,9 +148,23 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 			return 0;
 		case ':':
 			return bad_arg("option '%s' needs an argument%s", argv[optind - 1], "");
-		default:
+		default: {
+			const char *why = "";
+
+			if (c >= PAGER_OPT_PAGER && c < PAGER_OPT_END) { /* pager_glue.c */
+				if (pager_parse_opt(&o->pager, c, optarg, &why) < 0)
+					return bad_arg("%s: invalid value %s", argv[optind - 1], why);
+				break;
+			}
 			return bad_arg("unknown option '%s'%s", argv[optind - 1], "");
 		}
+		}
+	}
+	{
+		const char *why;
+
+		if (pager_check_opts(&o->pager, &why) < 0)
+			return bad_arg("run: %s%s", why, "");
 	}
 	if (o->kernel && optind == argc) /* Linux guests: --kernel replaces GUEST.elf */
 		return -1;
@@ -207,6 +232,7 @@ static int run(const struct vmm_opts *o)
 	size_t image_len = 0;
 	const char *why = "";
 	struct linux_boot lb = {0}; /* Linux guests */
+	struct pager_glue pg = {0};
 	int err, status;
 
 	status = o->kernel ? linux_boot_read(&lb, o) : read_image(o->guest, &image, &image_len);
@@ -290,6 +316,10 @@ static int run(const struct vmm_opts *o)
 			why, strerror(-err));
 		goto out_vm;
 	}
+	status = pager_glue_start(&pg, &o->pager, &vm, &mem); /* after guest RAM is written */
+	if (status)
+		goto out_vm;
+	status = VMM_EXIT_INTERNAL;
 	if (o->api) {
 		err = ctl_start(&ctl, o->api, &vm, &why);
 		if (err) {
@@ -301,6 +331,7 @@ static int run(const struct vmm_opts *o)
 	status = vm_run(&vm);
 	ctl_stop(ctl); /* before the pager goes: requests use it */
 out_vm:
+	pager_glue_stop(&pg); /* --stats, after every vCPU is gone */
 	linux_boot_end(&lb); /* devices go before the VM fd */
 	dirty_destroy(&dirty);
 	vm_destroy(&vm);

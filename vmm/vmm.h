@@ -21,6 +21,29 @@
 /* KVM dirty tracking (dirty.c): --dirty-track=MODE */
 enum dirty_mode { DIRTY_OFF, DIRTY_BITMAP, DIRTY_RING, DIRTY_AUTO };
 
+/* pager_glue.c: the pager's command-line options (parsed by pager_parse_opt) */
+enum {
+	PAGER_OPT_PAGER = 500,
+	PAGER_OPT_LIMIT,
+	PAGER_OPT_SWAP,
+	PAGER_OPT_DIRECT,
+	PAGER_OPT_CHUNK,
+	PAGER_OPT_STATS,
+	PAGER_OPT_MARK,
+	PAGER_OPT_SWAPIN,
+	PAGER_OPT_TEST_FAIL, /* hidden, TEST ONLY */
+	PAGER_OPT_END
+};
+
+struct pager_cli {
+	struct mm_pager_opts o;
+	bool off;		  /* --pager off */
+	int stats;		  /* 0, 1 text, 2 json */
+	const char *swapout_mark; /* --swapout-at-mark LABEL */
+	bool prefetch;		  /* --swapin prefetch */
+	const char *test_fail;	  /* --test-swap-fail (TEST ONLY) */
+};
+
 struct vmm_opts {
 	uint64_t mem;	     /* guest RAM, bytes (rounded up to 2 MiB) */
 	unsigned cpus;	     /* 1..UFVM_MAX_CPUS */
@@ -37,6 +60,8 @@ struct vmm_opts {
 	const char *disk;   /* --disk PATH[,ro] */
 	bool disk_ro;
 	bool no_balloon;
+
+	struct pager_cli pager; /* pager_glue.c */
 };
 
 /* ---- cli.c: command line (pure functions, unit-tested) ---- */
@@ -218,5 +243,21 @@ void dirty_destroy(struct dirty *d); /* after vm_run; a zeroed struct is a no-op
 /* Handle an OUT to a hypercall port. Returns true to keep running; on a fatal
  * condition it has already called vm_stop with the right status and a message. */
 bool hc_dispatch(struct vcpu *v, uint16_t port, uint32_t gpa);
+
+/* ---- pager_glue.c: the pager's options, host callbacks, SIGUSR1, --stats ---- */
+
+struct pager_glue {
+	const struct pager_cli *cli;
+	struct mm_pager *pager; /* NULL with --pager off */
+};
+
+extern const char *pager_usage;
+int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char **why);
+int pager_check_opts(const struct pager_cli *pc, const char **why);
+/* After guest RAM is written and before vm_run; prints and returns an exit status on failure. */
+int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm *vm,
+		     struct mm_mem *mem);
+/* After vm_run (and after the control socket stopped): print --stats, stop the pager. */
+void pager_glue_stop(struct pager_glue *g);
 
 #endif

@@ -1,0 +1,253 @@
+/* pager_glue.c: the pager's command-line options, its host callbacks, SIGUSR1 and --stats */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm/vmm.h"
+
+static struct mm_pager *sig_pager; /* for SIGUSR1 */
+static enum mm_swapin_mode sig_mode;
+
+const char *pager_usage =
+    "  --pager on|off    userfaultfd pager for guest RAM (default on); off:\n"
+    "                    plain shared memory, for comparisons\n"
+    "  --mem-limit SIZE  keep at most SIZE of guest RAM resident (>= 4M);\n"
+    "                    the rest goes to the swap file\n"
+    "  --swap PATH       swap file (default: an unlinked file in $TMPDIR)\n"
+    "  --swap-direct     swap I/O with O_DIRECT\n"
+    "  --chunk SIZE      zero-fill granule on first touch, 4K..2M (default 2M)\n"
+    "  --stats[=json]    print the pager's statistics at exit (stderr)\n"
+    "  --swapout-at-mark LABEL  at the guest's mark LABEL, pause the vCPUs,\n"
+    "                    swap out all guest RAM, and resume\n"
+    "  --swapin on-demand|prefetch  after such a swap-out (default on-demand)\n"
+    "  SIGUSR1           swaps the whole VM out now, the same way\n";
+
+/* Returns 0, or -EINVAL with *why naming what is expected. */
+int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char **why)
+{
+	switch (opt) {
+	case PAGER_OPT_PAGER:
+		if (strcmp(arg, "on") && strcmp(arg, "off"))
+			return *why = "(use on or off)", -EINVAL;
+		pc->off = !strcmp(arg, "off");
+		return 0;
+	case PAGER_OPT_LIMIT:
+		if (cli_parse_size(arg, &pc->o.mem_limit) < 0 || pc->o.mem_limit < (4ULL << 20))
+			return *why = "(use a size of at least 4M)", -EINVAL;
+		return 0;
+	case PAGER_OPT_SWAP:
+		pc->o.swap_path = arg;
+		return 0;
+	case PAGER_OPT_DIRECT:
+		pc->o.swap_direct = true;
+		return 0;
+	case PAGER_OPT_CHUNK:
+		if (cli_parse_size(arg, &pc->o.chunk) < 0 || pc->o.chunk < 4096 ||
+		    pc->o.chunk > (2ULL << 20) || (pc->o.chunk & (pc->o.chunk - 1)))
+			return *why = "(use a power of two from 4K to 2M)", -EINVAL;
+		return 0;
+	case PAGER_OPT_STATS:
+		if (arg && strcmp(arg, "json"))
+			return *why = "(use --stats or --stats=json)", -EINVAL;
+		pc->stats = arg ? 2 : 1;
+		return 0;
+	case PAGER_OPT_MARK:
+		pc->swapout_mark = arg;
+		return 0;
+	case PAGER_OPT_SWAPIN:
+		if (strcmp(arg, "on-demand") && strcmp(arg, "prefetch"))
+			return *why = "(use on-demand or prefetch)", -EINVAL;
+		pc->prefetch = !strcmp(arg, "prefetch");
+		return 0;
+	case PAGER_OPT_TEST_FAIL:
+		pc->test_fail = arg; /* TEST ONLY: write|read:ERRNO:AFTER_PAGES */
+		return 0;
+	}
+	return *why = "", -EINVAL;
+}
+
+int pager_check_opts(const struct pager_cli *pc, const char **why)
+{
+	if (pc->off && (pc->o.mem_limit || pc->o.swap_path || pc->o.swap_direct || pc->o.chunk ||
+			pc->swapout_mark || pc->test_fail)) {
+		*why = "--mem-limit, --swap, --swap-direct, --chunk and --swapout-at-mark "
+		       "need the pager (--pager on)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void on_fatal(void *ctx, const char *msg)
+{
+	struct vm *vm = ctx;
+
+	fprintf(stderr, "%s\n", msg);
+	vm_stop(vm, VMM_EXIT_INTERNAL);
+}
+
+static void on_warn(void *ctx, const char *msg)
+{
+	(void)ctx;
+	fprintf(stderr, "%s\n", msg);
+}
+
+static int on_pause(void *ctx)
+{
+	return vm_pause(ctx);
+}
+
+static void on_resume(void *ctx)
+{
+	vm_resume(ctx);
+}
+
+static void on_mark(struct vm *vm, unsigned vcpu, const char *label, void *ctx)
+{
+	struct pager_glue *g = ctx;
+
+	(void)vm;
+	(void)vcpu;
+	/* on a vCPU thread, which vm_pause must not run on: the pager's thread does it */
+	if (g->pager && g->cli->swapout_mark && !strcmp(label, g->cli->swapout_mark))
+		mm_pager_request_swapout(g->pager, g->cli->prefetch ? MM_SWAPIN_PREFETCH
+								    : MM_SWAPIN_ON_DEMAND);
+}
+
+static void on_sigusr1(int sig)
+{
+	(void)sig;
+	if (sig_pager)
+		mm_pager_request_swapout(sig_pager, sig_mode);
+}
+
+/* TEST ONLY: --test-swap-fail=write|read:ERRNO:AFTER (hidden, for the e2e tests). */
+static void inject(struct mm_pager *p, const char *spec)
+{
+	unsigned long long after = 0;
+	char kind[8] = "";
+	int err = 0;
+
+	if (sscanf(spec, "%7[a-z]:%d:%llu", kind, &err, &after) >= 2)
+		mm_pager_test_inject(p, !strcmp(kind, "write"), -err, after);
+}
+
+static struct pager_glue_hooks {
+	struct mm_host_ops ops;
+} hooks = {
+    {.fatal = on_fatal, .warn = on_warn, .pause_vcpus = on_pause, .resume_vcpus = on_resume}};
+
+/* After guest RAM is written (image, page tables) and before vm_run. Prints on error. */
+int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm *vm,
+		     struct mm_mem *mem)
+{
+	struct mm_pager_opts o = pc->o;
+	struct sigaction sa = {.sa_handler = on_sigusr1, .sa_flags = SA_RESTART};
+	int err;
+
+	g->cli = pc;
+	g->pager = NULL;
+	if (pc->off)
+		return 0;
+	if (!o.fault_threads)
+		o.fault_threads = vm->ncpus < 2 ? 2 : (vm->ncpus > 4 ? 4 : vm->ncpus);
+	err = mm_pager_start(&g->pager, mem, &o, &hooks.ops, vm);
+	if (err) {
+		fprintf(stderr, "ufvm: pager: cannot start: %s\n", mm_pager_strerror(err));
+		return VMM_EXIT_INTERNAL;
+	}
+	if (pc->test_fail)
+		inject(g->pager, pc->test_fail);
+	vm->on_mark = on_mark;
+	vm->on_mark_ctx = g;
+	sig_mode = pc->prefetch ? MM_SWAPIN_PREFETCH : MM_SWAPIN_ON_DEMAND;
+	sig_pager = g->pager;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	return 0;
+}
+
+static void print_text(FILE *f, const struct mm_pager_stats *s)
+{
+	fprintf(f,
+		"ufvm: pager: %" PRIu64 " pages, %" PRIu64 " resident (max %" PRIu64
+		", limit %" PRIu64 "), %" PRIu64 " swapped, memfd %" PRIu64 " KiB\n",
+		s->pages, s->resident_pages, s->max_resident_pages, s->limit_pages,
+		s->swapped_pages, s->memfd_bytes >> 10);
+	fprintf(f,
+		"ufvm: pager: faults: %" PRIu64 " missing, %" PRIu64 " minor, %" PRIu64
+		" swap-in, %" PRIu64 " deferred; %" PRIu64 " chunks (%" PRIu64 " pages)\n",
+		s->faults_missing, s->faults_minor, s->faults_swapin, s->faults_deferred, s->chunks,
+		s->chunk_pages);
+	fprintf(f,
+		"ufvm: pager: swap: %" PRIu64 " pages in (%" PRIu64 " readahead), %" PRIu64
+		" out, %" PRIu64 " clean drops, %" PRIu64 " write errors, %" PRIu64
+		" read errors; reclaim: %" PRIu64 " runs, %" PRIu64 " scanned\n",
+		s->swapin_pages, s->readahead_pages, s->swapout_pages, s->clean_drops,
+		s->write_errors, s->read_errors, s->reclaim_runs, s->reclaim_scanned);
+	if (s->swapout_all_runs)
+		fprintf(f,
+			"ufvm: pager: whole-VM swap-out: %" PRIu64 " runs, %" PRIu64
+			" pages in %" PRIu64 " ms, %" PRIu64 " KiB left resident\n",
+			s->swapout_all_runs, s->swapout_all_pages, s->swapout_all_ns / 1000000,
+			s->swapout_all_resident_bytes >> 10);
+	fprintf(f, "ufvm: pager: fault latency (us):");
+	for (unsigned i = 0; i < MM_LAT_BUCKETS; i++)
+		if (s->fault_lat_us[i])
+			fprintf(f, " <%u:%" PRIu64, 1u << i, s->fault_lat_us[i]);
+	fprintf(f, "\n");
+}
+
+#define F(x)                                                                                       \
+	{                                                                                          \
+#x, offsetof(struct mm_pager_stats, x)                                             \
+	}
+static const struct {
+	const char *name;
+	size_t off;
+} json_fields[] = {
+    F(pages),		F(resident_pages),   F(swapped_pages),	    F(memfd_bytes),
+    F(limit_pages),	F(swap_slots_used),  F(faults_missing),	    F(faults_minor),
+    F(faults_swapin),	F(faults_deferred),  F(remove_events),	    F(chunks),
+    F(chunk_pages),	F(swapin_pages),     F(swapout_pages),	    F(swapin_bytes),
+    F(swapout_bytes),	F(readahead_pages),  F(clean_drops),	    F(reclaim_runs),
+    F(reclaim_scanned), F(zapped_pages),     F(max_resident_pages), F(write_errors),
+    F(read_errors),	F(swapout_all_runs), F(swapout_all_pages),  F(swapout_all_resident_bytes),
+    F(swapout_all_ns),	F(swapin_all_pages), F(swapin_all_ns),	    F(host_copies),
+};
+
+static void print_json(FILE *f, const struct mm_pager_stats *s)
+{
+	fprintf(f, "{\"pager\": {");
+	for (size_t i = 0; i < sizeof(json_fields) / sizeof(json_fields[0]); i++) {
+		uint64_t v;
+
+		memcpy(&v, (const char *)s + json_fields[i].off, sizeof(v));
+		fprintf(f, "\"%s\": %" PRIu64 ", ", json_fields[i].name, v);
+	}
+	fprintf(f, "\"fault_lat_us_log2\": [");
+	for (unsigned i = 0; i < MM_LAT_BUCKETS; i++)
+		fprintf(f, "%s%" PRIu64, i ? ", " : "", s->fault_lat_us[i]);
+	fprintf(f, "]}}\n");
+}
+
+/* After vm_run: print --stats, then stop the pager. */
+void pager_glue_stop(struct pager_glue *g)
+{
+	struct mm_pager_stats st;
+
+	if (!g->pager)
+		return;
+	sig_pager = NULL;
+	if (g->cli->stats) {
+		mm_pager_get_stats(g->pager, &st);
+		if (g->cli->stats == 2)
+			print_json(stderr, &st);
+		else
+			print_text(stderr, &st);
+	}
+	mm_pager_stop(g->pager);
+	g->pager = NULL;
+}
