@@ -229,7 +229,7 @@ static void reclaim_run(struct mm_pager *p)
 static void *reclaim_main(void *arg)
 {
 	struct mm_pager *p = arg;
-	uint64_t v, last_stalled = 0;
+	uint64_t v, last_stalled = 0, backoff = 100000000ULL;
 	int mode;
 
 	while (!atomic_load(&p->stop)) {
@@ -244,12 +244,18 @@ static void *reclaim_main(void *arg)
 			mm_pager_swapout_all(p, (enum mm_swapin_mode)mode);
 		if (!p->limit_pages || p->resident <= p->high)
 			continue;
-		/* While stalled (swap full or failing), retry at most every 100 ms. */
-		if (atomic_load(&p->stalled) && mm_now_ns() - last_stalled < 100000000ULL)
+		/* While stalled (swap full or failing), retry after 0.1 s, doubling to 3.2 s. */
+		if (atomic_load(&p->stalled) && mm_now_ns() - last_stalled < backoff)
 			continue;
 		reclaim_run(p);
-		if (atomic_load(&p->stalled))
+		if (atomic_load(&p->stalled)) {
+			if (last_stalled && backoff < 3200000000ULL)
+				backoff *= 2;
 			last_stalled = mm_now_ns();
+		} else {
+			last_stalled = 0;
+			backoff = 100000000ULL;
+		}
 	}
 	return NULL;
 }

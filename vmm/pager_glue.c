@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmm/vmm.h"
 
@@ -80,12 +81,19 @@ int pager_check_opts(const struct pager_cli *pc, const char **why)
 	return 0;
 }
 
+/*
+ * The vCPU that faulted on the page the pager cannot give is blocked in a
+ * userfault that no signal interrupts (KVM's own uaccess waits killably), so
+ * vm_stop could never finish: end the process here, console flushed.
+ */
 static void on_fatal(void *ctx, const char *msg)
 {
 	struct vm *vm = ctx;
 
-	fprintf(stderr, "%s\n", msg);
 	vm_stop(vm, VMM_EXIT_INTERNAL);
+	fflush(stdout);
+	fprintf(stderr, "%s\n", msg);
+	_exit(VMM_EXIT_INTERNAL);
 }
 
 static void on_warn(void *ctx, const char *msg)
