@@ -103,12 +103,15 @@ static void vd_desc(unsigned q, unsigned i, const void *addr, uint32_t len, uint
 	queues[q].desc[i] = (struct vring_desc){(uint64_t)addr, len, flags, next};
 }
 
-/* Wait for the device to return a chain; the used length, or -1. */
+/* Wait for the device to return a chain; the used length, or -1. The bound
+ * is in TSC cycles, not loop turns: this code runs emulated at CPL 0 on PVM
+ * hosts, where a loaded machine makes a fixed spin count far too short. */
 static int64_t vd_wait(struct vdrv *d, unsigned q)
 {
 	volatile uint16_t *idx = &queues[q].used.idx;
+	uint64_t deadline = __builtin_ia32_rdtsc() + 20000000000ULL; /* >= 5 s up to 4 GHz */
 
-	for (unsigned spin = 0; spin < 100000; spin++) {
+	while (__builtin_ia32_rdtsc() < deadline) {
 		if (*idx != d->used_seen[q]) {
 			barrier();
 			return queues[q].used.ring[d->used_seen[q]++ % QSZ].len;
