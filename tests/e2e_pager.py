@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""e2e_pager.py: the pager end to end: guests under a memory limit, whole-VM swap-out, swap errors.
+
+    e2e_pager.py --list
+    e2e_pager.py --ufvm UFVM --guests DIR [CASE...]
+
+Every run has a timeout, and while it runs the memfd holding guest RAM is
+sampled through /proc/PID/fd, so the resident size is checked from the memfd
+itself as well as from ufvm's own accounting (--stats=json).
+Exit status: 0 passed, 1 failed, 77 skipped (no /dev/kvm or no userfaultfd).
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+MIB = 1 << 20
+BATCH = 2 * MIB  # one reclaim batch / zero-fill chunk
+TIMEOUT = 60
+
+
+class Run:
+    hook = None  # f(run), started on its own thread once ufvm runs
+
+    def __init__(self, ufvm, args, on_line=None):
+        self.p = subprocess.Popen([ufvm, 'run'] + args, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.samples = []  # memfd bytes over time
+        self.out, self.err, self.lines = '', '', []
+        self.on_line = on_line
+        t = threading.Thread(target=self._sample, daemon=True)
+        t.start()
+        r = threading.Thread(target=self._read_out, daemon=True)
+        r.start()
+        if Run.hook:
+            threading.Thread(target=Run.hook, args=(self,), daemon=True).start()
+        try:
+            self.err = self.p.stderr.read()
+            self.p.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            self.status = 'timeout'
+        else:
+            self.status = self.p.returncode
+        r.join(5)
+        self.out = ''.join(self.lines)
+        self.stats = None
+        for line in self.err.splitlines():
+            if line.startswith('{"pager"'):
+                self.stats = json.loads(line)['pager']
+
+    def _read_out(self):
+        for line in self.p.stdout:
+            self.lines.append(line)
+            if self.on_line:
+                self.on_line(self, line)
+
+    def _memfd(self):
+        d = '/proc/%d/fd' % self.p.pid
+        try:
+            for fd in os.listdir(d):
+                try:
+                    if 'memfd:ufvm-guest-ram' in os.readlink(os.path.join(d, fd)):
+                        return os.path.join(d, fd)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        return None
+
+    def _sample(self):
+        path = None
+        while self.p.poll() is None:
+            path = path or self._memfd()
+            if path:
+                try:
+                    self.samples.append(os.stat(path).st_blocks * 512)
+                except OSError:
+                    pass
+            time.sleep(0.002)
+
+
+def expect(cond, what, failures):
+    if not cond:
+        failures.append(what)
+
+
+def common(r, failures, status=0, ok=True):
+    expect(r.status == status, 'exit status %s, want %s' % (r.status, status), failures)
+    if ok:
+        expect(re.search(r'ok \(0 (mismatches|errors)\)', r.out), 'guest did not verify ok',
+               failures)
+
+
+def limited(ufvm, g, guest, cmdline, cpus, failures):
+    limit = 16 * MIB
+    r = Run(ufvm, ['--mem', '128M', '--cpus', str(cpus), '--mem-limit', '16M', '--stats=json',
+                   '--cmdline', cmdline, os.path.join(g, guest)])
+    common(r, failures)
+    s = r.stats or {}
+    peak = s.get('max_resident_pages', 1 << 40) * 4096
+    expect(peak <= limit + BATCH, 'accounted peak %d > limit + batch' % peak, failures)
+    expect(s.get('swapout_pages', 0) > 0 and s.get('swapin_pages', 0) > 0,
+           'no swap traffic at 4x the limit', failures)
+    mpeak = max(r.samples or [1 << 40])
+    expect(mpeak <= limit + BATCH, 'memfd peak %d > limit + batch' % mpeak, failures)
+    return r, 'peak %.1f MiB accounted, %.1f MiB memfd (%d samples), limit 16 MiB' % (
+        peak / MIB, mpeak / MIB, len(r.samples))
+
+
+def case_limit_memtouch(ufvm, g, f):
+    return limited(ufvm, g, 'memtouch.elf', 'mib=64', 1, f)[1]
+
+
+def case_limit_smp2(ufvm, g, f):
+    return limited(ufvm, g, 'smp.elf', 'mib=64 iters=1000', 2, f)[1]
+
+
+def swapout(ufvm, g, f, extra):
+    r = Run(ufvm, ['--mem', '128M', '--stats=json', '--swapout-at-mark', 'written'] + extra +
+            ['--cmdline', 'mib=64 pause_ms=800', os.path.join(g, 'memtouch.elf')])
+    common(r, f)
+    s = r.stats or {}
+    left = s.get('swapout_all_resident_bytes', 1 << 40)
+    expect(s.get('swapout_all_runs') == 1, 'no whole-VM swap-out happened', f)
+    expect(left < MIB, 'swap-out left %d bytes resident' % left, f)
+    low = min(r.samples or [1 << 40])
+    expect(low < MIB, 'memfd never went under 1 MiB (lowest %d)' % low, f)
+    return r, s, 'left %d KiB (memfd low %d KiB), %d pages out in %d ms' % (
+        left >> 10, low >> 10, s.get('swapout_all_pages', 0), s.get('swapout_all_ns', 0) // 10**6)
+
+
+def case_swapout_on_demand(ufvm, g, f):
+    r, s, msg = swapout(ufvm, g, f, [])
+    expect(s.get('faults_swapin', 0) > 0, 'verify did not swap in on demand', f)
+    return msg
+
+
+def case_swapout_prefetch(ufvm, g, f):
+    r, s, msg = swapout(ufvm, g, f, ['--swapin', 'prefetch'])
+    expect(s.get('swapin_all_pages', 0) >= 64 * MIB // 4096, 'prefetch read too little', f)
+    return msg
+
+
+def case_sigusr1(ufvm, g, f):
+    # ufvm's stdout is a pipe here (block-buffered): time the signal into the
+    # guest's 1.5 s pause instead of waiting for its "written" line
+    def kick(run):
+        time.sleep(0.6)
+        run.p.send_signal(signal.SIGUSR1)
+    Run.hook = kick
+    r = Run(ufvm, ['--mem', '128M', '--stats=json', '--cmdline', 'mib=32 pause_ms=1500',
+                   os.path.join(g, 'memtouch.elf')])
+    Run.hook = None
+    common(r, f)
+    s = r.stats or {}
+    expect(s.get('swapout_all_runs') == 1, 'SIGUSR1 did not swap the VM out', f)
+    expect(s.get('swapout_all_resident_bytes', 1 << 40) < MIB, 'SIGUSR1 left >= 1 MiB', f)
+    return 'left %d KiB' % (s.get('swapout_all_resident_bytes', 0) >> 10)
+
+
+def case_swap_fs_full(ufvm, g, f):
+    d = tempfile.mkdtemp(prefix='ufvm-tmpfs-')
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', d]).returncode:
+        os.rmdir(d)
+        return 'SKIP: cannot mount a tmpfs (needs root)'
+    try:
+        r = Run(ufvm, ['--mem', '128M', '--mem-limit', '16M', '--stats=json',
+                       '--swap', os.path.join(d, 'swap'), '--cmdline', 'mib=64',
+                       os.path.join(g, 'memtouch.elf')])
+    finally:
+        subprocess.run(['umount', d])
+        os.rmdir(d)
+    common(r, f)
+    n = len(re.findall(r'swap file: write failed: No space left on device', r.err))
+    expect(n == 1, 'ENOSPC reported %d times, want once' % n, f)
+    expect((r.stats or {}).get('write_errors', 0) > 0, 'no write errors counted', f)
+    return '%d write errors, VM ran on' % (r.stats or {}).get('write_errors', 0)
+
+
+def case_inject_write_error(ufvm, g, f):
+    r = Run(ufvm, ['--mem', '128M', '--mem-limit', '16M', '--stats=json',
+                   '--test-swap-fail=write:5:2000', '--cmdline', 'mib=48',
+                   os.path.join(g, 'memtouch.elf')])
+    common(r, f)
+    n = len(re.findall(r'swap file: write failed: Input/output error \(page stays resident',
+                       r.err))
+    expect(n == 1, 'EIO on write reported %d times, want once' % n, f)
+    return '%d write errors' % (r.stats or {}).get('write_errors', 0)
+
+
+def case_inject_read_error(ufvm, g, f):
+    r = Run(ufvm, ['--mem', '128M', '--mem-limit', '16M', '--test-swap-fail=read:5:0',
+                   '--cmdline', 'mib=48', os.path.join(g, 'memtouch.elf')])
+    common(r, f, status=1, ok=False)
+    expect(re.search(r'swap file: read of guest page 0x[0-9a-f]+ failed: Input/output error',
+                     r.err), 'no clear read error message', f)
+    expect('ok (0' not in r.out, 'guest went on after a read error', f)
+    return 'stopped: ' + r.err.strip().splitlines()[-1] if r.err.strip() else ''
+
+
+def case_pager_off(ufvm, g, f):
+    r = Run(ufvm, ['--mem', '128M', '--pager', 'off', '--stats', '--cmdline', 'mib=32',
+                   os.path.join(g, 'memtouch.elf')])
+    common(r, f)
+    expect('ufvm: pager:' not in r.err, 'stats printed without a pager', f)
+    return ''
+
+
+def case_bad_options(ufvm, g, f):
+    elf = os.path.join(g, 'hello.elf')
+    for args, what in ((['--chunk', '3K'], 'power of two'), (['--mem-limit', '1M'], '4M'),
+                       (['--pager', 'off', '--mem-limit', '16M'], 'need the pager'),
+                       (['--swapin', 'later'], 'on-demand or prefetch'),
+                       (['--stats=xml'], '--stats=json')):
+        r = subprocess.run([ufvm, 'run'] + args + [elf], capture_output=True, text=True,
+                           timeout=TIMEOUT)
+        expect(r.returncode == 2 and what in r.stderr,
+               '%s: status %d, stderr %r' % (args, r.returncode, r.stderr), f)
+    return ''
+
+
+CASES = {n[5:]: fn for n, fn in sorted(globals().items()) if n.startswith('case_')}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--list', action='store_true')
+    ap.add_argument('--ufvm')
+    ap.add_argument('--guests')
+    ap.add_argument('cases', nargs='*')
+    a = ap.parse_args()
+    if a.list:
+        print('\n'.join(CASES))
+        return 0
+    if not os.access('/dev/kvm', os.R_OK | os.W_OK):
+        print('e2e_pager: skipped: /dev/kvm is not usable here')
+        return 77
+    probe = subprocess.run([a.ufvm, 'run', '--mem', '16M', os.path.join(a.guests, 'hello.elf')],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    if 'userfaultfd' in probe.stderr and probe.returncode:
+        print('e2e_pager: skipped: ' + probe.stderr.strip())
+        return 77
+    failed = 0
+    for name in a.cases or CASES:
+        f = []
+        t0 = time.time()
+        msg = CASES[name](a.ufvm, a.guests, f)
+        dt = time.time() - t0
+        if f:
+            failed += 1
+            print('FAIL %s (%.1f s): %s' % (name, dt, '; '.join(f)))
+        else:
+            print('ok   %s (%.1f s) %s' % (name, dt, msg))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
