@@ -309,6 +309,7 @@ void mm_pager_test_inject(struct mm_pager *p, bool write, int err, uint64_t afte
 /* ---- pager internals (mm/ only) -------------------------------------------- */
 #define MM_PAGE 4096ULL
 #define MM_REGION_PAGES 512 /* 2 MiB: unit of locking and of the largest chunk */
+#define MM_EVICT_REGIONS 16 /* whole-VM swap-out and swap-in work on 32 MiB at a time */
 
 struct mm_region {
 	pthread_mutex_t lock; /* guards the pst entries of this region */
@@ -353,7 +354,8 @@ struct mm_pager {
 	int rc_efd;     /* written by mm_pager_request_swapout */
 	pthread_mutex_t evict_lock; /* one evictor at a time: reclaim or swapout_all */
 	uint64_t hand;              /* clock hand, a region index */
-	struct swap_io *rc_ios;
+	struct swap_io *rc_ios; /* MM_EVICT_REGIONS * MM_REGION_PAGES, under evict_lock */
+	uint8_t *rc_vic;
 	struct mm_pager_stats st; /* counters, updated with MM_STAT_ADD */
 };
 
@@ -385,7 +387,10 @@ void mm_fault_stop(struct mm_pager *p);
 int mm_reclaim_start(struct mm_pager *p);
 void mm_reclaim_stop(struct mm_pager *p);
 void mm_reclaim_kick(struct mm_pager *p);
-/* Evict the pages of region r (locked) chosen by the clock, or all with force. */
-uint64_t mm_evict_region(struct mm_pager *p, uint64_t r, bool force, int *err);
+/*
+ * Evict the pages of regions [r0, r0+nreg) chosen by the clock, or all with
+ * force. The caller holds evict_lock and the regions' locks; nreg <= MM_EVICT_REGIONS.
+ */
+uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, int *err);
 
 #endif

@@ -217,8 +217,9 @@ static int setup_tables(struct mm_pager *p, struct mm_mem *mem)
 	if (err < 0)
 		return err;
 	p->reg = calloc(p->nregions, sizeof(*p->reg));
-	p->rc_ios = calloc(MM_REGION_PAGES, sizeof(*p->rc_ios));
-	if (!p->reg || !p->rc_ios)
+	p->rc_ios = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*p->rc_ios));
+	p->rc_vic = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES + 1, 1);
+	if (!p->reg || !p->rc_ios || !p->rc_vic)
 		return -ENOMEM;
 	for (uint64_t r = 0; r < p->nregions; r++) {
 		pthread_mutex_init(&p->reg[r].lock, NULL);
@@ -253,6 +254,7 @@ static void teardown(struct mm_pager *p)
 	pst_free(&p->pst);
 	free(p->reg);
 	free(p->rc_ios);
+	free(p->rc_vic);
 	free(p);
 }
 

@@ -50,13 +50,13 @@ static void zap(struct mm_pager *p, uint64_t pfn, uint64_t n)
 }
 
 /* Give slots to the dirty WRITEBACK pages in runs; pages with none go back. */
-static unsigned build_writes(struct mm_pager *p, uint64_t base, const uint8_t *vic,
+static unsigned build_writes(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic,
 			     struct swap_io *ios)
 {
 	unsigned nio = 0;
 
 	pthread_mutex_lock(&p->swap_lock);
-	for (unsigned i = 0; i < MM_REGION_PAGES;) {
+	for (unsigned i = 0; i < npg;) {
 		struct pst_entry *e = &p->pst.e[base + i];
 		unsigned run = 0;
 		int64_t slot;
@@ -65,7 +65,7 @@ static unsigned build_writes(struct mm_pager *p, uint64_t base, const uint8_t *v
 			i++;
 			continue;
 		}
-		while (i + run < MM_REGION_PAGES && vic[i + run] &&
+		while (i + run < npg && vic[i + run] &&
 		       !(p->pst.e[base + i + run].flags & PST_F_SLOT))
 			run++;
 		slot = swap_slot_alloc_run(p->swap, run);
@@ -106,18 +106,18 @@ static void write_failed(struct mm_pager *p, struct swap_io *io, int err)
 		     strerror(-err));
 }
 
-/* Steps 2-4 for the victims vic[] of region base (all UNMAPPED, lock held). */
-static uint64_t evict(struct mm_pager *p, uint64_t base, uint8_t *vic, int *err)
+/* Steps 2-4 for the victims vic[] of pages [base, base+npg) (all UNMAPPED, locks held). */
+static uint64_t evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic, int *err)
 {
 	uint64_t freed = 0, clean = 0, written = 0;
 	unsigned nio;
 
-	for (unsigned i = 0; i < MM_REGION_PAGES; i++)
+	for (unsigned i = 0; i < npg; i++)
 		if (vic[i]) {
 			mm_page_set(p, base + i, PST_WRITEBACK);
 			clean += !!(p->pst.e[base + i].flags & PST_F_SLOT);
 		}
-	nio = build_writes(p, base, vic, p->rc_ios);
+	nio = build_writes(p, base, npg, vic, p->rc_ios);
 	if (nio) {
 		pthread_mutex_lock(&p->swap_lock);
 		swap_write(p->swap, p->rc_ios, nio);
@@ -132,8 +132,8 @@ static uint64_t evict(struct mm_pager *p, uint64_t base, uint8_t *vic, int *err)
 			written += p->rc_ios[k].npages;
 		}
 	}
-	for (unsigned i = 0, run = 0; i <= MM_REGION_PAGES; i++) {
-		struct pst_entry *e = i < MM_REGION_PAGES ? &p->pst.e[base + i] : NULL;
+	for (unsigned i = 0, run = 0; i <= npg; i++) {
+		struct pst_entry *e = i < npg ? &p->pst.e[base + i] : NULL;
 
 		if (e && vic[i] && (e->flags & PST_F_SLOT)) {
 			e->flags &= (uint8_t)~PST_F_DIRTY;
@@ -161,14 +161,15 @@ static uint64_t evict(struct mm_pager *p, uint64_t base, uint8_t *vic, int *err)
 	return freed;
 }
 
-uint64_t mm_evict_region(struct mm_pager *p, uint64_t r, bool force, int *err)
+uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, int *err)
 {
-	uint64_t base = r * MM_REGION_PAGES, run = 0;
-	uint8_t vic[MM_REGION_PAGES];
+	uint64_t base = r0 * MM_REGION_PAGES, run = 0;
+	unsigned npg = nreg * MM_REGION_PAGES;
+	uint8_t *vic = p->rc_vic;
 	bool any = false;
 
-	for (unsigned i = 0; i <= MM_REGION_PAGES; i++) {
-		struct pst_entry *e = i < MM_REGION_PAGES ? &p->pst.e[base + i] : NULL;
+	for (unsigned i = 0; i <= npg; i++) {
+		struct pst_entry *e = i < npg ? &p->pst.e[base + i] : NULL;
 
 		if (e) {
 			vic[i] = e->state == PST_UNMAPPED || (force && e->state == PST_RESIDENT);
@@ -191,8 +192,8 @@ uint64_t mm_evict_region(struct mm_pager *p, uint64_t r, bool force, int *err)
 		zap(p, base + i - run, run);
 		run = 0;
 	}
-	MM_STAT_ADD(p, reclaim_scanned, MM_REGION_PAGES);
-	return any ? evict(p, base, vic, err) : 0;
+	MM_STAT_ADD(p, reclaim_scanned, npg);
+	return any ? evict(p, base, npg, vic, err) : 0;
 }
 
 static void reclaim_run(struct mm_pager *p)
@@ -215,7 +216,7 @@ static void reclaim_run(struct mm_pager *p)
 		if (!p->reg[r].nres)
 			continue;
 		pthread_mutex_lock(&p->reg[r].lock);
-		freed = mm_evict_region(p, r, idle > 2 * p->nregions, &err);
+		freed = mm_evict_regions(p, r, 1, idle > 2 * p->nregions, &err);
 		mm_region_unlock(p, r);
 		if (freed) {
 			idle = 0;

@@ -20,13 +20,17 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 		if (err < 0)
 			goto out;
 	}
+	/* Several regions per round: one zap, one batch of I/O in flight, one punch. */
 	pthread_mutex_lock(&p->evict_lock);
-	for (uint64_t r = 0; r < p->nregions; r++) {
-		if (!p->reg[r].nres)
-			continue;
-		pthread_mutex_lock(&p->reg[r].lock);
-		pages += mm_evict_region(p, r, true, &err);
-		mm_region_unlock(p, r);
+	for (uint64_t r = 0; r < p->nregions; r += MM_EVICT_REGIONS) {
+		unsigned n =
+		    p->nregions - r < MM_EVICT_REGIONS ? p->nregions - r : MM_EVICT_REGIONS;
+
+		for (unsigned i = 0; i < n; i++)
+			pthread_mutex_lock(&p->reg[r + i].lock);
+		pages += mm_evict_regions(p, r, n, true, &err);
+		for (unsigned i = 0; i < n; i++)
+			mm_region_unlock(p, r + i);
 	}
 	pthread_mutex_unlock(&p->evict_lock);
 	MM_STAT_ADD(p, swapout_all_runs, 1);
@@ -48,19 +52,20 @@ out:
 	return err;
 }
 
-/* Read the swapped pages of region r back and map them (lock held). */
-static int swapin_region(struct mm_pager *p, uint64_t r, struct swap_io *ios, uint64_t *pages)
+/* Read the swapped pages of regions [r, r+n) back and map them (locks held). */
+static int swapin_regions(struct mm_pager *p, uint64_t r, unsigned n, struct swap_io *ios,
+			  uint64_t *pages)
 {
-	uint64_t base = r * MM_REGION_PAGES, got = 0, mapped;
-	int err = mm_swapin_range(p, ios, base, MM_REGION_PAGES, &got);
+	uint64_t base = r * MM_REGION_PAGES, got = 0, mapped, npg = n * MM_REGION_PAGES;
+	int err = mm_swapin_range(p, ios, base, npg, &got);
 
 	if (err < 0) {
 		mm_pager_die(p, "ufvm: swap file: swap-in of guest memory at 0x%llx failed: %s",
 			     (unsigned long long)(base * MM_PAGE), strerror(-err));
 		return err;
 	}
-	for (unsigned i = 0, run = 0; i <= MM_REGION_PAGES; i++) {
-		if (i < MM_REGION_PAGES && p->pst.e[base + i].state == PST_SWAPPED) {
+	for (uint64_t i = 0, run = 0; i <= npg; i++) {
+		if (i < npg && p->pst.e[base + i].state == PST_SWAPPED) {
 			mm_page_set(p, base + i, PST_UNMAPPED);
 			run++;
 			continue;
@@ -79,6 +84,8 @@ static int swapin_region(struct mm_pager *p, uint64_t r, struct swap_io *ios, ui
 			err = 0; /* left UNMAPPED (clean): a minor fault maps them */
 		uffd_wake(&p->uffd, p->mem->hva + (base + i - run) * MM_PAGE, run * MM_PAGE);
 		run = 0;
+		if (err < 0)
+			break;
 	}
 	*pages += got;
 	return err;
@@ -86,20 +93,31 @@ static int swapin_region(struct mm_pager *p, uint64_t r, struct swap_io *ios, ui
 
 int mm_pager_swapin_all(struct mm_pager *p)
 {
-	struct swap_io *ios = calloc(MM_REGION_PAGES, sizeof(*ios));
+	struct swap_io *ios = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*ios));
 	uint64_t t0 = mm_now_ns(), pages = 0;
 	int err = 0;
 
 	if (!ios)
 		return -ENOMEM;
-	for (uint64_t r = 0; r < p->nregions && !err; r++) {
-		if (p->reg[r].nres + p->reg[r].nnew == MM_REGION_PAGES)
-			continue; /* nothing swapped here */
-		if (p->limit_pages && p->resident + MM_REGION_PAGES > p->high)
+	for (uint64_t r = 0; r < p->nregions && !err;) {
+		unsigned n = 0;
+
+		/* a run of up to MM_EVICT_REGIONS regions that hold swapped pages */
+		while (r < p->nregions && p->reg[r].nres + p->reg[r].nnew == MM_REGION_PAGES)
+			r++;
+		while (r + n < p->nregions && n < MM_EVICT_REGIONS &&
+		       p->reg[r + n].nres + p->reg[r + n].nnew < MM_REGION_PAGES)
+			n++;
+		if (!n)
+			break;
+		if (p->limit_pages && p->resident + n * MM_REGION_PAGES > p->high)
 			break; /* prefetching more would only be reclaimed again */
-		pthread_mutex_lock(&p->reg[r].lock);
-		err = swapin_region(p, r, ios, &pages);
-		mm_region_unlock(p, r);
+		for (unsigned i = 0; i < n; i++)
+			pthread_mutex_lock(&p->reg[r + i].lock);
+		err = swapin_regions(p, r, n, ios, &pages);
+		for (unsigned i = 0; i < n; i++)
+			mm_region_unlock(p, r + i);
+		r += n;
 	}
 	free(ios);
 	MM_STAT_ADD(p, swapin_all_pages, pages);
