@@ -57,8 +57,13 @@ static void set_resident(struct mm_pager *p, uint64_t pfn)
 
 	if (e->state != PST_RESIDENT && !mm_page_set(p, pfn, PST_RESIDENT))
 		return;
-	mm_slot_free(p, e); /* mapped writable: the swap copy is stale from now on */
-	e->flags |= PST_F_YOUNG | PST_F_DIRTY;
+	mm_access_touch(p, pfn);
+	/* Mapped writable: the swap copy goes stale, unless the dirty log says otherwise. */
+	if (!p->ops.harvest_dirty || !(e->flags & PST_F_SLOT)) {
+		mm_slot_free(p, e);
+		e->flags |= PST_F_DIRTY;
+	}
+	e->flags |= PST_F_YOUNG;
 	e->age = 0;
 }
 
@@ -162,34 +167,97 @@ static int resolve_minor(struct mm_pager *p, uint64_t pfn)
 			     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
 		return DONE;
 	}
+	if (p->pst.e[pfn].flags & PST_F_RA) {
+		p->pst.e[pfn].flags &= (uint8_t)~PST_F_RA;
+		mm_ra_feedback(p, 1, 0);
+		MM_STAT_ADD(p, readahead_hits, 1);
+	}
 	set_resident(p, pfn);
 	MM_STAT_ADD(p, faults_minor, 1);
 	uffd_wake(&p->uffd, p->mem->hva + pfn * MM_PAGE, MM_PAGE);
 	return DONE;
 }
 
-/* Readahead: the window doubles while faults follow each other, else a small cluster. */
+/*
+ * Swap-in readahead. A fault where the previous window ended is a stream: the
+ * window doubles (up to readahead_max) and every page read is mapped. Any
+ * other fault reads an aligned cluster around the page but maps only the page
+ * itself: its neighbours wait UNMAPPED, clean (they keep their slot) and
+ * marked PST_F_RA. A minor fault on one is a readahead hit; evicting one
+ * untouched is a miss, and dropping it costs no write. The cluster size
+ * (1..16 pages, shared) doubles while most readahead is used and halves while
+ * little is, so uniform random access ends up reading single pages.
+ */
+#define RA_CLUSTER_MAX 16
+
+void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses)
+{
+	uint64_t h = __atomic_add_fetch(&p->ra_hits, hits, __ATOMIC_RELAXED);
+	uint64_t m = __atomic_add_fetch(&p->ra_misses, misses, __ATOMIC_RELAXED);
+	unsigned c = p->ra_cluster;
+
+	if (h + m < 64)
+		return;
+	__atomic_store_n(&p->ra_hits, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->ra_misses, 0, __ATOMIC_RELAXED);
+	if (h > m && c < RA_CLUSTER_MAX)
+		p->ra_cluster = c * 2;
+	else if (h * 4 < h + m && c > 1)
+		p->ra_cluster = c / 2;
+}
+
+static int map_swapped_in(struct mm_pager *p, uint64_t start, uint64_t end, uint64_t pfn,
+			  bool stream)
+{
+	uint64_t mapped;
+	int err;
+
+	for (uint64_t i = start, run = 0; i <= end; i++) {
+		bool take = i < end && p->pst.e[i].state == PST_SWAPPED;
+
+		if (take) {
+			mm_page_set(p, i, PST_UNMAPPED); /* in the memfd, clean */
+			if (stream || i == pfn) {
+				run++;
+				continue;
+			}
+			p->pst.e[i].flags |= PST_F_RA;
+		}
+		if (!run)
+			continue;
+		err = mm_map_run(p, i - run, run, &mapped);
+		for (uint64_t j = i - run; j < i - run + mapped; j++)
+			set_resident(p, j);
+		if (err < 0)
+			return err; /* -EAGAIN: the rest wait UNMAPPED, a minor fault maps them */
+		run = 0;
+	}
+	return 0;
+}
+
 static int resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
 {
 	struct mm_pager *p = ft->p;
-	uint64_t room = budget(p), start, end, got = 0, rend, mapped;
+	uint64_t room = budget(p), start, end, got = 0, rend, win;
+	bool stream = pfn == ft->ra_next;
 	int err;
 
 	if (!room) {
 		mm_reclaim_kick(p);
 		return DEFER;
 	}
-	if (pfn == ft->ra_next) {
-		ft->ra_win = ft->ra_win * 2 > p->ra_max ? p->ra_max : ft->ra_win * 2;
+	if (stream) {
+		win = ft->ra_win * 2 > p->ra_max ? p->ra_max : ft->ra_win * 2;
 		start = pfn;
 	} else {
-		ft->ra_win = 8 < p->ra_max ? 8 : p->ra_max;
-		start = pfn & ~(uint64_t)(ft->ra_win - 1);
+		win = p->ra_cluster < p->ra_max ? p->ra_cluster : p->ra_max;
+		start = pfn & ~(win - 1);
 	}
-	if (ft->ra_win > room)
-		start = pfn, ft->ra_win = room;
+	if (win > room)
+		start = pfn, win = room;
+	ft->ra_win = win;
 	rend = (pfn / MM_REGION_PAGES + 1) * MM_REGION_PAGES;
-	end = start + ft->ra_win > rend ? rend : start + ft->ra_win;
+	end = start + win > rend ? rend : start + win;
 	if (end <= pfn)
 		end = pfn + 1;
 	err = mm_swapin_range(p, ft->ios, start, end - start, &got);
@@ -199,25 +267,13 @@ static int resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
 			     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
 		return DONE;
 	}
-	for (uint64_t i = start, run = 0; i <= end; i++) {
-		if (i < end && p->pst.e[i].state == PST_SWAPPED) {
-			mm_page_set(p, i, PST_UNMAPPED);
-			run++;
-			continue;
-		}
-		if (!run)
-			continue;
-		err = mm_map_run(p, i - run, run, &mapped);
-		for (uint64_t j = i - run; j < i - run + mapped; j++)
-			set_resident(p, j);
-		if (err == -EAGAIN)
-			return DEFER; /* the rest wait as UNMAPPED (clean): a minor fault next */
-		if (err < 0) {
-			mm_pager_die(p, "ufvm: pager: mapping guest page 0x%llx failed: %s",
-				     (unsigned long long)((i - run) * MM_PAGE), strerror(-err));
-			return DONE;
-		}
-		run = 0;
+	err = map_swapped_in(p, start, end, pfn, stream);
+	if (err == -EAGAIN)
+		return DEFER;
+	if (err < 0) {
+		mm_pager_die(p, "ufvm: pager: mapping guest page 0x%llx failed: %s",
+			     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
+		return DONE;
 	}
 	ft->ra_next = end;
 	MM_STAT_ADD(p, faults_swapin, 1);
@@ -242,7 +298,7 @@ static int handle_fault(struct mm_fault_thread *ft, const struct uffd_msg *m)
 {
 	struct mm_pager *p = ft->p;
 	uint64_t addr = m->arg.pagefault.address & ~(MM_PAGE - 1), pfn, r, t0 = mm_now_ns();
-	int rc = DONE;
+	int rc = DONE, state;
 
 	if (addr < (uintptr_t)p->mem->hva || addr >= (uintptr_t)p->mem->hva + p->mem->size)
 		return DONE;
@@ -253,7 +309,8 @@ static int handle_fault(struct mm_fault_thread *ft, const struct uffd_msg *m)
 		if (pthread_mutex_trylock(&p->reg[r].lock))
 			return DEFER;
 	}
-	switch (p->pst.e[pfn].state) {
+	state = p->pst.e[pfn].state;
+	switch (state) {
 	case PST_NEW:
 		rc = resolve_new(p, pfn);
 		break;
@@ -270,6 +327,8 @@ static int handle_fault(struct mm_fault_thread *ft, const struct uffd_msg *m)
 	mm_region_unlock(p, r);
 	if (rc == DONE)
 		record_latency(p, t0);
+	if (rc == DONE && state == PST_SWAPPED)
+		MM_STAT_ADD(p, refault_ns, mm_now_ns() - t0); /* --mem-limit auto's signal */
 	if (p->limit_pages && p->resident > p->high)
 		mm_reclaim_kick(p);
 	return rc;

@@ -58,6 +58,8 @@ enum pst_state {
 #define PST_F_YOUNG 0x01 /* accessed since the last clear_young (zap) */
 #define PST_F_DIRTY 0x02 /* may differ from its swap copy (or has none) */
 #define PST_F_SLOT  0x04 /* `slot` holds a valid copy of the page */
+#define PST_F_SEEN  0x08 /* access sampling: touched since its sample's zap (access.c) */
+#define PST_F_RA    0x10 /* read ahead from swap, not touched yet (fault.c) */
 
 struct pst_entry {
 	uint32_t slot; /* swap slot, valid with PST_F_SLOT */
@@ -242,6 +244,14 @@ struct mm_host_ops {
 	 */
 	int (*pause_vcpus)(void *ctx);
 	void (*resume_vcpus)(void *ctx);
+	/*
+	 * OR into bitmap (one bit per guest page) the pages the guest wrote since
+	 * the previous call (KVM's dirty log); the count, or -errno. May be NULL.
+	 * Setting it is a promise that every other write into guest RAM goes
+	 * through mm_copy_to_guest: then a page read back from swap keeps its
+	 * slot until it is written, and is dropped without a write when clean.
+	 */
+	int64_t (*harvest_dirty)(void *ctx, uint64_t *bitmap);
 };
 
 struct mm_pager_opts {
@@ -252,6 +262,13 @@ struct mm_pager_opts {
 	bool swap_direct;       /* O_DIRECT swap I/O */
 	unsigned fault_threads; /* 0 = 2 */
 	unsigned readahead_max; /* pages read per swap-in fault at most; 0 = 256 */
+	/* Access sampling (access.c): off unless scan_interval_ms or mem_auto. */
+	unsigned scan_interval_ms; /* one scan per interval; 0 = off (1000 with mem_auto) */
+	uint64_t scan_rate;	   /* pages sampled per interval; 0 = 1/64 of guest RAM */
+	unsigned scan_cpu_pct;	   /* CPU budget of the scanner, % of one CPU; 0 = 2 */
+	bool mem_auto;		   /* --mem-limit auto: proactive reclaim of idle pages */
+	unsigned auto_target_pct;  /* max % of time spent on refaults (swap-in); 0 = 1 */
+	unsigned auto_min_age;	   /* reclaim pages idle >= this many intervals; 0 = 8 */
 };
 
 enum mm_swapin_mode { MM_SWAPIN_ON_DEMAND, MM_SWAPIN_PREFETCH };
@@ -266,12 +283,16 @@ struct mm_pager_stats {
 	uint64_t faults_missing, faults_minor, faults_swapin, faults_deferred, remove_events;
 	uint64_t chunks, chunk_pages;
 	uint64_t swapin_pages, swapout_pages, swapin_bytes, swapout_bytes;
-	uint64_t readahead_pages, clean_drops;
+	uint64_t readahead_pages, readahead_hits, clean_drops;
 	uint64_t reclaim_runs, reclaim_scanned, zapped_pages, max_resident_pages;
 	uint64_t write_errors, read_errors;
 	uint64_t swapout_all_runs, swapout_all_pages, swapout_all_resident_bytes;
 	uint64_t swapout_all_ns, swapin_all_pages, swapin_all_ns;
 	uint64_t host_copies;
+	/* access sampling and proactive reclaim (access.c, proactive.c) */
+	uint64_t scans, scan_zapped, scan_young, scan_cpu_ns, scan_dirty_pages;
+	uint64_t refault_ns; /* time spent serving swap-in faults */
+	uint64_t proactive_pages, proactive_holds, coldest_pages;
 	uint64_t fault_lat_us[MM_LAT_BUCKETS]; /* service time: event read to resolved */
 };
 
@@ -303,6 +324,44 @@ int mm_pager_swapin_all(struct mm_pager *p);
 void mm_pager_request_swapout(struct mm_pager *p, enum mm_swapin_mode mode);
 /* Host copies in and out of guest RAM (used by mm_copy_*_guest). */
 int mm_pager_copy(struct mm_pager *p, gpa_t gpa, void *buf, uint64_t len, bool to_guest);
+/*
+ * Set the memory limit while the VM runs: 0 = none; -EINVAL above guest RAM or
+ * below 4 MiB. Lowering it wakes reclaim (which runs on its own thread).
+ */
+int mm_pager_set_limit(struct mm_pager *p, uint64_t bytes);
+/*
+ * Reclaim up to npages now, longest-idle first (then any resident page), and
+ * wait for it; *reclaimed gets how many left memory. Any thread but a pager one.
+ */
+int mm_pager_reclaim(struct mm_pager *p, uint64_t npages, uint64_t *reclaimed);
+
+#define MM_WSS_WINDOWS 3  /* 1 s, 10 s, 60 s */
+#define MM_IDLE_BUCKETS 8 /* idle >= 1, 2, 4, ... 128 intervals */
+struct mm_wss {
+	uint64_t interval_ms; /* the scan interval in effect (stretched by the CPU budget) */
+	uint64_t scans;	      /* scans done so far */
+	uint64_t window_s[MM_WSS_WINDOWS];
+	uint64_t window_pages[MM_WSS_WINDOWS]; /* pages touched within the window */
+	uint64_t window_covered_ms[MM_WSS_WINDOWS]; /* what the sample really covered */
+	uint64_t idle_hist[MM_IDLE_BUCKETS]; /* pages in memory idle >= 2^i intervals */
+	uint64_t sample_pages;		     /* pages per sample */
+	uint64_t write_pages_per_s;	     /* from KVM's dirty log; 0 without */
+	bool dirty_tracked;
+	uint64_t scan_cpu_permille; /* the scanner's CPU use, 1/1000 of one CPU */
+	uint64_t refault_permille;  /* time spent on swap-in faults, 1/1000 */
+	uint64_t auto_min_age;	    /* --mem-limit auto's idle threshold now; 0 = off */
+};
+/* The latest working-set report; -ENOTSUP when access sampling is off. */
+int mm_pager_wss(struct mm_pager *p, struct mm_wss *w);
+#define MM_PAGEMAP_YOUNG 0x10
+#define MM_PAGEMAP_DIRTY 0x20
+/*
+ * Pages [first, first+n): state[i] = enum pst_state | MM_PAGEMAP_YOUNG |
+ * MM_PAGEMAP_DIRTY, age[i] = idle age in scan intervals (255 = or more);
+ * age may be NULL. -EINVAL when the range leaves guest RAM.
+ */
+int mm_pager_pagemap(struct mm_pager *p, uint64_t first, uint64_t n, uint8_t *state,
+		     uint8_t *age);
 /* TEST ONLY: make the swap store fail (see swap_inject_error). */
 void mm_pager_test_inject(struct mm_pager *p, bool write, int err, uint64_t after);
 
@@ -341,6 +400,8 @@ struct mm_pager {
 	struct mm_host_ops ops;
 	void *ctx;
 	uint64_t chunk_pages, ra_max, limit_pages, high, low;
+	unsigned ra_cluster;           /* readahead cluster for non-sequential swap-ins */
+	uint64_t ra_hits, ra_misses; /* feedback since the last adjustment */
 	_Atomic uint64_t resident, swapped;
 	atomic_bool stop, dead, pausing, stalled, warned_write, warned_full;
 	struct mm_fault_thread *ft;
@@ -357,6 +418,8 @@ struct mm_pager {
 	struct swap_io *rc_ios; /* MM_EVICT_REGIONS * MM_REGION_PAGES, under evict_lock */
 	uint8_t *rc_vic;
 	struct mm_pager_stats st; /* counters, updated with MM_STAT_ADD */
+	struct mm_access *acc;	  /* sampling and dirty state, NULL when neither (access.c) */
+	bool sampling;		  /* the access scanner runs: it owns the pst ages */
 };
 
 #define MM_STAT_ADD(p, f, n) __atomic_fetch_add(&(p)->st.f, (uint64_t)(n), __ATOMIC_RELAXED)
@@ -375,6 +438,8 @@ void mm_warn_once(struct mm_pager *p, atomic_bool *flag, const char *fmt, ...)
 int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n,
 		    uint64_t *got);
 /* fault.c */
+/* Readahead feedback: hits (an RA page touched), misses (one evicted untouched). */
+void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses);
 /*
  * Map pages [pfn, pfn+n) whose content is in the memfd (UFFDIO_CONTINUE, no
  * wake-up); *mapped gets how many from pfn on are mapped, also on error.
@@ -392,5 +457,30 @@ void mm_reclaim_kick(struct mm_pager *p);
  * force. The caller holds evict_lock and the regions' locks; nreg <= MM_EVICT_REGIONS.
  */
 uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, int *err);
+/* Steps 2-4 of eviction for the victims vic[] of pages [base, base+npg): all
+ * zapped and UNMAPPED, evict_lock and the region locks held. Returns pages freed. */
+uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic, int *err);
+/* access.c */
+int mm_access_start(struct mm_pager *p); /* after the fault and reclaim threads */
+void mm_access_stop(struct mm_pager *p);
+void mm_access_free(struct mm_pager *p); /* after every pager thread is gone */
+/* A page becomes RESIDENT by a fault (region lock held): record the access. */
+void mm_access_touch(struct mm_pager *p, uint64_t pfn);
+/*
+ * Before deciding which of pages [base, base+npg) are clean (locks held,
+ * victims zapped): fetch the dirty log and apply what it says about them.
+ */
+void mm_access_sync_dirty(struct mm_pager *p, uint64_t base, uint64_t npg);
+bool mm_access_page_dirty(struct mm_pager *p, uint64_t pfn); /* a pending dirty bit */
+/* proactive.c */
+/*
+ * Evict up to want pages, longest-idle first among the zapped, untouched
+ * pages idle >= min_age; with force then any resident page. evict_lock held.
+ */
+uint64_t mm_reclaim_coldest(struct mm_pager *p, uint64_t want, unsigned min_age, bool force,
+			    int *err);
+/* --mem-limit auto: one step of proactive reclaim, at each scan (scanner thread);
+ * age is the idle threshold in intervals; returns the next one. */
+unsigned mm_proactive_step(struct mm_pager *p, uint64_t refault_permille, unsigned age);
 
 #endif

@@ -190,6 +190,7 @@ static int check_opts(struct mm_pager *p, const struct mm_pager_opts *o)
 		return -EINVAL;
 	p->chunk_pages = p->o.chunk / MM_PAGE;
 	p->ra_max = p->o.readahead_max ? p->o.readahead_max : 256;
+	p->ra_cluster = 8;
 	if (p->ra_max > MM_REGION_PAGES)
 		p->ra_max = MM_REGION_PAGES;
 	p->nft = p->o.fault_threads ? p->o.fault_threads : 2;
@@ -251,6 +252,7 @@ static void teardown(struct mm_pager *p)
 		munmap(p->alias, p->mem->size);
 	if (p->rc_efd > 0)
 		close(p->rc_efd);
+	mm_access_free(p);
 	pst_free(&p->pst);
 	free(p->reg);
 	free(p->rc_ios);
@@ -293,9 +295,13 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 	err = uffd_register(&p->uffd, mem->hva, mem->size, true);
 	if (err < 0)
 		goto err_free;
+	/* Before the fault threads, which record accesses; its first scan is an interval away. */
+	err = mm_access_start(p);
+	if (err < 0)
+		goto err_access;
 	err = mm_fault_start(p);
 	if (err < 0)
-		goto err_free;
+		goto err_access;
 	err = mm_reclaim_start(p);
 	if (err < 0)
 		goto err_faults;
@@ -304,7 +310,10 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 	return 0;
 
 err_faults:
+	mm_access_stop(p); /* before the fault threads: its zaps need them */
 	mm_fault_stop(p);
+err_access:
+	mm_access_stop(p);
 err_free:
 	teardown(p);
 	return err;
@@ -316,6 +325,7 @@ void mm_pager_stop(struct mm_pager *p)
 		return;
 	p->mem->pager = NULL;
 	atomic_store(&p->stop, true);
+	mm_access_stop(p);
 	mm_reclaim_stop(p);
 	mm_fault_stop(p);
 	teardown(p);

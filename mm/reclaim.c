@@ -107,16 +107,22 @@ static void write_failed(struct mm_pager *p, struct swap_io *io, int err)
 }
 
 /* Steps 2-4 for the victims vic[] of pages [base, base+npg) (all UNMAPPED, locks held). */
-static uint64_t evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic, int *err)
+uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic, int *err)
 {
 	uint64_t freed = 0, clean = 0, written = 0;
 	unsigned nio;
+
+	mm_access_sync_dirty(p, base, npg); /* after the zap: every earlier write is logged */
+	uint64_t ra_miss = 0;
 
 	for (unsigned i = 0; i < npg; i++)
 		if (vic[i]) {
 			mm_page_set(p, base + i, PST_WRITEBACK);
 			clean += !!(p->pst.e[base + i].flags & PST_F_SLOT);
+			ra_miss += !!(p->pst.e[base + i].flags & PST_F_RA);
 		}
+	if (ra_miss)
+		mm_ra_feedback(p, 0, ra_miss);
 	nio = build_writes(p, base, npg, vic, p->rc_ios);
 	if (nio) {
 		pthread_mutex_lock(&p->swap_lock);
@@ -184,7 +190,7 @@ uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool f
 		if (e && e->state == PST_UNMAPPED) {
 			/* Zapped already; zapping victims again costs nothing extra
 			 * (same madvise run) and keeps step 1 true whatever happened. */
-			if (e->age < UINT8_MAX)
+			if (!p->sampling && e->age < UINT8_MAX) /* else the scanner ages pages */
 				e->age++;
 			run++;
 			continue;
@@ -193,7 +199,7 @@ uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool f
 		run = 0;
 	}
 	MM_STAT_ADD(p, reclaim_scanned, npg);
-	return any ? evict(p, base, npg, vic, err) : 0;
+	return any ? mm_evict(p, base, npg, vic, err) : 0;
 }
 
 static void reclaim_run(struct mm_pager *p)
@@ -203,6 +209,12 @@ static void reclaim_run(struct mm_pager *p)
 
 	pthread_mutex_lock(&p->evict_lock);
 	MM_STAT_ADD(p, reclaim_runs, 1);
+	/* With access sampling, the longest-idle pages go first; the clock does the rest. */
+	if (p->sampling && p->resident > p->low &&
+	    mm_reclaim_coldest(p, p->resident - p->low, 1, false, &err)) {
+		atomic_store(&p->stalled, false);
+		mm_wake_faults(p);
+	}
 	while (p->resident > p->low && !atomic_load(&p->stop)) {
 		uint64_t r = p->hand;
 
