@@ -114,6 +114,38 @@ static void print_pagemap(json_t *a)
 	free(st);
 }
 
+static void print_wss(json_t *a)
+{
+	json_t *win = json_object_get(a, "windows"), *h = json_object_get(a, "idle_hist"), *w;
+	json_t *wr = json_object_get(a, "write_pages_per_s");
+	char b1[32];
+	size_t i;
+
+	printf("wss       ");
+	json_array_foreach(win, i, w)
+	{
+		printf("%s%llus: %s", i ? ", " : "", (unsigned long long)uc_u64(w, "seconds"),
+		       uc_bytes(uc_u64(w, "pages") * 4096, b1, sizeof(b1)));
+		if (uc_u64(w, "covered_ms") + 500 < uc_u64(w, "seconds") * 1000)
+			printf(" (over %.1f s so far)", (double)uc_u64(w, "covered_ms") / 1000);
+	}
+	printf("\nidle      pages in memory idle >= 2^i intervals of %llu ms:",
+	       (unsigned long long)uc_u64(a, "interval_ms"));
+	json_array_foreach(h, i, w)
+	    printf(" %s", uc_bytes((uint64_t)json_integer_value(w) * 4096, b1, sizeof(b1)));
+	printf("\nwrites    %s\n",
+	       json_is_integer(wr)
+		   ? uc_bytes((uint64_t)json_integer_value(wr) * 4096, b1, sizeof(b1))
+		   : "- (run ufvm with --dirty-track)");
+	if (json_is_integer(wr))
+		printf("          (per second, from KVM's dirty log)\n");
+	printf("sampling  %llu scans, %llu pages per sample, scanner CPU %.1f%%, refaults %.1f%%\n",
+	       (unsigned long long)uc_u64(a, "scans"),
+	       (unsigned long long)uc_u64(a, "sample_pages"),
+	       json_number_value(json_object_get(a, "scan_cpu_pct")),
+	       json_number_value(json_object_get(a, "refault_pct")));
+}
+
 static void print_ok(const char *cmd, json_t *a)
 {
 	char b1[32];
@@ -122,6 +154,17 @@ static void print_ok(const char *cmd, json_t *a)
 		print_stats(a);
 	} else if (!strcmp(cmd, "pagemap")) {
 		print_pagemap(a);
+	} else if (!strcmp(cmd, "wss")) {
+		print_wss(a);
+	} else if (!strcmp(cmd, "limit")) {
+		uint64_t l = uc_u64(a, "limit_bytes");
+
+		printf("limit: %s\n", l ? uc_bytes(l, b1, sizeof(b1)) : "none");
+	} else if (!strcmp(cmd, "reclaim")) {
+		printf("reclaim: %llu pages (%s) in %llu ms\n",
+		       (unsigned long long)uc_u64(a, "reclaimed"),
+		       uc_bytes(uc_u64(a, "reclaimed") * 4096, b1, sizeof(b1)),
+		       (unsigned long long)uc_u64(a, "ms"));
 	} else if (!strcmp(cmd, "swapout") || !strcmp(cmd, "swapin")) {
 		printf("%s: %llu pages out, %llu pages in, %llu ms; now resident %s, %llu pages "
 		       "swapped\n",

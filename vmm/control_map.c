@@ -37,9 +37,9 @@ static char *base64(const uint8_t *b, size_t n)
 }
 
 /*
- * Until the pager exports its page-state table (mm_pager_pagemap), the
- * kernel's view is the honest source: mincore() on the shared memfd mapping
- * tells which pages have content in memory, without faulting any in.
+ * Without the pager the kernel's view is the honest source: mincore() on the
+ * shared memfd mapping tells which pages have content in memory, without
+ * faulting any in. With it, the page-state table says everything.
  */
 static int pagemap_mincore(const struct mm_mem *m, uint64_t first, uint64_t n, uint8_t *code)
 {
@@ -56,8 +56,10 @@ struct json_t *ctl_pagemap(struct ctl_ctx *c, struct json_t *req)
 	uint64_t counts[6] = {0};
 	json_t *jf = json_object_get(req, "first"), *jc = json_object_get(req, "count");
 	json_t *r = NULL, *cj;
-	uint8_t *code;
-	char *s;
+	struct mm_pager *p = c->vm->mem->pager;
+	uint8_t *code, *age = NULL;
+	struct mm_wss w;
+	char *s, *as = NULL;
 	int err;
 
 	if ((jf && (!json_is_integer(jf) || json_integer_value(jf) < 0 ||
@@ -74,10 +76,13 @@ struct json_t *ctl_pagemap(struct ctl_ctx *c, struct json_t *req)
 	code = malloc(count);
 	if (!code)
 		return NULL;
-	err = pagemap_mincore(c->vm->mem, first, count, code);
+	if (p && mm_pager_wss(p, &w) == 0 && !(age = malloc(count)))
+		goto out;
+	err = p ? mm_pager_pagemap(p, first, count, code, age)
+		: pagemap_mincore(c->vm->mem, first, count, code);
 	if (err) {
 		r = json_pack("{s:b, s:s+}", "ok", 0, "error",
-			      "pagemap: mincore failed: ", strerror(-err));
+			      "pagemap: reading page states failed: ", strerror(-err));
 		goto out;
 	}
 	for (uint64_t i = 0; i < count; i++) {
@@ -86,18 +91,23 @@ struct json_t *ctl_pagemap(struct ctl_ctx *c, struct json_t *req)
 		counts[k < 6 ? k : 5]++;
 	}
 	s = base64(code, count);
-	if (!s)
+	if (!s || (age && !(as = base64(age, count)))) {
+		free(s);
 		goto out;
+	}
 	cj = json_object();
 	for (unsigned i = 0; i < 6; i++)
 		if (counts[i])
 			json_object_set_new(cj, code_names[i], json_integer((json_int_t)counts[i]));
-	r = json_pack("{s:b, s:I, s:I, s:i, s:s, s:s, s:s, s:n, s:o}", "ok", 1, "first",
+	r = json_pack("{s:b, s:I, s:I, s:i, s:s, s:s, s:s, s:o, s:o}", "ok", 1, "first",
 		      (json_int_t)first, "count", (json_int_t)count, "page_size", 4096, "source",
-		      "mincore", "encoding", "base64", "state", s, "age", "counts", cj);
+		      p ? "pst" : "mincore", "encoding", "base64", "state", s, "age",
+		      as ? json_string(as) : json_null(), "counts", cj);
 	free(s);
+	free(as);
 out:
 	free(code);
+	free(age);
 	return r;
 }
 

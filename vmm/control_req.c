@@ -11,16 +11,7 @@
 
 typedef json_t *(*ctl_fn)(struct ctl_ctx *c, json_t *req);
 
-/*
- * The pager's API (mm.h's pager section, marked by MM_LAT_BUCKETS) is being
- * committed alongside this file; until it is, the control plane builds and
- * answers as for a VM without the pager. Drop these guards once it has landed.
- */
-#ifdef MM_LAT_BUCKETS
 #define CTL_PAGER(c) ((c)->vm->mem->pager)
-#else
-#define CTL_PAGER(c) ((void)(c), (struct mm_pager *)NULL)
-#endif
 
 static json_t *err_json(const char *fmt, const char *arg)
 {
@@ -75,7 +66,6 @@ static json_t *vm_json(struct ctl_ctx *c)
 			 (json_int_t)(vm->start_ns ? (vmm_now_ns() - vm->start_ns) / 1000000 : 0));
 }
 
-#ifdef MM_LAT_BUCKETS
 #define PSTAT(f)                                                                                   \
 	{                                                                                          \
 #f, offsetof(struct mm_pager_stats, f)                                             \
@@ -116,6 +106,14 @@ static const struct {
     PSTAT(swapin_all_pages),
     PSTAT(swapin_all_ns),
     PSTAT(host_copies),
+    PSTAT(scans),
+    PSTAT(scan_zapped),
+    PSTAT(scan_cpu_ns),
+    PSTAT(scan_dirty_pages),
+    PSTAT(refault_ns),
+    PSTAT(proactive_pages),
+    PSTAT(proactive_holds),
+    PSTAT(coldest_pages),
 };
 
 static json_t *pager_json(struct mm_pager *p)
@@ -136,14 +134,6 @@ static json_t *pager_json(struct mm_pager *p)
 	return o;
 }
 
-#else
-static json_t *pager_json(struct mm_pager *p)
-{
-	(void)p;
-	return json_null();
-}
-#endif
-
 static json_t *req_stats(struct ctl_ctx *c, json_t *req)
 {
 	struct mm_pager *p = CTL_PAGER(c);
@@ -158,7 +148,9 @@ static json_t *req_stats(struct ctl_ctx *c, json_t *req)
 static json_t *req_limit(struct ctl_ctx *c, json_t *req)
 {
 	json_t *j = json_object_get(req, "bytes"), *e = NULL;
+	struct mm_pager *p;
 	uint64_t bytes;
+	int err;
 
 	if (json_is_string(j)) {
 		if (cli_parse_size(json_string_value(j), &bytes) < 0)
@@ -173,23 +165,33 @@ static json_t *req_limit(struct ctl_ctx *c, json_t *req)
 	}
 	if (bytes > c->vm->mem->size)
 		return err_json("bad argument: %s", "'bytes' is larger than guest RAM");
-	if (!need_pager(c, &e))
+	p = need_pager(c, &e);
+	if (!p)
 		return e;
-	return err_json("not available: %s", "setting the memory limit at run time needs "
-					     "mm_pager_set_limit() from the pager");
+	err = mm_pager_set_limit(p, bytes);
+	if (err < 0)
+		return err_json("bad argument: %s", "'bytes' must be 0 (no limit) or at least 4M");
+	return json_pack("{s:b, s:I}", "ok", 1, "limit_bytes", (json_int_t)bytes);
 }
 
 static json_t *req_reclaim(struct ctl_ctx *c, json_t *req)
 {
-	uint64_t pages = 0;
+	uint64_t pages = 0, done = 0, t0;
+	struct mm_pager *p;
 	json_t *e = NULL;
+	int err;
 
 	if (!json_object_get(req, "pages"))
 		return err_json("bad argument: %s", "'pages' is required");
-	if (!arg_u64(req, "pages", 1, c->vm->mem->size / 4096, &pages, &e) || !need_pager(c, &e))
+	if (!arg_u64(req, "pages", 1, c->vm->mem->size / 4096, &pages, &e) ||
+	    !(p = need_pager(c, &e)))
 		return e;
-	return err_json("not available: %s", "reclaiming N pages needs mm_pager_reclaim() "
-					     "from the pager");
+	t0 = vmm_now_ns();
+	err = mm_pager_reclaim(p, pages, &done);
+	if (err < 0)
+		return err_json("reclaim failed: %s", strerror(-err));
+	return json_pack("{s:b, s:I, s:I}", "ok", 1, "reclaimed", (json_int_t)done, "ms",
+			 (json_int_t)((vmm_now_ns() - t0) / 1000000));
 }
 
 static json_t *req_pause(struct ctl_ctx *c, json_t *req)
@@ -213,7 +215,6 @@ static json_t *req_resume(struct ctl_ctx *c, json_t *req)
 	return ok_json();
 }
 
-#ifdef MM_LAT_BUCKETS
 /* Run a whole-VM swap operation and report what it did from the stats' deltas. */
 static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
 {
@@ -245,18 +246,6 @@ static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
 			 (json_int_t)b.resident_pages, "swapped_pages",
 			 (json_int_t)b.swapped_pages);
 }
-#else
-static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
-{
-	json_t *e = NULL, *pf = json_object_get(req, "prefetch");
-
-	(void)out;
-	if (pf && !json_is_boolean(pf))
-		return err_json("bad argument: %s", "'prefetch' must be true or false");
-	need_pager(c, &e);
-	return e;
-}
-#endif
 
 static json_t *req_swapout(struct ctl_ctx *c, json_t *req)
 {
@@ -270,13 +259,35 @@ static json_t *req_swapin(struct ctl_ctx *c, json_t *req)
 
 static json_t *req_wss(struct ctl_ctx *c, json_t *req)
 {
-	json_t *e = NULL;
+	json_t *e = NULL, *win, *hist, *r;
+	struct mm_pager *p;
+	struct mm_wss w;
 
 	(void)req;
-	if (!need_pager(c, &e))
+	if (!(p = need_pager(c, &e)))
 		return e;
-	return err_json("not available: %s", "working-set estimation needs mm_pager_wss() "
-					     "from the pager (access sampling)");
+	if (mm_pager_wss(p, &w) < 0)
+		return err_json("not available: %s", "access sampling is off (run ufvm with "
+						     "--scan-interval MS or --mem-limit auto)");
+	win = json_array();
+	hist = json_array();
+	for (unsigned i = 0; i < MM_WSS_WINDOWS; i++)
+		json_array_append_new(win, json_pack("{s:I, s:I, s:I}", "seconds",
+						     (json_int_t)w.window_s[i], "pages",
+						     (json_int_t)w.window_pages[i], "covered_ms",
+						     (json_int_t)w.window_covered_ms[i]));
+	for (unsigned i = 0; i < MM_IDLE_BUCKETS; i++)
+		json_array_append_new(hist, json_integer((json_int_t)w.idle_hist[i]));
+	r = json_pack("{s:b, s:I, s:I, s:I, s:o, s:o, s:o, s:f, s:f}", "ok", 1, "interval_ms",
+		      (json_int_t)w.interval_ms, "scans", (json_int_t)w.scans, "sample_pages",
+		      (json_int_t)w.sample_pages, "windows", win, "idle_hist", hist,
+		      "write_pages_per_s",
+		      w.dirty_tracked ? json_integer((json_int_t)w.write_pages_per_s) : json_null(),
+		      "scan_cpu_pct", (double)w.scan_cpu_permille / 10, "refault_pct",
+		      (double)w.refault_permille / 10);
+	if (w.auto_min_age)
+		json_object_set_new(r, "auto_min_age", json_integer((json_int_t)w.auto_min_age));
+	return r;
 }
 
 static json_t *req_stop(struct ctl_ctx *c, json_t *req)
@@ -363,7 +374,7 @@ char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen
 		if (resp && id)
 			json_object_set(resp, "id", id);
 	}
-	s = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
+	s = resp ? json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
 	json_decref(resp);
 	json_decref(req);
 	if (!s)

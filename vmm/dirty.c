@@ -73,8 +73,9 @@ int dirty_init(struct dirty *d, struct vm *vm, enum dirty_mode want, const char 
 		return 0;
 	d->pending = calloc((d->npages + 63) / 64, 8);
 	d->scratch = calloc((d->npages + 63) / 64, 8);
+	d->pager_pending = calloc((d->npages + 63) / 64, 8);
 	*why = "out of memory";
-	if (!d->pending || !d->scratch)
+	if (!d->pending || !d->scratch || !d->pager_pending)
 		return -ENOMEM;
 	if (d->mode == DIRTY_RING) {
 		*why = "this host's KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)";
@@ -111,8 +112,10 @@ static void ring_collect(struct dirty *d)
 			if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY))
 				break;
 			pfn = e->offset;
-			if (e->slot == 0 && pfn < d->npages)
+			if (e->slot == 0 && pfn < d->npages) {
 				d->pending[pfn / 64] |= 1ULL << (pfn % 64);
+				d->pager_pending[pfn / 64] |= 1ULL << (pfn % 64);
+			}
 			__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
 			d->fetch[v]++;
 		}
@@ -156,7 +159,8 @@ int dirty_start(struct dirty *d, const char **why)
 	return err;
 }
 
-int64_t dirty_harvest(struct dirty *d, uint64_t *out)
+/* Fetch what KVM logged into both consumers' pending sets, then drain pend into out. */
+static int64_t harvest(struct dirty *d, uint64_t *pend, uint64_t *out)
 {
 	uint64_t words = (d->npages + 63) / 64;
 	int64_t n = 0;
@@ -179,17 +183,29 @@ int64_t dirty_harvest(struct dirty *d, uint64_t *out)
 			n = -errno;
 			goto out;
 		}
-		for (uint64_t i = 0; i < words; i++)
+		for (uint64_t i = 0; i < words; i++) {
 			d->pending[i] |= d->scratch[i];
+			d->pager_pending[i] |= d->scratch[i];
+		}
 	}
 	for (uint64_t i = 0; i < words; i++) {
-		n += __builtin_popcountll(d->pending[i]);
-		out[i] |= d->pending[i];
-		d->pending[i] = 0;
+		n += __builtin_popcountll(pend[i]);
+		out[i] |= pend[i];
+		pend[i] = 0;
 	}
 out:
 	pthread_mutex_unlock(&d->lock);
 	return n;
+}
+
+int64_t dirty_harvest(struct dirty *d, uint64_t *out)
+{
+	return harvest(d, d->pending, out);
+}
+
+int64_t dirty_harvest_pager(struct dirty *d, uint64_t *out)
+{
+	return harvest(d, d->pager_pending, out);
 }
 
 void dirty_destroy(struct dirty *d)
@@ -204,6 +220,7 @@ void dirty_destroy(struct dirty *d)
 			munmap(d->ring[v], d->ring_bytes);
 	free(d->pending);
 	free(d->scratch);
+	free(d->pager_pending);
 	pthread_mutex_destroy(&d->lock);
 	memset(d, 0, sizeof(*d));
 }

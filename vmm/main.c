@@ -82,6 +82,9 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"swapout-at-mark", required_argument, NULL, PAGER_OPT_MARK},
 	    {"swapin", required_argument, NULL, PAGER_OPT_SWAPIN},
 	    {"test-swap-fail", required_argument, NULL, PAGER_OPT_TEST_FAIL}, /* TEST ONLY */
+	    {"scan-interval", required_argument, NULL, PAGER_OPT_SCAN_INTERVAL},
+	    {"scan-rate", required_argument, NULL, PAGER_OPT_SCAN_RATE},
+	    {"scan-cpu", required_argument, NULL, PAGER_OPT_SCAN_CPU},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -153,7 +156,8 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 
 			if (c >= PAGER_OPT_PAGER && c < PAGER_OPT_END) { /* pager_glue.c */
 				if (pager_parse_opt(&o->pager, c, optarg, &why) < 0)
-					return bad_arg("%s: invalid value %s", argv[optind - 1], why);
+					return bad_arg("%s: invalid value %s", argv[optind - 1],
+						       why);
 				break;
 			}
 			return bad_arg("unknown option '%s'%s", argv[optind - 1], "");
@@ -332,7 +336,7 @@ static int run(const struct vmm_opts *o)
 	ctl_stop(ctl); /* before the pager goes: requests use it */
 out_vm:
 	pager_glue_stop(&pg); /* --stats, after every vCPU is gone */
-	linux_boot_end(&lb); /* devices go before the VM fd */
+	linux_boot_end(&lb);  /* devices go before the VM fd */
 	dirty_destroy(&dirty);
 	vm_destroy(&vm);
 out_mem:

@@ -17,6 +17,13 @@ const char *pager_usage =
     "                    plain shared memory, for comparisons\n"
     "  --mem-limit SIZE  keep at most SIZE of guest RAM resident (>= 4M);\n"
     "                    the rest goes to the swap file\n"
+    "  --mem-limit auto[:PERCENT]  proactive: swap out pages idle for a while,\n"
+    "                    holding back while refaults take > PERCENT of the\n"
+    "                    time (default 1); turns access sampling on\n"
+    "  --scan-interval MS  access sampling (young pages, idle ages, working\n"
+    "                    set) every MS ms (default off; 1000 with auto)\n"
+    "  --scan-rate N     pages sampled per interval (default 1/64 of RAM)\n"
+    "  --scan-cpu PCT    CPU budget of the sampler, % of one CPU (default 2)\n"
     "  --swap PATH       swap file (default: an unlinked file in $TMPDIR)\n"
     "  --swap-direct     swap I/O with O_DIRECT\n"
     "  --chunk SIZE      zero-fill granule on first touch, 4K..2M (default 2M)\n"
@@ -25,6 +32,30 @@ const char *pager_usage =
     "                    swap out all guest RAM, and resume\n"
     "  --swapin on-demand|prefetch  after such a swap-out (default on-demand)\n"
     "  SIGUSR1           swaps the whole VM out now, the same way\n";
+
+static int parse_uint(const char *arg, unsigned lo, unsigned hi, unsigned *v, const char **why,
+		      const char *expect)
+{
+	char *end;
+	unsigned long n = strtoul(arg, &end, 10);
+
+	if (!*arg || *end || n < lo || n > hi)
+		return *why = expect, -EINVAL;
+	*v = (unsigned)n;
+	return 0;
+}
+
+/* --mem-limit auto[:PERCENT]: PERCENT is the refault target (time on swap-in faults). */
+static int parse_auto(struct pager_cli *pc, const char *rest, const char **why)
+{
+	pc->o.mem_auto = true;
+	if (!*rest)
+		return 0;
+	if (*rest != ':')
+		return *why = "(use auto or auto:PERCENT)", -EINVAL;
+	return parse_uint(rest + 1, 1, 50, &pc->o.auto_target_pct, why,
+			  "(auto:PERCENT: a refault target of 1..50 percent)");
+}
 
 /* Returns 0, or -EINVAL with *why naming what is expected. */
 int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char **why)
@@ -36,9 +67,21 @@ int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char *
 		pc->off = !strcmp(arg, "off");
 		return 0;
 	case PAGER_OPT_LIMIT:
+		if (!strncmp(arg, "auto", 4)) /* auto[:PERCENT]: proactive reclaim */
+			return parse_auto(pc, arg + 4, why);
 		if (cli_parse_size(arg, &pc->o.mem_limit) < 0 || pc->o.mem_limit < (4ULL << 20))
-			return *why = "(use a size of at least 4M)", -EINVAL;
+			return *why = "(use a size of at least 4M, or auto[:PERCENT])", -EINVAL;
 		return 0;
+	case PAGER_OPT_SCAN_INTERVAL:
+		return parse_uint(arg, 10, 60000, &pc->o.scan_interval_ms, why,
+				  "(use milliseconds, 10..60000)");
+	case PAGER_OPT_SCAN_RATE:
+		if (cli_parse_size(arg, &pc->o.scan_rate) < 0 || !pc->o.scan_rate)
+			return *why = "(use a positive number of pages, like 4096 or 64K)", -EINVAL;
+		return 0;
+	case PAGER_OPT_SCAN_CPU:
+		return parse_uint(arg, 1, 100, &pc->o.scan_cpu_pct, why,
+				  "(use a percentage, 1..100)");
 	case PAGER_OPT_SWAP:
 		pc->o.swap_path = arg;
 		return 0;
@@ -73,9 +116,10 @@ int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char *
 int pager_check_opts(const struct pager_cli *pc, const char **why)
 {
 	if (pc->off && (pc->o.mem_limit || pc->o.swap_path || pc->o.swap_direct || pc->o.chunk ||
-			pc->swapout_mark || pc->test_fail)) {
-		*why = "--mem-limit, --swap, --swap-direct, --chunk and --swapout-at-mark "
-		       "need the pager (--pager on)";
+			pc->swapout_mark || pc->test_fail || pc->o.mem_auto ||
+			pc->o.scan_interval_ms || pc->o.scan_rate || pc->o.scan_cpu_pct)) {
+		*why = "--mem-limit, --swap, --swap-direct, --chunk, --swapout-at-mark and "
+		       "--scan-* need the pager (--pager on)";
 		return -EINVAL;
 	}
 	return 0;
@@ -142,6 +186,14 @@ static void inject(struct mm_pager *p, const char *spec)
 		mm_pager_test_inject(p, !strcmp(kind, "write"), -err, after);
 }
 
+/* The guest's writes from KVM's dirty log, for the pager's clean-page tracking. */
+static int64_t on_harvest(void *ctx, uint64_t *bitmap)
+{
+	struct vm *vm = ctx;
+
+	return dirty_harvest_pager(vm->dirty, bitmap);
+}
+
 static struct pager_glue_hooks {
 	struct mm_host_ops ops;
 } hooks = {
@@ -152,6 +204,7 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 		     struct mm_mem *mem)
 {
 	struct mm_pager_opts o = pc->o;
+	struct mm_host_ops ops;
 	struct sigaction sa = {.sa_handler = on_sigusr1, .sa_flags = SA_RESTART};
 	int err;
 
@@ -161,7 +214,12 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 		return 0;
 	if (!o.fault_threads)
 		o.fault_threads = vm->ncpus < 2 ? 2 : (vm->ncpus > 4 ? 4 : vm->ncpus);
-	err = mm_pager_start(&g->pager, mem, &o, &hooks.ops, vm);
+	ops = hooks.ops;
+	/* Devices of Linux guests (on_io) write guest RAM through pointers, unseen by
+	 * KVM's log: only ELF guests, whose host writes all use mm_copy_to_guest. */
+	if (vm->dirty && !vm->on_io)
+		ops.harvest_dirty = on_harvest;
+	err = mm_pager_start(&g->pager, mem, &o, &ops, vm);
 	if (err) {
 		fprintf(stderr, "ufvm: pager: cannot start: %s\n", mm_pager_strerror(err));
 		return VMM_EXIT_INTERNAL;

@@ -32,6 +32,9 @@ enum {
 	PAGER_OPT_MARK,
 	PAGER_OPT_SWAPIN,
 	PAGER_OPT_TEST_FAIL, /* hidden, TEST ONLY */
+	PAGER_OPT_SCAN_INTERVAL,
+	PAGER_OPT_SCAN_RATE,
+	PAGER_OPT_SCAN_CPU,
 	PAGER_OPT_END
 };
 
@@ -45,12 +48,12 @@ struct pager_cli {
 };
 
 struct vmm_opts {
-	uint64_t mem;	     /* guest RAM, bytes (rounded up to 2 MiB) */
-	unsigned cpus;	     /* 1..UFVM_MAX_CPUS */
-	const char *cmdline; /* guest command line, may be "" */
-	const char *guest;   /* path of the guest ELF */
-	int verbose;	     /* print marks and set-up details */
-	const char *api;     /* control socket path (--api), NULL for none */
+	uint64_t mem;	       /* guest RAM, bytes (rounded up to 2 MiB) */
+	unsigned cpus;	       /* 1..UFVM_MAX_CPUS */
+	const char *cmdline;   /* guest command line, may be "" */
+	const char *guest;     /* path of the guest ELF */
+	int verbose;	       /* print marks and set-up details */
+	const char *api;       /* control socket path (--api), NULL for none */
 	enum dirty_mode dirty; /* --dirty-track (default off) */
 
 	/* Linux guests (vmm/linux.c, devices/): --kernel replaces GUEST.elf */
@@ -134,10 +137,10 @@ struct vm {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	atomic_bool stopping;
-	int exit_status; /* valid once stopping */
-	unsigned halted; /* vCPUs parked by the HALT hypercall */
-	unsigned live;	 /* vCPUs inside their run loop */
-	unsigned paused; /* vCPUs waiting in vmm_pause */
+	int exit_status;       /* valid once stopping */
+	unsigned halted;       /* vCPUs parked by the HALT hypercall */
+	unsigned live;	       /* vCPUs inside their run loop */
+	unsigned paused;       /* vCPUs waiting in vmm_pause */
 	atomic_uint pause_req; /* pause depth: vCPUs park while it is > 0 */
 
 	struct dirty *dirty; /* KVM dirty tracking, NULL when off */
@@ -207,8 +210,9 @@ struct dirty {
 	bool ring_plain;      /* the ring without the acquire/release variant */
 	struct vm *vm;
 	uint64_t npages;
-	uint64_t *pending; /* dirty since the last dirty_harvest, one bit per page */
-	uint64_t *scratch; /* KVM_GET_DIRTY_LOG's buffer */
+	uint64_t *pending;	 /* dirty since the last dirty_harvest, one bit per page */
+	uint64_t *scratch;	 /* KVM_GET_DIRTY_LOG's buffer */
+	uint64_t *pager_pending; /* the same for the pager's consumer (dirty_harvest_pager) */
 	struct kvm_dirty_gfn *ring[UFVM_MAX_CPUS];
 	uint32_t fetch[UFVM_MAX_CPUS];
 	unsigned ring_bytes, ring_n;
@@ -236,6 +240,9 @@ int dirty_start(struct dirty *d, const char **why);
  * Thread-safe; -ENOTSUP when off, else -errno from KVM.
  */
 int64_t dirty_harvest(struct dirty *d, uint64_t *out);
+/* The same for the pager (mm_host_ops.harvest_dirty): a consumer of its own, so
+ * the control socket's `dirty` request never takes bits the pager needs. */
+int64_t dirty_harvest_pager(struct dirty *d, uint64_t *out);
 void dirty_destroy(struct dirty *d); /* after vm_run; a zeroed struct is a no-op */
 
 /* ---- hypercall.c ---- */
