@@ -282,6 +282,8 @@ static const struct {
     F(reclaim_scanned), F(zapped_pages),     F(max_resident_pages), F(write_errors),
     F(read_errors),	F(swapout_all_runs), F(swapout_all_pages),  F(swapout_all_resident_bytes),
     F(swapout_all_ns),	F(swapin_all_pages), F(swapin_all_ns),	    F(host_copies),
+    F(scans),		F(scan_zapped),	     F(scan_cpu_ns),	    F(scan_dirty_pages),
+    F(refault_ns),	F(proactive_pages),  F(proactive_holds),    F(coldest_pages),
 };
 
 static void print_json(FILE *f, const struct mm_pager_stats *s)

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""e2e_access.py: access sampling, working set, dirty accounting and proactive reclaim, end to end.
+
+    e2e_access.py --list
+    e2e_access.py --ufvm UFVM --guests DIR [CASE...]
+
+The guest guests/access.elf rewrites a write set, only reads a read set and
+leaves an idle set alone, for a given time, then verifies every word of all
+three (so no page is ever lost or replaced by zeros). The tests talk to ufvm
+over its control socket (--api) while the guest runs.
+Exit status: 0 passed, 1 failed, 77 skipped (no /dev/kvm or no userfaultfd).
+"""
+import argparse
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+MIB = 1 << 20
+PAGE = 4096
+
+
+class Client:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(30)
+        self.s.connect(path)
+        self.buf = b""
+
+    def call(self, req):
+        self.s.sendall((req if isinstance(req, str) else json.dumps(req)).encode() + b"\n")
+        while b"\n" not in self.buf:
+            chunk = self.s.recv(1 << 20)
+            if not chunk:
+                raise EOFError("server closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+
+class VM:
+    """ufvm running guests/access.elf with --api; sets are found from the guest's output."""
+
+    def __init__(self, ufvm, guests, args, cmdline, mem="128M"):
+        self.dir = tempfile.mkdtemp(prefix="ufvm-access-")
+        self.sock = os.path.join(self.dir, "api.sock")
+        self.outpath = os.path.join(self.dir, "out")
+        self.out = open(self.outpath, "w+")
+        self.p = subprocess.Popen(
+            [ufvm, "run", "--mem", mem, "--api", self.sock, "--stats=json", *args,
+             "--cmdline", cmdline, os.path.join(guests, "access.elf")],
+            stdout=self.out, stderr=subprocess.PIPE, text=True)
+        self.sets = {}
+        deadline = time.time() + 20
+        while time.time() < deadline and "pattern started" not in self.text():
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        for m in re.finditer(r"access: (\w+) 0x([0-9a-f]+) (\d+) MiB", self.text()):
+            self.sets[m.group(1)] = (int(m.group(2), 16) // PAGE, int(m.group(3)) * MIB // PAGE)
+        self.c = Client(self.sock) if self.p.poll() is None else None
+
+    def text(self):
+        with open(self.outpath) as f:
+            return f.read()
+
+    def call(self, req):
+        return self.c.call(req)
+
+    def finish(self, timeout=60):
+        try:
+            err = self.p.communicate(timeout=timeout)[1]
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            err = self.p.communicate()[1]
+        self.stats = None
+        for line in err.splitlines():
+            if line.startswith('{"pager"'):
+                self.stats = json.loads(line)["pager"]
+        self.err = err
+        return self.p.returncode
+
+
+def expect(cond, what, failures):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def pagemap(vm, first, count):
+    a = vm.call({"cmd": "pagemap", "first": first, "count": count})
+    st = base64.b64decode(a["state"])
+    age = base64.b64decode(a["age"]) if a.get("age") else None
+    return a, st, age
+
+
+def guest_ok(vm, status, f):
+    expect(status == 0, "guest exit status 0 (got %r)" % status, f)
+    expect(" ok (0 mismatches)" in vm.text(), "guest verified every word of every set", f)
+
+
+def case_young(ufvm, g, f):
+    """Young pages, idle ages, WSS and the write rate against a known pattern."""
+    vm = VM(ufvm, g, ["--scan-interval", "100", "--scan-rate", "4096", "--dirty-track=auto"],
+            "write=8 read=8 idle=32 ms=2500")
+    if not vm.c:
+        vm.finish()
+        expect(False, "guest started and printed its sets", f)
+        return
+    time.sleep(1.5)
+    w = vm.call({"cmd": "wss"})
+    expect(w.get("ok") is True, "wss answers with sampling on", f)
+    one = w["windows"][0]["pages"]
+    truth = vm.sets["write"][1] + vm.sets["read"][1]
+    expect(abs(one - truth) <= truth * 0.10,
+           "1 s WSS %d pages within 10%% of the touched sets' %d" % (one, truth), f)
+    expect(w["write_pages_per_s"] and w["write_pages_per_s"] > 0, "write rate from the dirty log", f)
+    a, st, age = pagemap(vm, 0, 128 * MIB // PAGE)
+    expect(a["source"] == "pst" and age is not None, "pagemap from the page-state table, with ages", f)
+
+    def ages(name):
+        s, n = vm.sets[name]
+        return sorted(age[s:s + n])
+
+    idle, rd, wr = ages("idle"), ages("read"), ages("write")
+    expect(idle[len(idle) // 2] >= 4, "idle set: median age %d >= 4 intervals" % idle[len(idle) // 2], f)
+    expect(rd[len(rd) // 2] <= 1 and wr[len(wr) // 2] <= 1,
+           "read and write sets: median ages %d, %d <= 1" % (rd[len(rd) // 2], wr[len(wr) // 2]), f)
+    guest_ok(vm, vm.finish(), f)
+
+
+def case_dirty(ufvm, g, f):
+    """KVM's dirty log: the rewritten set is dirty, the read-only and idle sets are not;
+    a page read back from swap and not touched is dropped again without a write."""
+    vm = VM(ufvm, g, ["--dirty-track=auto"], "write=8 read=8 idle=32 ms=4000")
+    if not vm.c:
+        vm.finish()
+        expect(False, "guest started", f)
+        return
+    bits = None
+    for _ in range(2):  # the first harvest reports every page; the second what was written
+        time.sleep(0.5)
+        a = vm.call({"cmd": "dirty"})
+        bits = base64.b64decode(a["bitmap"])
+
+    def dirty_share(name):
+        s, n = vm.sets[name]
+        return sum((bits[i // 8] >> (i % 8)) & 1 for i in range(s, s + n)) / n
+
+    wr, rd, idle = dirty_share("write"), dirty_share("read"), dirty_share("idle")
+    expect(wr > 0.99, "rewritten set: %.0f%% dirty" % (wr * 100), f)
+    expect(rd == 0 and idle == 0, "read-only and idle sets: %.0f%%, %.0f%% dirty" % (rd * 100, idle * 100), f)
+    # The idle set is swapped out, read back (prefetch) and swapped out again: it
+    # keeps its swap copy, so the second eviction writes nothing for it.
+    r = vm.call({"cmd": "reclaim", "pages": 128 * MIB // PAGE})
+    expect(r.get("ok") and r["reclaimed"] >= vm.sets["idle"][1], "reclaim took every page", f)
+    vm.call({"cmd": "swapin"})
+    a, st, age = pagemap(vm, *vm.sets["idle"])
+    clean = sum(1 for b in st if b & 0x0f in (1, 2) and not b & 0x20)
+    expect(clean == vm.sets["idle"][1], "idle set read back clean (%d pages)" % clean, f)
+    st0 = vm.call({"cmd": "stats"})["pager"]
+    vm.call({"cmd": "reclaim", "pages": 128 * MIB // PAGE})
+    st1 = vm.call({"cmd": "stats"})["pager"]
+    drops = st1["clean_drops"] - st0["clean_drops"]
+    expect(drops >= vm.sets["idle"][1], "second reclaim dropped the idle set without a write "
+           "(%d clean drops, %d pages written)" % (drops, st1["swapout_pages"] - st0["swapout_pages"]), f)
+    guest_ok(vm, vm.finish(), f)
+
+
+def case_api(ufvm, g, f):
+    """The new requests, good and malformed; wss without sampling is 'not available'."""
+    vm = VM(ufvm, g, [], "write=2 read=2 idle=4 ms=1500", mem="64M")
+    if not vm.c:
+        vm.finish()
+        expect(False, "guest started", f)
+        return
+    a = vm.call({"cmd": "wss"})
+    expect(a.get("ok") is False and a["error"].startswith("not available:"),
+           "wss without sampling: not available", f)
+    for req, want in ((({"cmd": "limit", "bytes": "1M"}), "at least 4M"),
+                      (({"cmd": "limit", "bytes": 1 << 40}), "larger than guest RAM"),
+                      (({"cmd": "reclaim", "pages": 0}), "bad argument"),
+                      (({"cmd": "wss", "window": 1}), "unknown key"),
+                      (({"cmd": "pagemap", "count": "x"}), "bad argument")):
+        a = vm.call(req)
+        expect(a.get("ok") is False and want in a.get("error", ""), "%s: %s" % (json.dumps(req), want), f)
+    a = vm.call({"cmd": "limit", "bytes": "16M"})
+    expect(a == {"ok": True, "limit_bytes": 16 * MIB}, "limit 16M", f)
+    time.sleep(0.5)
+    st = vm.call({"cmd": "stats"})["pager"]
+    expect(st["limit_pages"] == 16 * MIB // PAGE and st["resident_pages"] <= 16 * MIB // PAGE + 512,
+           "limit in force: %d pages resident" % st["resident_pages"], f)
+    a = vm.call({"cmd": "limit", "bytes": 0})
+    expect(a.get("ok") and a["limit_bytes"] == 0, "limit 0 lifts it", f)
+    a = vm.call({"cmd": "reclaim", "pages": 100})
+    expect(a.get("ok") and a["reclaimed"] == 100, "reclaim 100 pages (%r)" % a, f)
+    a, st, age = pagemap(vm, 0, 16)
+    expect(a["count"] == 16 and age is None, "pagemap: ages null without sampling", f)
+    guest_ok(vm, vm.finish(), f)
+
+
+def case_proactive(ufvm, g, f):
+    """--mem-limit auto reclaims the idle set and stays under its refault target."""
+    target = 2.0
+    vm = VM(ufvm, g, ["--mem-limit", "auto:%d" % target, "--scan-interval", "100",
+                      "--scan-rate", "4096", "--dirty-track=auto"],
+            "write=8 read=8 idle=48 ms=7000")
+    if not vm.c:
+        vm.finish()
+        expect(False, "guest started", f)
+        return
+    worst, swapped = 0.0, 0
+    t_end = time.time() + 6
+    while time.time() < t_end:
+        time.sleep(0.25)
+        w = vm.call({"cmd": "wss"})
+        if not w.get("ok"):
+            break
+        if w["scans"] > 2:
+            worst = max(worst, w["refault_pct"])
+        swapped = vm.call({"cmd": "stats"})["pager"]["swapped_pages"]
+    idle = vm.sets["idle"][1]
+    expect(swapped >= idle * 0.9, "idle set reclaimed proactively (%d of %d pages swapped)" %
+           (swapped, idle), f)
+    expect(worst <= target, "refaults never above the %.0f%% target (worst %.1f%%)" % (target, worst), f)
+    status = vm.finish()
+    st = vm.stats or {}
+    expect(st.get("proactive_pages", 0) >= idle * 0.9, "stats: proactive_pages %r" %
+           st.get("proactive_pages"), f)
+    guest_ok(vm, status, f)
+
+
+def case_bad_options(ufvm, g, f):
+    for args, want in ((["--scan-interval=0"], "--scan-interval"),
+                       (["--scan-interval=x"], "--scan-interval"),
+                       (["--scan-cpu=101"], "--scan-cpu"),
+                       (["--scan-rate=0"], "--scan-rate"),
+                       (["--mem-limit=auto:0"], "--mem-limit"),
+                       (["--mem-limit=autox"], "--mem-limit"),
+                       (["--pager", "off", "--scan-interval", "100"], "need the pager")):
+        p = subprocess.run([ufvm, "run", *args, os.path.join(g, "access.elf")],
+                           capture_output=True, text=True, timeout=20)
+        expect(p.returncode == 2 and want in p.stderr, "%s: status 2 naming %s" % (" ".join(args), want), f)
+
+
+CASES = {n[5:]: fn for n, fn in globals().items() if n.startswith("case_")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--ufvm")
+    ap.add_argument("--guests")
+    ap.add_argument("cases", nargs="*")
+    o = ap.parse_args()
+    if o.list:
+        print("\n".join(CASES))
+        return 0
+    if not os.path.exists("/dev/kvm"):
+        print("SKIP: no /dev/kvm")
+        return 77
+    f = []
+    for c in o.cases or CASES:
+        print("== " + c)
+        CASES[c](o.ufvm, o.guests, f)
+    return 1 if f else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
