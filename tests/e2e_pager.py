@@ -123,7 +123,7 @@ def case_limit_smp2(ufvm, g, f):
     return limited(ufvm, g, 'smp.elf', 'mib=64 iters=1000', 2, f)[1]
 
 
-def swapout(ufvm, g, f, extra):
+def swapout(ufvm, g, f, extra, memfd_low=True):
     r = Run(ufvm, ['--mem', '128M', '--stats=json', '--swapout-at-mark', 'written'] + extra +
             ['--cmdline', 'mib=64 pause_ms=800', os.path.join(g, 'memtouch.elf')])
     common(r, f)
@@ -132,7 +132,10 @@ def swapout(ufvm, g, f, extra):
     expect(s.get('swapout_all_runs') == 1, 'no whole-VM swap-out happened', f)
     expect(left < MIB, 'swap-out left %d bytes resident' % left, f)
     low = min(r.samples or [1 << 40])
-    expect(low < MIB, 'memfd never went under 1 MiB (lowest %d)' % low, f)
+    # with prefetch the memfd is refilled at once: a 2 ms sampler can miss the
+    # low point on a loaded machine, so only the on-demand case checks it
+    if memfd_low:
+        expect(low < MIB, 'memfd never went under 1 MiB (lowest %d)' % low, f)
     return r, s, 'left %d KiB (memfd low %d KiB), %d pages out in %d ms' % (
         left >> 10, low >> 10, s.get('swapout_all_pages', 0), s.get('swapout_all_ns', 0) // 10**6)
 
@@ -144,7 +147,7 @@ def case_swapout_on_demand(ufvm, g, f):
 
 
 def case_swapout_prefetch(ufvm, g, f):
-    r, s, msg = swapout(ufvm, g, f, ['--swapin', 'prefetch'])
+    r, s, msg = swapout(ufvm, g, f, ['--swapin', 'prefetch'], memfd_low=False)
     expect(s.get('swapin_all_pages', 0) >= 64 * MIB // 4096, 'prefetch read too little', f)
     return msg
 
