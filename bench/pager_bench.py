@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""pager_bench.py: the pager's benchmarks (issue 3 section 9), each a ratio measured side by side.
+
+    pager_bench.py BUILD_DIR first-touch|overcommit|swapall|scaling
+
+first-touch  memtouch's first write of N MiB, pager on / --pager off      target <= 0.8
+overcommit   seq / hot-cold / random at 2x overcommit, ufvm's swap vs the
+             host kernel's swap of the same VM (--pager off in a memory
+             cgroup with the same limit, a swap file on the same fs)     target <= 0.7/0.7/1.2
+swapall      whole-VM swap-out and prefetch swap-in throughput vs dd
+             writing and reading a file of the same size on the same fs  target >= 0.8
+scaling      first-touch throughput of the smp guest, 2 vCPUs / 1        target >= 1.6
+
+Rounds alternate the two sides so drift hits both; figures are medians.
+Knobs: BENCH_ROUNDS (5), BENCH_MIB (512; overcommit uses 128), TMPDIR (swap and dd files).
+Exit status: 0 targets met, 1 a target missed, 2 could not measure, 77 skipped.
+"""
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROUNDS = int(os.environ.get('BENCH_ROUNDS', '5'))
+MIB = int(os.environ.get('BENCH_MIB', '512'))
+TMP = os.environ.get('TMPDIR', '/tmp')
+CG = '/sys/fs/cgroup/memory/ufvm-bench'
+
+
+def say(*a):
+    print('pager_bench:', *a, flush=True)
+
+
+def ufvm(build, args, cg=False, timeout=600):
+    cmd = [os.path.join(build, 'vmm/ufvm'), 'run'] + args
+    if cg:
+        cmd = ['sh', '-c', 'echo $$ > %s/cgroup.procs && exec "$@"' % CG, 'sh'] + cmd
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    r.wall = time.monotonic() - t0
+    r.stats = None
+    for line in r.stderr.splitlines():
+        if line.startswith('{"pager"'):
+            r.stats = json.loads(line)['pager']
+    return r
+
+
+def guest(build, name):
+    return os.path.join(build, 'guests', name + '.elf')
+
+
+def verdict(what, ratio, target, better):
+    ok = ratio <= target if better == 'lower' else ratio >= target
+    say('%s: %.2f (target %s %.2f): %s' % (what, ratio, '<=' if better == 'lower' else '>=',
+                                            target, 'PASS' if ok else 'MISS'))
+    return ok
+
+
+def write_ms(out):
+    m = re.search(r'write\s+\d+ MiB in ([\d.]+) ms', out)
+    return float(m.group(1)) if m else None
+
+
+def first_touch(build):
+    mem = '%dM' % (MIB + 256)
+    on, off = [], []
+    for i in range(ROUNDS):
+        for side in (('on', 'off') if i % 2 == 0 else ('off', 'on')):
+            r = ufvm(build, ['--mem', mem, '--pager', side, '--cmdline', 'mib=%d' % MIB,
+                             guest(build, 'memtouch')])
+            ms = write_ms(r.stdout)
+            if r.returncode or ms is None:
+                say('ERROR: memtouch --pager %s: status %d %s' % (side, r.returncode, r.stderr))
+                return 2
+            (on if side == 'on' else off).append(ms)
+    a, b = statistics.median(on), statistics.median(off)
+    say('first touch of %d MiB: pager %.1f ms, --pager off %.1f ms (medians of %d)' %
+        (MIB, a, b, ROUNDS))
+    return 0 if verdict('first-touch time, pager / kernel', a / b, 0.8, 'lower') else 1
+
+
+def smp_rate(out, ncpus, mib):
+    rates = [float(x) for x in re.findall(r'cpu \d+: write ([\d.]+) MiB/s', out)]
+    if len(rates) != ncpus:
+        return None
+    # each vCPU writes mib/ncpus; the VM's throughput is set by the slowest
+    return mib / max((mib / ncpus) / r for r in rates)
+
+
+def scaling(build):
+    mem = '%dM' % (MIB + 256)
+    res = {1: [], 2: []}
+    for i in range(ROUNDS):
+        for n in ((1, 2) if i % 2 == 0 else (2, 1)):
+            r = ufvm(build, ['--mem', mem, '--cpus', str(n), '--cmdline',
+                             'mib=%d iters=1000' % MIB, guest(build, 'smp')])
+            rate = smp_rate(r.stdout, n, MIB)
+            if r.returncode or rate is None:
+                say('ERROR: smp --cpus %d: status %d %s' % (n, r.returncode, r.stderr))
+                return 2
+            res[n].append(rate)
+    a, b = statistics.median(res[2]), statistics.median(res[1])
+    say('first touch of %d MiB by smp: 2 vCPUs %.0f MiB/s, 1 vCPU %.0f MiB/s (medians of %d)' %
+        (MIB, a, b, ROUNDS))
+    return 0 if verdict('first-touch throughput, 2 vCPUs / 1', a / b, 1.6, 'higher') else 1
+
+
+def dd(args):
+    r = subprocess.run(['dd'] + args, capture_output=True, text=True)
+    m = re.search(r'copied, ([\d.]+) s', r.stderr)
+    return float(m.group(1)) if m else None
+
+
+def swapall(build):
+    mem = '%dM' % (MIB + 256)
+    res = {}
+    path = os.path.join(TMP, 'ufvm-bench-dd')
+    swap = os.path.join(TMP, 'ufvm-bench-swap')
+    for direct in (False, True):
+        out, inn, ddw, ddr = [], [], [], []
+        for i in range(ROUNDS):
+            extra = ['--swap', swap] + (['--swap-direct'] if direct else [])
+            r = ufvm(build, ['--mem', mem, '--stats=json', '--swapout-at-mark', 'written',
+                             '--swapin', 'prefetch'] + extra +
+                     ['--cmdline', 'mib=%d pause_ms=4000' % MIB, guest(build, 'memtouch')])
+            s = r.stats
+            if r.returncode or not s or not s['swapout_all_ns'] or not s['swapin_all_ns']:
+                say('ERROR: swap-out run: status %d %s' % (r.returncode, r.stderr[-300:]))
+                return 2
+            out.append(s['swapout_all_pages'] * 4096 / s['swapout_all_ns'] * 1e9 / 2**20)
+            inn.append(s['swapin_all_pages'] * 4096 / s['swapin_all_ns'] * 1e9 / 2**20)
+            size = s['swapout_all_pages'] * 4096 // 2**20
+            flags = ['oflag=direct'] if direct else ['conv=fdatasync']
+            w = dd(['if=/dev/zero', 'of=' + path, 'bs=1M', 'count=%d' % size] + flags)
+            if not direct:
+                subprocess.run(['sh', '-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'])
+            rd = dd(['if=' + path, 'of=/dev/null', 'bs=1M'] +
+                    (['iflag=direct'] if direct else []))
+            os.unlink(path)
+            ddw.append(size / w)
+            ddr.append(size / rd)
+        res[direct] = [statistics.median(x) for x in (out, inn, ddw, ddr)]
+        kind = 'O_DIRECT' if direct else 'buffered (dd: fdatasync / cold cache)'
+        o, n, w, rd = res[direct]
+        say('%s: swap-out %.0f MiB/s vs dd write %.0f MiB/s; swap-in %.0f MiB/s vs dd read '
+            '%.0f MiB/s (medians of %d, %d MiB)' % (kind, o, w, n, rd, ROUNDS, size))
+    ok = verdict('swap-out / dd write (O_DIRECT)', res[True][0] / res[True][2], 0.8, 'higher')
+    ok &= verdict('swap-in / dd read (O_DIRECT)', res[True][1] / res[True][3], 0.8, 'higher')
+    verdict('swap-out / dd write (buffered, info)', res[False][0] / res[False][2], 0.8, 'higher')
+    verdict('swap-in / dd read (buffered, info)', res[False][1] / res[False][3], 0.8, 'higher')
+    return 0 if ok else 1
+
+
+WORKLOADS = [  # name, guest, cmdline; 128 MiB touched under a 64 MiB limit
+    ('sequential', 'memtouch', 'mib=128 passes=2', 0.7),
+    ('hot/cold', 'hotcold', 'hot=16 cold=112 rounds=10', 0.7),
+    ('random', 'random', 'mib=128 accesses=200000', 1.2),
+]
+
+
+def cg_setup(limit):
+    swapfile = os.path.join(TMP, 'ufvm-bench-kswap')
+    if not os.path.isdir('/sys/fs/cgroup/memory'):
+        return None, 'no memory cgroup v1 at /sys/fs/cgroup/memory'
+    if subprocess.run(['fallocate', '-l', '1G', swapfile]).returncode:
+        return None, 'cannot create %s' % swapfile
+    os.chmod(swapfile, 0o600)
+    if subprocess.run(['mkswap', swapfile], capture_output=True).returncode or \
+       subprocess.run(['swapon', swapfile]).returncode:
+        os.unlink(swapfile)
+        return None, 'cannot enable swap on %s (needs root)' % swapfile
+    os.makedirs(CG, exist_ok=True)
+    with open(CG + '/memory.limit_in_bytes', 'w') as f:
+        f.write(str(limit))
+    return swapfile, None
+
+
+def cg_teardown(swapfile):
+    subprocess.run(['swapoff', swapfile])
+    os.unlink(swapfile)
+    try:
+        os.rmdir(CG)
+    except OSError:
+        pass
+
+
+def overcommit(build):
+    limit = 64 << 20
+    slack = 8 << 20  # the VMM's own memory (binary, heap, KVM): charged to the cgroup only
+    swapfile, why = cg_setup(limit + slack)
+    if not swapfile:
+        say('SKIP: ' + why)
+        return 77
+    rc = 0
+    try:
+        for name, g, cmdline, target in WORKLOADS:
+            t_u, t_k, kills = [], [], 0
+            for i in range(ROUNDS):
+                for side in (('u', 'k') if i % 2 == 0 else ('k', 'u')):
+                    if side == 'u':
+                        r = ufvm(build, ['--mem', '256M', '--mem-limit', '64M', '--swap',
+                                         os.path.join(TMP, 'ufvm-bench-swap'), '--cmdline',
+                                         cmdline, guest(build, g)])
+                        if r.returncode:
+                            say('ERROR: %s under ufvm: %s' % (name, r.stderr[-300:]))
+                            return 2
+                        t_u.append(r.wall)
+                    else:
+                        r = ufvm(build, ['--mem', '256M', '--pager', 'off', '--cmdline',
+                                         cmdline, guest(build, g)], cg=True)
+                        if r.returncode == -9 or r.returncode == 137:
+                            kills += 1
+                        elif r.returncode:
+                            say('ERROR: %s under kernel swap: %s' % (name, r.stderr[-300:]))
+                            return 2
+                        else:
+                            t_k.append(r.wall)
+            u = statistics.median(t_u)
+            if not t_k:
+                say('%s: ufvm %.2f s; kernel swap: OOM-killed in all %d runs' % (name, u, kills))
+                say('%s time, ufvm / kernel swap: NO RATIO (target <= %.2f): the host kernel '
+                    'could not run it (MISS)' % (name, target))
+                rc = 1
+                continue
+            k = statistics.median(t_k)
+            say('%s: ufvm %.2f s, kernel swap %.2f s (medians; %d kernel runs OOM-killed)' %
+                (name, u, k, kills))
+            if not verdict('%s time, ufvm / kernel swap' % name, u / k, target, 'lower'):
+                rc = 1
+    finally:
+        cg_teardown(swapfile)
+    return rc
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in ('first-touch', 'overcommit', 'swapall',
+                                                 'scaling'):
+        print(__doc__)
+        return 2
+    if not os.access('/dev/kvm', os.R_OK | os.W_OK):
+        say('SKIP: /dev/kvm is not usable here')
+        return 77
+    build = os.path.abspath(sys.argv[1])
+    fn = {'first-touch': first_touch, 'overcommit': overcommit, 'swapall': swapall,
+          'scaling': scaling}[sys.argv[2]]
+    return fn(build)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
