@@ -267,6 +267,8 @@ static int run(const struct vmm_opts *o)
 		status = VMM_EXIT_INTERNAL;
 	}
 	err = o->kernel ? 0 : elf_load(image, image_len, &mem, &img, &why);
+	free(image); /* the image is in guest RAM now: don't keep a second copy for the run */
+	image = NULL;
 	if (err) {
 		fprintf(stderr, "ufvm: guest image %s: %s\n", o->guest, why);
 		status = VMM_EXIT_USAGE;

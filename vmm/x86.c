@@ -167,6 +167,10 @@ int x86_setup_guest(const struct mm_mem *mem, const struct kvm *k, unsigned cpus
 	x86_page_tables(mem, k);
 	x86_gdt_tss(mem, cpus);
 	x86_idt_stubs(mem);
+	/* Write the stacks now, before any pager owns RAM: every guest uses its
+	 * stack at once, and a first-touch fault on it would cost a userfaultfd
+	 * round trip (and a whole chunk) at start-up for nothing. */
+	memset(mm_gpa(mem, UFVM_STACKS_BASE, cpus * UFVM_STACK_SIZE), 0, cpus * UFVM_STACK_SIZE);
 	memcpy(mm_gpa(mem, UFVM_CMDLINE_BASE, clen + 1), cmdline, clen + 1);
 	for (unsigned i = 0; i < cpus; i++) {
 		struct ufvm_boot_info bi = {
