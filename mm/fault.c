@@ -260,7 +260,7 @@ static int resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
 	end = start + win > rend ? rend : start + win;
 	if (end <= pfn)
 		end = pfn + 1;
-	err = mm_swapin_range(p, ft->ios, start, end - start, &got);
+	err = mm_swapin_range(p, ft->ios, start, end - start, NULL, &got);
 	if (err < 0) {
 		mm_pager_die(p,
 			     "ufvm: swap file: read of guest page 0x%llx failed: %s (VM stopped)",

@@ -434,9 +434,12 @@ void mm_wake_faults(struct mm_pager *p);
 void mm_pager_die(struct mm_pager *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mm_warn_once(struct mm_pager *p, atomic_bool *flag, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Read swapped pages [pfn, pfn+n) of one region into the memfd (region lock held); -errno. */
+/*
+ * Read the swapped pages among [pfn, pfn+n) (their region locks held) into the
+ * memfd through the pager's view, or with buf into buf (page pfn at buf); -errno.
+ */
 int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n,
-		    uint64_t *got);
+		    uint8_t *buf, uint64_t *got);
 /* fault.c */
 /* Readahead feedback: hits (an RA page touched), misses (one evicted untouched). */
 void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses);

@@ -122,9 +122,10 @@ bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to)
 	return true;
 }
 
-int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n,
+int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n, uint8_t *buf,
 		    uint64_t *got)
 {
+	uint8_t *dst = buf ? buf - pfn * MM_PAGE : p->alias; /* page i goes to dst + i pages */
 	unsigned nio = 0;
 	uint64_t pages = 0;
 	int err;
@@ -136,11 +137,11 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
 		if (e->state != PST_SWAPPED)
 			continue;
 		if (last && last->slot + last->npages == e->slot &&
-		    (uint8_t *)last->buf + last->npages * MM_PAGE == p->alias + i * MM_PAGE) {
+		    (uint8_t *)last->buf + last->npages * MM_PAGE == dst + i * MM_PAGE) {
 			last->npages++;
 		} else {
 			ios[nio++] = (struct swap_io){
-			    .slot = e->slot, .npages = 1, .buf = p->alias + i * MM_PAGE};
+			    .slot = e->slot, .npages = 1, .buf = dst + i * MM_PAGE};
 		}
 		pages++;
 	}

@@ -2,7 +2,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "mm/mm.h"
 
@@ -52,42 +54,50 @@ out:
 	return err;
 }
 
-/* Read the swapped pages of regions [r, r+n) back and map them (locks held). */
+/*
+ * Read the swapped pages of regions [r, r+n) back and map them (locks held).
+ * They are read into a reused bounce buffer and written into the memfd with
+ * pwrite, which fills whole new pages without zeroing them first (reading
+ * straight into the memfd through our view would fault in, and zero, every
+ * page before the read overwrites it); then UFFDIO_CONTINUE maps them.
+ */
 static int swapin_regions(struct mm_pager *p, uint64_t r, unsigned n, struct swap_io *ios,
-			  uint64_t *pages)
+			  uint8_t *bounce, uint64_t *pages)
 {
-	uint64_t base = r * MM_REGION_PAGES, got = 0, mapped, npg = n * MM_REGION_PAGES;
-	int err = mm_swapin_range(p, ios, base, npg, &got);
+	uint64_t base = r * MM_REGION_PAGES, got = 0, npg = n * MM_REGION_PAGES;
+	int err = mm_swapin_range(p, ios, base, npg, bounce, &got);
 
 	if (err < 0) {
 		mm_pager_die(p, "ufvm: swap file: swap-in of guest memory at 0x%llx failed: %s",
 			     (unsigned long long)(base * MM_PAGE), strerror(-err));
 		return err;
 	}
-	for (uint64_t i = 0, run = 0; i <= npg; i++) {
+	for (uint64_t i = 0, run = 0; i <= npg && !err; i++) {
+		uint64_t first = base + i - run;
+
 		if (i < npg && p->pst.e[base + i].state == PST_SWAPPED) {
-			mm_page_set(p, base + i, PST_UNMAPPED);
 			run++;
 			continue;
 		}
 		if (!run)
 			continue;
-		err = mm_map_run(p, base + i - run, run, &mapped);
-		for (uint64_t j = base + i - run; j < base + i - run + mapped; j++) {
-			struct pst_entry *e = &p->pst.e[j];
+		{
+			uint64_t done = 0;
+			int rc = uffd_copy(&p->uffd, p->mem->hva + first * MM_PAGE,
+					   bounce + (i - run) * MM_PAGE, run * MM_PAGE, &done);
 
-			mm_page_set(p, j, PST_RESIDENT);
-			if (!p->ops.harvest_dirty) { /* else clean until the dirty log says not */
+			for (uint64_t j = first; j < first + done / MM_PAGE; j++) {
+				struct pst_entry *e = &p->pst.e[j];
+
+				mm_page_set(p, j, PST_RESIDENT);
 				mm_slot_free(p, e);
 				e->flags |= PST_F_DIRTY;
 			}
+			if (rc != UFFD_OK && rc != UFFD_RETRY)
+				err = rc < 0 ? rc : -EIO;
 		}
-		if (err == -EAGAIN)
-			err = 0; /* left UNMAPPED (clean): a minor fault maps them */
-		uffd_wake(&p->uffd, p->mem->hva + (base + i - run) * MM_PAGE, run * MM_PAGE);
+		uffd_wake(&p->uffd, p->mem->hva + first * MM_PAGE, run * MM_PAGE);
 		run = 0;
-		if (err < 0)
-			break;
 	}
 	*pages += got;
 	return err;
@@ -95,12 +105,19 @@ static int swapin_regions(struct mm_pager *p, uint64_t r, unsigned n, struct swa
 
 int mm_pager_swapin_all(struct mm_pager *p)
 {
+	const size_t blen = MM_EVICT_REGIONS * MM_REGION_PAGES * MM_PAGE;
 	struct swap_io *ios = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*ios));
+	uint8_t *bounce =
+	    mmap(NULL, blen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint64_t t0 = mm_now_ns(), pages = 0;
 	int err = 0;
 
-	if (!ios)
+	if (!ios || bounce == MAP_FAILED) {
+		free(ios);
+		if (bounce != MAP_FAILED)
+			munmap(bounce, blen);
 		return -ENOMEM;
+	}
 	for (uint64_t r = 0; r < p->nregions && !err;) {
 		unsigned n = 0;
 
@@ -112,16 +129,23 @@ int mm_pager_swapin_all(struct mm_pager *p)
 			n++;
 		if (!n)
 			break;
-		if (p->limit_pages && p->resident + n * MM_REGION_PAGES > p->high)
-			break; /* prefetching more would only be reclaimed again */
+		if (p->limit_pages) { /* prefetching more would only be reclaimed again */
+			uint64_t room = p->resident < p->high ? p->high - p->resident : 0;
+
+			if (n > room / MM_REGION_PAGES)
+				n = (unsigned)(room / MM_REGION_PAGES);
+			if (!n)
+				break;
+		}
 		for (unsigned i = 0; i < n; i++)
 			pthread_mutex_lock(&p->reg[r + i].lock);
-		err = swapin_regions(p, r, n, ios, &pages);
+		err = swapin_regions(p, r, n, ios, bounce, &pages);
 		for (unsigned i = 0; i < n; i++)
 			mm_region_unlock(p, r + i);
 		r += n;
 	}
 	free(ios);
+	munmap(bounce, blen);
 	MM_STAT_ADD(p, swapin_all_pages, pages);
 	MM_STAT_ADD(p, swapin_all_ns, mm_now_ns() - t0);
 	return err;
@@ -142,7 +166,7 @@ static int copy_page(struct mm_pager *p, uint64_t pfn, uint64_t off, void *buf, 
 		return 0;
 	}
 	if (e->state == PST_SWAPPED) {
-		err = mm_swapin_range(p, &io, pfn, 1, &got);
+		err = mm_swapin_range(p, &io, pfn, 1, NULL, &got);
 		if (err < 0) {
 			mm_pager_die(p, "ufvm: swap file: read of guest page 0x%llx failed: %s",
 				     (unsigned long long)(pfn * MM_PAGE), strerror(-err));

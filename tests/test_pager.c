@@ -259,6 +259,13 @@ static void test_reclaim(void)
 	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
 	mm_pager_get_stats(p, &st);
 	CHECK(st.swapout_pages == out0 && st.clean_drops >= 1);
+	/* prefetch: everything read back and mapped before the vCPUs would resume */
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_PREFETCH) == 0);
+	mm_pager_get_stats(p, &st);
+	printf("test_pager: prefetch: %llu pages read back, %llu still swapped\n",
+	       (unsigned long long)st.swapin_all_pages, (unsigned long long)st.swapped_pages);
+	CHECK(st.swapin_all_pages > 0 && st.resident_pages <= st.limit_pages);
+	CHECK(run_timed(read_all, &all, 60) && all.ok);
 	CHECK(fatals == 0);
 	mm_pager_stop(p);
 	mm_mem_destroy(&m);
@@ -291,6 +298,16 @@ static void test_errors(void)
 	mm_pager_test_inject(p, true, 0, 0);
 	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
 	CHECK(run_timed(read_all, &all, 20) && all.ok);
+	/* without a limit, prefetch reads everything back: then no fault at all */
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_PREFETCH) == 0);
+	mm_pager_get_stats(p, &st);
+	printf("test_pager: prefetch: %llu pages read back, %llu still swapped\n",
+	       (unsigned long long)st.swapin_all_pages, (unsigned long long)st.swapped_pages);
+	CHECK(st.swapped_pages == 0 && st.swapin_all_pages > 0);
+	uint64_t faults0 = st.faults_swapin + st.faults_minor + st.faults_missing;
+	CHECK(run_timed(read_all, &all, 20) && all.ok);
+	mm_pager_get_stats(p, &st);
+	CHECK(st.faults_swapin + st.faults_minor + st.faults_missing == faults0);
 	/* read failure: the pager calls fatal and never hands out zeros */
 	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
 	mm_pager_test_inject(p, false, -EIO, 0);
