@@ -247,18 +247,22 @@ static void print_text(FILE *f, const struct mm_pager_stats *s)
 		" swap-in, %" PRIu64 " deferred; %" PRIu64 " chunks (%" PRIu64 " pages)\n",
 		s->faults_missing, s->faults_minor, s->faults_swapin, s->faults_deferred, s->chunks,
 		s->chunk_pages);
-	fprintf(f,
-		"ufvm: pager: swap: %" PRIu64 " pages in (%" PRIu64 " readahead), %" PRIu64
-		" out, %" PRIu64 " clean drops, %" PRIu64 " write errors, %" PRIu64
-		" read errors; reclaim: %" PRIu64 " runs, %" PRIu64 " scanned\n",
-		s->swapin_pages, s->readahead_pages, s->swapout_pages, s->clean_drops,
-		s->write_errors, s->read_errors, s->reclaim_runs, s->reclaim_scanned);
+	fprintf(
+	    f,
+	    "ufvm: pager: swap: %" PRIu64 " pages in (%" PRIu64 " readahead, %" PRIu64
+	    " used), %" PRIu64 " out, %" PRIu64 " clean drops, %" PRIu64 " write errors, %" PRIu64
+	    " read errors; reclaim: %" PRIu64 " runs, %" PRIu64 " scanned\n",
+	    s->swapin_pages, s->readahead_pages, s->readahead_hits, s->swapout_pages,
+	    s->clean_drops, s->write_errors, s->read_errors, s->reclaim_runs, s->reclaim_scanned);
 	if (s->swapout_all_runs)
 		fprintf(f,
 			"ufvm: pager: whole-VM swap-out: %" PRIu64 " runs, %" PRIu64
 			" pages in %" PRIu64 " ms, %" PRIu64 " KiB left resident\n",
 			s->swapout_all_runs, s->swapout_all_pages, s->swapout_all_ns / 1000000,
 			s->swapout_all_resident_bytes >> 10);
+	if (s->swapin_all_pages)
+		fprintf(f, "ufvm: pager: prefetch swap-in: %" PRIu64 " pages in %" PRIu64 " ms\n",
+			s->swapin_all_pages, s->swapin_all_ns / 1000000);
 	fprintf(f, "ufvm: pager: fault latency (us):");
 	for (unsigned i = 0; i < MM_LAT_BUCKETS; i++)
 		if (s->fault_lat_us[i])
