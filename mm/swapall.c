@@ -90,8 +90,11 @@ static int swapin_regions(struct mm_pager *p, uint64_t r, unsigned n, struct swa
 				struct pst_entry *e = &p->pst.e[j];
 
 				mm_page_set(p, j, PST_RESIDENT);
-				mm_slot_free(p, e);
-				e->flags |= PST_F_DIRTY;
+				if (!p->ops.harvest_dirty) { /* else clean until the dirty log says
+								not */
+					mm_slot_free(p, e);
+					e->flags |= PST_F_DIRTY;
+				}
 			}
 			if (rc != UFFD_OK && rc != UFFD_RETRY)
 				err = rc < 0 ? rc : -EIO;
