@@ -169,10 +169,27 @@ static void decorate(struct img *m, uint64_t npages, unsigned rows, unsigned rh,
 	snprintf(s, sizeof(s), "%.1fs", seconds);
 	text(m, LEFT + w - 8 * (unsigned)strlen(s), TOP + rows * rh + 4, s);
 	text(m, LEFT + w + 4, TOP - 12, "now");
-	for (unsigned i = 0, x = 4; i < 6; i++) {
+	unsigned x = 4;
+
+	for (unsigned i = 0; i < 6; i++) {
 		fill(m, x, m->h - 18, 12, 12, state_rgb[i]);
 		text(m, x + 16, m->h - 17, state_name[i]);
 		x += 16 + 8 * (unsigned)strlen(state_name[i]) + 12;
+	}
+	if (ages) { /* resident pages are coloured by idle age instead */
+		static const char *const age_name[4] = {"0", "1-2", "3-7", "8 up"};
+		static const unsigned age_of[4] = {0, 1, 3, 8};
+
+		text(m, x, m->h - 17, "age:");
+		x += 8 * 4 + 8;
+		for (unsigned i = 0; i < 4; i++) {
+			uint8_t c[3];
+
+			age_rgb(age_of[i], c);
+			fill(m, x, m->h - 18, 12, 12, c);
+			text(m, x + 16, m->h - 17, age_name[i]);
+			x += 16 + 8 * (unsigned)strlen(age_name[i]) + 10;
+		}
 	}
 }
 
