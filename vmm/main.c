@@ -170,6 +170,10 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 		if (pager_check_opts(&o->pager, &why) < 0)
 			return bad_arg("run: %s%s", why, "");
 	}
+	/* whoever attaches to the control socket wants idle ages and the working
+	 * set: sample by default then (--scan-interval off says otherwise) */
+	if (o->api && !o->pager.off && !o->pager.scan_set)
+		o->pager.o.scan_interval_ms = 1000;
 	if (o->kernel && optind == argc) /* Linux guests: --kernel replaces GUEST.elf */
 		return -1;
 	if (o->kernel)

@@ -20,8 +20,9 @@ const char *pager_usage =
     "  --mem-limit auto[:PERCENT]  proactive: swap out pages idle for a while,\n"
     "                    holding back while refaults take > PERCENT of the\n"
     "                    time (default 1); turns access sampling on\n"
-    "  --scan-interval MS  access sampling (young pages, idle ages, working\n"
-    "                    set) every MS ms (default off; 1000 with auto)\n"
+    "  --scan-interval MS|off  access sampling (young pages, idle ages,\n"
+    "                    working set) every MS ms (default off; 1000 with\n"
+    "                    auto or --api)\n"
     "  --scan-rate N     pages sampled per interval (default 1/64 of RAM)\n"
     "  --scan-cpu PCT    CPU budget of the sampler, % of one CPU (default 2)\n"
     "  --swap PATH       swap file (default: an unlinked file in $TMPDIR)\n"
@@ -73,8 +74,11 @@ int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char *
 			return *why = "(use a size of at least 4M, or auto[:PERCENT])", -EINVAL;
 		return 0;
 	case PAGER_OPT_SCAN_INTERVAL:
+		pc->scan_set = true;
+		if (!strcmp(arg, "off"))
+			return pc->o.scan_interval_ms = 0, 0;
 		return parse_uint(arg, 10, 60000, &pc->o.scan_interval_ms, why,
-				  "(use milliseconds, 10..60000)");
+				  "(use milliseconds, 10..60000, or off)");
 	case PAGER_OPT_SCAN_RATE:
 		if (cli_parse_size(arg, &pc->o.scan_rate) < 0 || !pc->o.scan_rate)
 			return *why = "(use a positive number of pages, like 4096 or 64K)", -EINVAL;
@@ -115,9 +119,10 @@ int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char *
 
 int pager_check_opts(const struct pager_cli *pc, const char **why)
 {
-	if (pc->off && (pc->o.mem_limit || pc->o.swap_path || pc->o.swap_direct || pc->o.chunk ||
-			pc->swapout_mark || pc->test_fail || pc->o.mem_auto ||
-			pc->o.scan_interval_ms || pc->o.scan_rate || pc->o.scan_cpu_pct)) {
+	if (pc->off &&
+	    (pc->o.mem_limit || pc->o.swap_path || pc->o.swap_direct || pc->o.chunk ||
+	     pc->swapout_mark || pc->test_fail || pc->o.mem_auto || pc->o.scan_interval_ms ||
+	     pc->o.scan_rate || pc->o.scan_cpu_pct || pc->scan_set)) {
 		*why = "--mem-limit, --swap, --swap-direct, --chunk, --swapout-at-mark and "
 		       "--scan-* need the pager (--pager on)";
 		return -EINVAL;

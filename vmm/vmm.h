@@ -45,6 +45,7 @@ struct pager_cli {
 	const char *swapout_mark; /* --swapout-at-mark LABEL */
 	bool prefetch;		  /* --swapin prefetch */
 	const char *test_fail;	  /* --test-swap-fail (TEST ONLY) */
+	bool scan_set;		  /* --scan-interval given (MS or off) */
 };
 
 struct vmm_opts {
