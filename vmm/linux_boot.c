@@ -11,54 +11,16 @@
 
 #define LINUX_MAX_FILE (1ULL << 30)
 
-/* Read a whole file; prints and returns an exit status on failure. */
-static int lb_read_file(const char *what, const char *path, uint8_t **buf, size_t *len)
-{
-	struct stat st;
-	size_t got = 0;
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		fprintf(stderr, "ufvm: %s %s: cannot open: %s\n", what, path, strerror(errno));
-		goto err;
-	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > LINUX_MAX_FILE) {
-		fprintf(stderr, "ufvm: %s %s: %s\n", what, path,
-			S_ISREG(st.st_mode) ? "larger than 1 GiB" : "not a regular file");
-		goto err;
-	}
-	*len = (size_t)st.st_size;
-	*buf = malloc(*len ? *len : 1);
-	if (!*buf) {
-		fprintf(stderr, "ufvm: %s %s: out of memory\n", what, path);
-		goto err;
-	}
-	while (got < *len && (n = read(fd, *buf + got, *len - got)) > 0)
-		got += (size_t)n;
-	if (got != *len) {
-		fprintf(stderr, "ufvm: %s %s: short read\n", what, path);
-		free(*buf);
-		*buf = NULL;
-		goto err;
-	}
-	close(fd);
-	return 0;
-err:
-	if (fd >= 0)
-		close(fd);
-	return VMM_EXIT_USAGE;
-}
-
 int linux_boot_read(struct linux_boot *lb, const struct vmm_opts *o)
 {
 	const char *why = "";
 	int status;
 
 	memset(lb, 0, sizeof(*lb));
-	status = lb_read_file("kernel", o->kernel, &lb->kernel, &lb->kernel_len);
+	status = vmm_read_file("kernel", o->kernel, LINUX_MAX_FILE, &lb->kernel, &lb->kernel_len);
 	if (!status && o->initrd)
-		status = lb_read_file("initrd", o->initrd, &lb->initrd, &lb->initrd_len);
+		status = vmm_read_file("initrd", o->initrd, LINUX_MAX_FILE, &lb->initrd,
+				       &lb->initrd_len);
 	if (status)
 		return status;
 	if (linux_parse(lb->kernel, lb->kernel_len, &lb->li, &why) < 0) {

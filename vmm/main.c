@@ -190,44 +190,6 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	return -1;
 }
 
-/* Read the guest image into memory; prints and returns an exit status on failure. */
-static int read_image(const char *path, uint8_t **img, size_t *len)
-{
-	struct stat st;
-	ssize_t n;
-	size_t got = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		fprintf(stderr, "ufvm: guest image %s: cannot open: %s\n", path, strerror(errno));
-		goto err;
-	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_IMAGE) {
-		fprintf(stderr, "ufvm: guest image %s: %s\n", path,
-			S_ISREG(st.st_mode) ? "larger than 256 MiB" : "not a regular file");
-		goto err;
-	}
-	*len = (size_t)st.st_size;
-	*img = malloc(*len ? *len : 1);
-	if (!*img) {
-		fprintf(stderr, "ufvm: guest image %s: out of memory\n", path);
-		goto err;
-	}
-	while (got < *len && (n = read(fd, *img + got, *len - got)) > 0)
-		got += (size_t)n;
-	if (got != *len) {
-		fprintf(stderr, "ufvm: guest image %s: short read\n", path);
-		free(*img);
-		goto err;
-	}
-	close(fd);
-	return 0;
-err:
-	if (fd >= 0)
-		close(fd);
-	return VMM_EXIT_USAGE;
-}
-
 static int run(const struct vmm_opts *o)
 {
 	struct kvm k;
@@ -243,7 +205,8 @@ static int run(const struct vmm_opts *o)
 	struct pager_glue pg = {0};
 	int err, status;
 
-	status = o->kernel ? linux_boot_read(&lb, o) : read_image(o->guest, &image, &image_len);
+	status = o->kernel ? linux_boot_read(&lb, o)
+			   : vmm_read_file("guest image", o->guest, MAX_IMAGE, &image, &image_len);
 	if (status) {
 		linux_boot_end(&lb);
 		return status;

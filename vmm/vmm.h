@@ -76,6 +76,13 @@ int cli_parse_size(const char *s, uint64_t *out);
 /* Parse a decimal unsigned in [min, max]; -EINVAL/-ERANGE. */
 int cli_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 
+/* ---- input.c ---- */
+
+/* Read a whole regular file of at most `max` bytes into a malloc'ed buffer (caller frees).
+ * Top-level helper: prints one line naming `what`, the path and the reason, and returns
+ * VMM_EXIT_USAGE on failure; 0 on success. */
+int vmm_read_file(const char *what, const char *path, uint64_t max, uint8_t **buf, size_t *len);
+
 /* ---- kvm.c: the /dev/kvm system fd ---- */
 
 struct kvm {
