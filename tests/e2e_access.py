@@ -161,7 +161,8 @@ def case_dirty(ufvm, g, f):
     # keeps its swap copy, so the second eviction writes nothing for it.
     r = vm.call({"cmd": "reclaim", "pages": 128 * MIB // PAGE})
     expect(r.get("ok") and r["reclaimed"] >= vm.sets["idle"][1], "reclaim took every page", f)
-    vm.call({"cmd": "swapin"})
+    r = vm.call({"cmd": "swapin"})
+    expect(r.get("ok") is True, "swapin after reclaim: %s" % r, f)
     a, st, age = pagemap(vm, *vm.sets["idle"])
     clean = sum(1 for b in st if b & 0x0f in (1, 2) and not b & 0x20)
     expect(clean == vm.sets["idle"][1], "idle set read back clean (%d pages)" % clean, f)

@@ -123,6 +123,13 @@ static void ring_collect(struct dirty *d)
 	ioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0);
 }
 
+void dirty_ring_full(struct dirty *d)
+{
+	pthread_mutex_lock(&d->lock);
+	ring_collect(d);
+	pthread_mutex_unlock(&d->lock);
+}
+
 /* Keeps the rings from filling: a vCPU with a full ring would leave KVM_RUN. */
 static void *ring_thread(void *arg)
 {

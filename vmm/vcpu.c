@@ -142,6 +142,13 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		memcpy(&data, (uint8_t *)run + run->io.data_offset, 4);
 		return hc_dispatch(v, port, data);
 	}
+	case KVM_EXIT_DIRTY_RING_FULL:
+		if (v->vm->dirty) {
+			dirty_ring_full(v->vm->dirty);
+			return true;
+		}
+		vcpu_fail(v, "dirty ring full, but no dirty tracking is running");
+		return false;
 	case KVM_EXIT_SHUTDOWN:
 		vcpu_fail(v, "guest triple fault (KVM_EXIT_SHUTDOWN): an exception occurred "
 			     "while the CPU could not deliver one");

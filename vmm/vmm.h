@@ -230,6 +230,9 @@ struct dirty {
 	atomic_bool stop;
 };
 
+/* A vCPU left KVM_RUN with KVM_EXIT_DIRTY_RING_FULL: drain every ring now
+ * (the drain thread only makes that unlikely); the vCPU may then re-enter. */
+void dirty_ring_full(struct dirty *d);
 const char *dirty_mode_name(enum dirty_mode m);
 int dirty_parse_mode(const char *s, enum dirty_mode *m); /* off|bitmap|ring|auto; -EINVAL */
 /*
