@@ -389,13 +389,22 @@ static void *fault_main(void *arg)
 	int n;
 
 	while (!atomic_load(&p->stop)) {
-		struct pollfd pf[2] = {{.fd = p->uffd.fd, .events = POLLIN},
-				       {.fd = ft->efd, .events = POLLIN}};
+		struct pollfd pf[3] = {{.fd = p->uffd.fd, .events = POLLIN},
+				       {.fd = ft->efd, .events = POLLIN},
+				       {.fd = p->rc_efd, .events = POLLIN}};
+		/* Until the reclaim thread runs, the first fault thread starts it on a
+		 * swap-out request (made maybe from a signal handler); it reads rc_efd. */
+		bool watch_rc = ft == &p->ft[0] && !atomic_load(&p->reclaim_started);
 
-		poll(pf, 2, ft->ndeferred ? 1 : 200);
+		poll(pf, watch_rc ? 3 : 2, ft->ndeferred ? 1 : 200);
 		if (pf[1].revents && read(ft->efd, &v, sizeof(v)) < 0) {
 			/* nothing pending after all */
 		}
+		if (watch_rc && pf[2].revents && mm_reclaim_ensure(p) < 0 &&
+		    read(p->rc_efd, &v, sizeof(v)) == sizeof(v))
+			mm_warn_once(p, &p->warned_rc,
+				     "ufvm: pager: cannot start the reclaim thread: swap-out "
+				     "request dropped");
 		retry_deferred(ft);
 		while ((n = uffd_read(&p->uffd, msgs, 64)) > 0)
 			for (int i = 0; i < n; i++)

@@ -319,7 +319,8 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode);
 int mm_pager_swapin_all(struct mm_pager *p);
 /*
  * Async-signal-safe: ask the pager's own reclaim thread to run
- * mm_pager_swapout_all(p, mode) (for SIGUSR1).
+ * mm_pager_swapout_all(p, mode) (for SIGUSR1); a fault thread starts that
+ * thread first if it does not run yet.
  */
 void mm_pager_request_swapout(struct mm_pager *p, enum mm_swapin_mode mode);
 /* Host copies in and out of guest RAM (used by mm_copy_*_guest). */
@@ -394,7 +395,7 @@ struct mm_pager {
 	struct mm_region *reg;
 	uint64_t nregions, npages;
 	struct uffd uffd;
-	struct swap_store *swap;
+	struct swap_store *swap;   /* NULL until the first eviction (mm_swap_ensure_locked) */
 	pthread_mutex_t swap_lock; /* the swap store has one owner at a time */
 	struct mm_pager_opts o;
 	struct mm_host_ops ops;
@@ -403,14 +404,12 @@ struct mm_pager {
 	unsigned ra_cluster;           /* readahead cluster for non-sequential swap-ins */
 	uint64_t ra_hits, ra_misses; /* feedback since the last adjustment */
 	_Atomic uint64_t resident, swapped;
-	atomic_bool stop, dead, pausing, stalled, warned_write, warned_full;
+	atomic_bool stop, dead, pausing, stalled, warned_write, warned_full, warned_rc;
 	struct mm_fault_thread *ft;
 	unsigned nft;
 	pthread_t reclaim_tid;
-	bool reclaim_started;
-	pthread_mutex_t rc_lock;
-	pthread_cond_t rc_cond;
-	bool rc_kick;
+	atomic_bool reclaim_started;
+	pthread_mutex_t rc_lock; /* starting the reclaim thread (mm_reclaim_ensure) */
 	int rc_swapout; /* -1 none, else enum mm_swapin_mode requested by signal */
 	int rc_efd;     /* written by mm_pager_request_swapout */
 	pthread_mutex_t evict_lock; /* one evictor at a time: reclaim or swapout_all */
@@ -430,6 +429,8 @@ void mm_region_unlock(struct mm_pager *p, uint64_t r);
 /* Move a page (region lock held), keeping counters and swap slots right; false on a bug. */
 bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to);
 void mm_slot_free(struct mm_pager *p, struct pst_entry *e);
+/* Open the swap store at its first use (swap_lock held); -errno if it cannot be. */
+int mm_swap_ensure_locked(struct mm_pager *p);
 void mm_wake_faults(struct mm_pager *p);
 void mm_pager_die(struct mm_pager *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mm_warn_once(struct mm_pager *p, atomic_bool *flag, const char *fmt, ...)
@@ -452,7 +453,8 @@ int mm_map_run(struct mm_pager *p, uint64_t pfn, uint64_t n, uint64_t *mapped);
 int mm_fault_start(struct mm_pager *p);
 void mm_fault_stop(struct mm_pager *p);
 /* reclaim.c */
-int mm_reclaim_start(struct mm_pager *p);
+int mm_reclaim_start(struct mm_pager *p); /* only with a limit: see mm_reclaim_ensure */
+int mm_reclaim_ensure(struct mm_pager *p);
 void mm_reclaim_stop(struct mm_pager *p);
 void mm_reclaim_kick(struct mm_pager *p);
 /*

@@ -179,6 +179,20 @@ static void account_existing(struct mm_pager *p)
 	}
 }
 
+/*
+ * Open the swap store if it is not yet (swap_lock held). A run that never
+ * evicts a page pays for no swap file and no io_uring; an explicit --swap path
+ * or --swap-direct is opened at start instead, so a bad one fails there.
+ */
+int mm_swap_ensure_locked(struct mm_pager *p)
+{
+	struct swap_opts so = {.path = p->o.swap_path, .direct = p->o.swap_direct};
+
+	if (p->swap)
+		return 0;
+	return swap_open(&p->swap, &so, p->npages);
+}
+
 static int check_opts(struct mm_pager *p, const struct mm_pager_opts *o)
 {
 	uint64_t batch;
@@ -264,7 +278,6 @@ static void teardown(struct mm_pager *p)
 int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pager_opts *o,
 		   const struct mm_host_ops *ops, void *ctx)
 {
-	struct swap_opts so = {0};
 	struct mm_pager *p = calloc(1, sizeof(*p));
 	int err;
 
@@ -284,11 +297,11 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 		err = -errno;
 		goto err_free;
 	}
-	so.path = p->o.swap_path;
-	so.direct = p->o.swap_direct;
-	err = swap_open(&p->swap, &so, p->npages);
-	if (err < 0)
-		goto err_free;
+	if (p->o.swap_path || p->o.swap_direct) {
+		err = mm_swap_ensure_locked(p); /* no other thread yet */
+		if (err < 0)
+			goto err_free;
+	}
 	err = uffd_open(&p->uffd, UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
 				      UFFD_FEATURE_EVENT_REMOVE);
 	if (err < 0)
@@ -353,13 +366,14 @@ void mm_pager_get_stats(struct mm_pager *p, struct mm_pager_stats *st)
 	st->limit_pages = p->limit_pages;
 	st->memfd_bytes = fstat(p->mem->memfd, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
 	pthread_mutex_lock(&p->swap_lock);
-	st->swap_slots_used = swap_slots_used(p->swap);
+	st->swap_slots_used = p->swap ? swap_slots_used(p->swap) : 0;
 	pthread_mutex_unlock(&p->swap_lock);
 }
 
 void mm_pager_test_inject(struct mm_pager *p, bool write, int err, uint64_t after)
 {
 	pthread_mutex_lock(&p->swap_lock);
-	swap_inject_error(p->swap, write, err, after);
+	if (mm_swap_ensure_locked(p) == 0)
+		swap_inject_error(p->swap, write, err, after);
 	pthread_mutex_unlock(&p->swap_lock);
 }

@@ -96,6 +96,8 @@ int mm_pager_set_limit(struct mm_pager *p, uint64_t bytes)
 	if (bytes > p->mem->size || (bytes && bytes < (4ULL << 20)))
 		return -EINVAL;
 	batch = lim / 8 < MM_REGION_PAGES ? lim / 8 : MM_REGION_PAGES;
+	if (lim && mm_reclaim_ensure(p) < 0)
+		return -EAGAIN;
 	if (!lim) {
 		__atomic_store_n(&p->limit_pages, 0, __ATOMIC_SEQ_CST);
 	} else {

@@ -111,6 +111,7 @@ uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
 {
 	uint64_t freed = 0, clean = 0, written = 0;
 	unsigned nio;
+	int open_err;
 
 	mm_access_sync_dirty(p, base, npg); /* after the zap: every earlier write is logged */
 	uint64_t ra_miss = 0;
@@ -123,7 +124,17 @@ uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
 		}
 	if (ra_miss)
 		mm_ra_feedback(p, 0, ra_miss);
-	nio = build_writes(p, base, npg, vic, p->rc_ios);
+	pthread_mutex_lock(&p->swap_lock);
+	open_err = mm_swap_ensure_locked(p);
+	pthread_mutex_unlock(&p->swap_lock);
+	if (open_err < 0) {
+		mm_warn_once(p, &p->warned_write,
+			     "ufvm: swap file: cannot open: %s (pages stay resident)",
+			     strerror(-open_err));
+		if (!*err)
+			*err = open_err;
+	}
+	nio = open_err < 0 ? 0 : build_writes(p, base, npg, vic, p->rc_ios);
 	if (nio) {
 		pthread_mutex_lock(&p->swap_lock);
 		swap_write(p->swap, p->rc_ios, nio);
@@ -279,19 +290,41 @@ void mm_pager_request_swapout(struct mm_pager *p, enum mm_swapin_mode mode)
 	mm_reclaim_kick(p);
 }
 
+/*
+ * Start the reclaim thread unless it runs already; not from a signal handler.
+ * It starts with the pager when there is a limit, else at the first limit set
+ * at run time or the first swap-out request (a fault thread watches rc_efd for
+ * requests made from a signal handler): a run that needs none pays for no thread.
+ */
+int mm_reclaim_ensure(struct mm_pager *p)
+{
+	int err = 0;
+
+	if (atomic_load(&p->reclaim_started))
+		return 0;
+	pthread_mutex_lock(&p->rc_lock);
+	if (!atomic_load(&p->reclaim_started) && !atomic_load(&p->stop)) {
+		if (pthread_create(&p->reclaim_tid, NULL, reclaim_main, p) == 0)
+			atomic_store(&p->reclaim_started, true);
+		else
+			err = -EAGAIN;
+	}
+	pthread_mutex_unlock(&p->rc_lock);
+	return err;
+}
+
 int mm_reclaim_start(struct mm_pager *p)
 {
-	if (pthread_create(&p->reclaim_tid, NULL, reclaim_main, p) != 0)
-		return -EAGAIN;
-	p->reclaim_started = true;
-	return 0;
+	return p->limit_pages ? mm_reclaim_ensure(p) : 0;
 }
 
 void mm_reclaim_stop(struct mm_pager *p)
 {
+	pthread_mutex_lock(&p->rc_lock); /* no mm_reclaim_ensure starts one after this */
 	atomic_store(&p->stop, true);
+	pthread_mutex_unlock(&p->rc_lock);
 	mm_reclaim_kick(p);
-	if (p->reclaim_started)
+	if (atomic_load(&p->reclaim_started))
 		pthread_join(p->reclaim_tid, NULL);
-	p->reclaim_started = false;
+	atomic_store(&p->reclaim_started, false);
 }

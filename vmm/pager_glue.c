@@ -217,8 +217,10 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 	g->pager = NULL;
 	if (pc->off)
 		return 0;
+	/* One per vCPU, up to 4: a fault thread never blocks (it defers instead), so
+	 * one serves a vCPU alone, and every thread is paid for at start and exit. */
 	if (!o.fault_threads)
-		o.fault_threads = vm->ncpus < 2 ? 2 : (vm->ncpus > 4 ? 4 : vm->ncpus);
+		o.fault_threads = vm->ncpus > 4 ? 4 : vm->ncpus;
 	ops = hooks.ops;
 	/* Devices of Linux guests (on_io) write guest RAM through pointers, unseen by
 	 * KVM's log: only ELF guests, whose host writes all use mm_copy_to_guest. */
