@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROUNDS = int(os.environ.get('BENCH_ROUNDS', '5'))
@@ -161,6 +162,56 @@ WORKLOADS = [  # name, guest, cmdline; 128 MiB touched under a 64 MiB limit
 ]
 
 
+class StatPoller:
+    """Reads the cgroup's memory.stat every 10 ms while a run is timed (both sides alike).
+
+    Without it the kernel side is OOM-killed: with the whole VM in shmem pages that KVM's
+    fault path marks accessed twice (straight onto the active list) and no file pages in the
+    cgroup, memcg reclaim finds the inactive lists empty and only deactivates anon pages when
+    inactive_is_low() says so, which reads the memcg's rstat counters; those are flushed only
+    every 2 s (or when someone reads memory.stat), so while the VM fills its limit they still
+    say 0/0, nothing is deactivated, 16 reclaim passes in a row isolate no page, and the
+    charge ends in the OOM killer. Reading memory.stat flushes them, as any container
+    monitor does. See bench/README.md.
+    """
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.wait(0.01):
+            try:
+                with open(CG + '/memory.stat') as f:
+                    f.read()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        self.t.join()
+
+
+def cg_read(name):
+    with open(CG + '/' + name) as f:
+        return int(f.read().split()[0])
+
+
+def cg_reset():
+    for name in ('memory.failcnt', 'memory.max_usage_in_bytes'):
+        with open(CG + '/' + name, 'w') as f:
+            f.write('0')
+
+
+def pswpout():
+    with open('/proc/vmstat') as f:
+        return int(re.search(r'^pswpout (\d+)', f.read(), re.M).group(1))
+
+
 def cg_setup(limit):
     swapfile = os.path.join(TMP, 'ufvm-bench-kswap')
     if not os.path.isdir('/sys/fs/cgroup/memory'):
@@ -201,16 +252,25 @@ def overcommit(build):
             for i in range(ROUNDS):
                 for side in (('u', 'k') if i % 2 == 0 else ('k', 'u')):
                     if side == 'u':
-                        r = ufvm(build, ['--mem', '256M', '--mem-limit', '64M', '--swap',
-                                         os.path.join(TMP, 'ufvm-bench-swap'), '--cmdline',
-                                         cmdline, guest(build, g)])
+                        with StatPoller():
+                            r = ufvm(build, ['--mem', '256M', '--mem-limit', '64M', '--swap',
+                                             os.path.join(TMP, 'ufvm-bench-swap'),
+                                             '--cmdline', cmdline, guest(build, g)])
                         if r.returncode:
                             say('ERROR: %s under ufvm: %s' % (name, r.stderr[-300:]))
                             return 2
                         t_u.append(r.wall)
                     else:
-                        r = ufvm(build, ['--mem', '256M', '--pager', 'off', '--cmdline',
-                                         cmdline, guest(build, g)], cg=True)
+                        cg_reset()
+                        out0 = pswpout()
+                        with StatPoller():
+                            r = ufvm(build, ['--mem', '256M', '--pager', 'off', '--cmdline',
+                                             cmdline, guest(build, g)], cg=True)
+                        # evidence that the kernel really swapped under the limit
+                        say('%s, kernel run %d: status %d, %.2f s, max usage %d MiB, '
+                            'failcnt %d, %d MiB swapped out' %
+                            (name, i, r.returncode, r.wall, cg_read('memory.max_usage_in_bytes')
+                             >> 20, cg_read('memory.failcnt'), (pswpout() - out0) >> 8))
                         if r.returncode == -9 or r.returncode == 137:
                             kills += 1
                         elif r.returncode:
@@ -219,6 +279,8 @@ def overcommit(build):
                         else:
                             t_k.append(r.wall)
             u = statistics.median(t_u)
+            say('%s: ufvm runs %s s; kernel runs %s s' % (
+                name, ' '.join('%.2f' % t for t in t_u), ' '.join('%.2f' % t for t in t_k)))
             if not t_k:
                 say('%s: ufvm %.2f s; kernel swap: OOM-killed in all %d runs' % (name, u, kills))
                 say('%s time, ufvm / kernel swap: NO RATIO (target <= %.2f): the host kernel '
