@@ -371,12 +371,17 @@ void mm_pager_test_inject(struct mm_pager *p, bool write, int err, uint64_t afte
 #define MM_REGION_PAGES 512 /* 2 MiB: unit of locking and of the largest chunk */
 #define MM_EVICT_REGIONS 16 /* whole-VM swap-out and swap-in work on 32 MiB at a time */
 
+/*
+ * One per 2 MiB of guest RAM, all written at start: 48 bytes (32 768 of them,
+ * 1.5 MiB, at 64 GiB), hence the 16-bit counters.
+ */
 struct mm_region {
-	pthread_mutex_t lock; /* guards the pst entries of this region */
-	_Atomic uint32_t nres; /* pages with content in the memfd */
-	_Atomic uint32_t nnew;
-	atomic_int want; /* a fault thread failed trylock: wake it on unlock */
+	pthread_mutex_t lock;  /* guards the pst entries of this region */
+	_Atomic uint16_t nres; /* pages with content in the memfd */
+	_Atomic uint16_t nnew;
+	atomic_bool want; /* a fault thread failed trylock: wake it on unlock */
 };
+_Static_assert(MM_REGION_PAGES <= UINT16_MAX, "struct mm_region counts pages in 16 bits");
 
 struct mm_fault_thread {
 	struct mm_pager *p;
