@@ -323,8 +323,9 @@ void mm_reclaim_stop(struct mm_pager *p)
 	pthread_mutex_lock(&p->rc_lock); /* no mm_reclaim_ensure starts one after this */
 	atomic_store(&p->stop, true);
 	pthread_mutex_unlock(&p->rc_lock);
-	mm_reclaim_kick(p);
-	if (atomic_load(&p->reclaim_started))
+	if (atomic_load(&p->reclaim_started)) {
+		mm_reclaim_kick(p);
 		pthread_join(p->reclaim_tid, NULL);
+	}
 	atomic_store(&p->reclaim_started, false);
 }

@@ -59,14 +59,10 @@ int64_t uffd_probe(void)
 
 int uffd_open(struct uffd *u, uint64_t want)
 {
-	int64_t avail = uffd_probe();
+	int64_t avail;
 	int err;
 
-	u->fd = -1;
-	if (avail < 0)
-		return (int)avail;
-	if (((uint64_t)avail & want) != want)
-		return -ENOTSUP;
+	/* One open when the kernel has every feature; the probe only tells why not. */
 	u->fd = uffd_new_fd();
 	if (u->fd < 0)
 		return u->fd;
@@ -74,6 +70,9 @@ int uffd_open(struct uffd *u, uint64_t want)
 	if (err < 0) {
 		close(u->fd);
 		u->fd = -1;
+		avail = uffd_probe();
+		if (avail >= 0 && ((uint64_t)avail & want) != want)
+			err = -ENOTSUP;
 	}
 	return err;
 }
