@@ -12,6 +12,9 @@ static int kvm_get_cpuid(struct kvm *k)
 {
 	int nent = 128;
 
+	k->cpuid = cpuid_cache_load(k->fd);
+	if (k->cpuid)
+		return 0;
 	for (;;) {
 		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(c->entries[0]));
 
@@ -20,6 +23,7 @@ static int kvm_get_cpuid(struct kvm *k)
 		c->nent = nent;
 		if (ioctl(k->fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
 			k->cpuid = c;
+			cpuid_cache_store(k->fd, c);
 			return 0;
 		}
 		free(c);

@@ -97,6 +97,15 @@ struct kvm {
 int kvm_open(struct kvm *k, const char **why);
 void kvm_close(struct kvm *k);
 
+/* ---- cpuid_cache.c: KVM_GET_SUPPORTED_CPUID's answer across runs ---- */
+
+/* The answer kept for this boot and this /dev/kvm node (malloc'ed), or NULL.
+ * UFVM_CPUID_CACHE=off disables the cache, UFVM_CPUID_CACHE=PATH moves it;
+ * else /run/ufvm/cpuid as root, $XDG_RUNTIME_DIR/ufvm-cpuid otherwise. */
+struct kvm_cpuid2 *cpuid_cache_load(int kvm_fd);
+/* Keep c for the next run (written whole, then renamed); errors are ignored. */
+void cpuid_cache_store(int kvm_fd, const struct kvm_cpuid2 *c);
+
 /* ---- elf.c: guest image loader ---- */
 
 struct elf_image {
