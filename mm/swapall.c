@@ -1,5 +1,8 @@
 /* swapall.c: whole-VM swap-out and swap-in, and host copies that never take a userfault */
 #include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -55,23 +58,21 @@ out:
 }
 
 /*
- * Read the swapped pages of regions [r, r+n) back and map them (locks held).
- * They are read into a reused bounce buffer and written into the memfd with
- * pwrite, which fills whole new pages without zeroing them first (reading
- * straight into the memfd through our view would fault in, and zero, every
- * page before the read overwrites it); then UFFDIO_CONTINUE maps them.
+ * Map the swapped pages of regions [r, r+n) from bounce, where they were read
+ * (locks held). The read filled a reused bounce buffer instead of the memfd
+ * (reading straight into the memfd through our view would fault in, and
+ * zero, every page before the read overwrites it); UFFDIO_COPY then fills
+ * whole new pages and maps them. The pages' slots are not freed here but
+ * listed in slots: freeing takes swap_lock, which the reader holds for a
+ * whole read. The page no longer refers to its slot (it is dirty), so the
+ * slot is merely leaked until swapin_free_slots.
  */
-static int swapin_regions(struct mm_pager *p, uint64_t r, unsigned n, struct swap_io *ios,
-			  uint8_t *bounce, uint64_t *pages)
+static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *bounce,
+			  uint64_t *slots, uint64_t *nslots)
 {
-	uint64_t base = r * MM_REGION_PAGES, got = 0, npg = n * MM_REGION_PAGES;
-	int err = mm_swapin_range(p, ios, base, npg, bounce, &got);
+	uint64_t base = r * MM_REGION_PAGES, npg = n * MM_REGION_PAGES;
+	int err = 0;
 
-	if (err < 0) {
-		mm_pager_die(p, "ufvm: swap file: swap-in of guest memory at 0x%llx failed: %s",
-			     (unsigned long long)(base * MM_PAGE), strerror(-err));
-		return err;
-	}
 	for (uint64_t i = 0, run = 0; i <= npg && !err; i++) {
 		uint64_t first = base + i - run;
 
@@ -92,8 +93,10 @@ static int swapin_regions(struct mm_pager *p, uint64_t r, unsigned n, struct swa
 				mm_page_set(p, j, PST_RESIDENT);
 				if (!p->ops.harvest_dirty) { /* else clean until the dirty log says
 								not */
-					mm_slot_free(p, e);
-					e->flags |= PST_F_DIRTY;
+					if (e->flags & PST_F_SLOT) /* freed after the next read */
+						slots[(*nslots)++] = e->slot;
+					e->flags =
+					    (uint8_t)((e->flags & ~PST_F_SLOT) | PST_F_DIRTY);
 				}
 			}
 			if (rc != UFFD_OK && rc != UFFD_RETRY)
@@ -102,53 +105,213 @@ static int swapin_regions(struct mm_pager *p, uint64_t r, unsigned n, struct swa
 		uffd_wake(&p->uffd, p->mem->hva + first * MM_PAGE, run * MM_PAGE);
 		run = 0;
 	}
-	*pages += got;
 	return err;
+}
+
+/*
+ * Swap-in is pipelined over two bounce buffers: a reader thread reads group
+ * k+1 while the caller installs group k. Both groups' region locks are held by
+ * the caller throughout, so the reader only reads their page-state entries
+ * (nothing changes them) and the swap store (under swap_lock, as always); the
+ * groups, and their buffers, are disjoint. Without the thread the reads are
+ * simply done in line.
+ */
+#ifndef SWAPIN_REGIONS
+#define SWAPIN_REGIONS 16 /* a pipeline stage: 32 MiB */
+#endif
+
+struct swapin_group {
+	uint64_t r, got;
+	unsigned n, buf;
+	int err;
+};
+
+struct swapin_pipe {
+	struct mm_pager *p;
+	uint64_t *slots, nslots; /* of the group installed last, freed after the next read */
+	struct swap_io *ios[2];
+	uint8_t *bounce[2];
+	struct swapin_group *req; /* the group being read, NULL when idle */
+	sem_t go, done;
+	pthread_t tid;
+	bool threaded;
+};
+
+static void swapin_free_slots(struct swapin_pipe *sp)
+{
+	if (!sp->nslots)
+		return;
+	pthread_mutex_lock(&sp->p->swap_lock);
+	for (uint64_t i = 0; i < sp->nslots; i++)
+		swap_slot_free(sp->p->swap, sp->slots[i]);
+	pthread_mutex_unlock(&sp->p->swap_lock);
+	sp->nslots = 0;
+}
+
+static void swapin_read(struct swapin_pipe *sp, struct swapin_group *g)
+{
+	uint64_t base = g->r * MM_REGION_PAGES;
+
+	g->err = mm_swapin_range(sp->p, sp->ios[g->buf], base, g->n * MM_REGION_PAGES,
+				 sp->bounce[g->buf], &g->got);
+}
+
+static void *swapin_reader(void *arg)
+{
+	struct swapin_pipe *sp = arg;
+
+	for (;;) {
+		while (sem_wait(&sp->go) < 0)
+			;
+		if (!sp->req)
+			return NULL;
+		swapin_read(sp, sp->req);
+		sem_post(&sp->done);
+	}
+}
+
+static void swapin_start(struct swapin_pipe *sp, struct swapin_group *g)
+{
+	if (!sp->threaded) {
+		swapin_read(sp, g);
+		return;
+	}
+	sp->req = g;
+	sem_post(&sp->go);
+}
+
+static int swapin_wait(struct swapin_pipe *sp, struct swapin_group *g)
+{
+	if (sp->threaded)
+		while (sem_wait(&sp->done) < 0)
+			;
+	if (g->err < 0)
+		mm_pager_die(sp->p, "ufvm: swap file: swap-in of guest memory at 0x%llx failed: %s",
+			     (unsigned long long)(g->r * MM_REGION_PAGES * MM_PAGE),
+			     strerror(-g->err));
+	return g->err;
+}
+
+/*
+ * The next run of up to SWAPIN_REGIONS regions from *r that hold swapped
+ * pages, leaving room under the limit for the `pending` regions not yet
+ * installed; 0 when there is none (or no room).
+ */
+static unsigned next_group(struct mm_pager *p, uint64_t *r, unsigned pending)
+{
+	unsigned n = 0;
+
+	while (*r < p->nregions && p->reg[*r].nres + p->reg[*r].nnew == MM_REGION_PAGES)
+		(*r)++;
+	while (*r + n < p->nregions && n < SWAPIN_REGIONS &&
+	       p->reg[*r + n].nres + p->reg[*r + n].nnew < MM_REGION_PAGES)
+		n++;
+	if (n && p->limit_pages) { /* prefetching more would only be reclaimed again */
+		uint64_t room = p->resident < p->high ? p->high - p->resident : 0;
+		uint64_t fit = room / MM_REGION_PAGES;
+
+		fit = fit > pending ? fit - pending : 0;
+		if (n > fit)
+			n = (unsigned)fit;
+	}
+	return n;
+}
+
+static void lock_group(struct mm_pager *p, const struct swapin_group *g)
+{
+	for (unsigned i = 0; i < g->n; i++)
+		pthread_mutex_lock(&p->reg[g->r + i].lock);
+}
+
+static void unlock_group(struct mm_pager *p, const struct swapin_group *g)
+{
+	for (unsigned i = 0; i < g->n; i++)
+		mm_region_unlock(p, g->r + i);
+}
+
+static int swapin_pipe_open(struct swapin_pipe *sp, struct mm_pager *p)
+{
+	const size_t blen = SWAPIN_REGIONS * MM_REGION_PAGES * MM_PAGE;
+
+	*sp = (struct swapin_pipe){.p = p};
+	sp->slots = calloc(SWAPIN_REGIONS * MM_REGION_PAGES, sizeof(*sp->slots));
+	if (!sp->slots)
+		return -ENOMEM;
+	for (int b = 0; b < 2; b++) {
+		sp->ios[b] = calloc(SWAPIN_REGIONS * MM_REGION_PAGES, sizeof(struct swap_io));
+		sp->bounce[b] =
+		    mmap(NULL, blen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (sp->bounce[b] == MAP_FAILED)
+			sp->bounce[b] = NULL;
+		if (!sp->ios[b] || !sp->bounce[b])
+			return -ENOMEM;
+	}
+	if (sem_init(&sp->go, 0, 0) == 0 && sem_init(&sp->done, 0, 0) == 0)
+		sp->threaded = pthread_create(&sp->tid, NULL, swapin_reader, sp) == 0;
+	return 0;
+}
+
+static void swapin_pipe_close(struct swapin_pipe *sp)
+{
+	const size_t blen = SWAPIN_REGIONS * MM_REGION_PAGES * MM_PAGE;
+
+	swapin_free_slots(sp);
+	free(sp->slots);
+	if (sp->threaded) {
+		sp->req = NULL;
+		sem_post(&sp->go);
+		pthread_join(sp->tid, NULL);
+		sem_destroy(&sp->go);
+		sem_destroy(&sp->done);
+	}
+	for (int b = 0; b < 2; b++) {
+		free(sp->ios[b]);
+		if (sp->bounce[b])
+			munmap(sp->bounce[b], blen);
+	}
 }
 
 int mm_pager_swapin_all(struct mm_pager *p)
 {
-	const size_t blen = MM_EVICT_REGIONS * MM_REGION_PAGES * MM_PAGE;
-	struct swap_io *ios = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*ios));
-	uint8_t *bounce =
-	    mmap(NULL, blen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	uint64_t t0 = mm_now_ns(), pages = 0;
-	int err = 0;
+	struct swapin_group g[2];
+	struct swapin_group *cur = NULL; /* read, locked, not installed yet */
+	struct swapin_pipe sp;
+	uint64_t t0 = mm_now_ns(), pages = 0, r = 0;
+	int err = swapin_pipe_open(&sp, p);
 
-	if (!ios || bounce == MAP_FAILED) {
-		free(ios);
-		if (bounce != MAP_FAILED)
-			munmap(bounce, blen);
-		return -ENOMEM;
-	}
-	for (uint64_t r = 0; r < p->nregions && !err;) {
-		unsigned n = 0;
+	if (err < 0)
+		goto out;
+	for (unsigned b = 0; !err; b ^= 1) {
+		struct swapin_group *nx = &g[b];
 
-		/* a run of up to MM_EVICT_REGIONS regions that hold swapped pages */
-		while (r < p->nregions && p->reg[r].nres + p->reg[r].nnew == MM_REGION_PAGES)
-			r++;
-		while (r + n < p->nregions && n < MM_EVICT_REGIONS &&
-		       p->reg[r + n].nres + p->reg[r + n].nnew < MM_REGION_PAGES)
-			n++;
-		if (!n)
-			break;
-		if (p->limit_pages) { /* prefetching more would only be reclaimed again */
-			uint64_t room = p->resident < p->high ? p->high - p->resident : 0;
-
-			if (n > room / MM_REGION_PAGES)
-				n = (unsigned)(room / MM_REGION_PAGES);
-			if (!n)
-				break;
+		nx->r = r;
+		nx->n = next_group(p, &nx->r, cur ? cur->n : 0);
+		nx->buf = b;
+		if (nx->n) {
+			lock_group(p, nx);
+			swapin_start(&sp, nx);
+			r = nx->r + nx->n;
 		}
-		for (unsigned i = 0; i < n; i++)
-			pthread_mutex_lock(&p->reg[r + i].lock);
-		err = swapin_regions(p, r, n, ios, bounce, &pages);
-		for (unsigned i = 0; i < n; i++)
-			mm_region_unlock(p, r + i);
-		r += n;
+		if (cur) { /* install the previous group while the next one is read */
+			err = swapin_install(p, cur->r, cur->n, sp.bounce[cur->buf], sp.slots,
+					     &sp.nslots);
+			unlock_group(p, cur);
+			cur = NULL;
+		}
+		if (!nx->n)
+			break;
+		if (swapin_wait(&sp, nx) < 0 && !err)
+			err = nx->err;
+		swapin_free_slots(&sp); /* no read in flight now */
+		pages += nx->got;
+		if (err) {
+			unlock_group(p, nx);
+			break;
+		}
+		cur = nx;
 	}
-	free(ios);
-	munmap(bounce, blen);
+out:
+	swapin_pipe_close(&sp);
 	MM_STAT_ADD(p, swapin_all_pages, pages);
 	MM_STAT_ADD(p, swapin_all_ns, mm_now_ns() - t0);
 	return err;
