@@ -293,6 +293,7 @@ struct mm_pager_stats {
 	uint64_t scans, scan_zapped, scan_young, scan_cpu_ns, scan_dirty_pages;
 	uint64_t refault_ns; /* time spent serving swap-in faults */
 	uint64_t proactive_pages, proactive_holds, coldest_pages;
+	uint64_t discarded_pages; /* given away by the guest (balloon): back to NEW (discard.c) */
 	uint64_t fault_lat_us[MM_LAT_BUCKETS]; /* service time: event read to resolved */
 };
 
@@ -335,6 +336,14 @@ int mm_pager_set_limit(struct mm_pager *p, uint64_t bytes);
  * wait for it; *reclaimed gets how many left memory. Any thread but a pager one.
  */
 int mm_pager_reclaim(struct mm_pager *p, uint64_t npages, uint64_t *reclaimed);
+/*
+ * The guest gave pages [first_page, first_page+npages) away (balloon inflate,
+ * free page reporting): under their region locks, free their swap slots, punch
+ * the memfd hole (which zaps every mapping, so KVM's too) and move them to
+ * NEW; the next guest access reads zeros through the normal fault path. No
+ * other page is touched. Any thread but a pager one; -EINVAL out of range.
+ */
+int mm_pager_discard(struct mm_pager *p, uint64_t first_page, uint64_t npages);
 
 #define MM_WSS_WINDOWS 3  /* 1 s, 10 s, 60 s */
 #define MM_IDLE_BUCKETS 8 /* idle >= 1, 2, 4, ... 128 intervals */
