@@ -207,13 +207,14 @@ int vio_balloon_request_stats(struct vio_balloon *b);
 void vio_balloon_get_info(struct vio_balloon *b, struct vio_balloon_info *out);
 
 /*
- * Called after the balloon dropped [gpa, gpa+len) from guest RAM (inflated or
- * reported free: the memfd hole is punched, the mapping zapped, the next guest
- * access reads zeros). The pager sets it to move those pages' page-state
- * entries back to "never touched" and free their swap slots. NULL: no one cares.
+ * Drops [gpa, gpa+len) from guest RAM instead of vio_balloon_drop when set
+ * (inflated or reported free: the memfd hole punched, the mapping zapped, the
+ * next guest access reads zeros). The pager sets it so those pages' page-state
+ * entries go back to "never touched" and their swap slots are freed under its
+ * own locks, in the same step; 0 or -errno. NULL: vio_balloon_drop.
  * Called on a vCPU thread, with the balloon's lock held.
  */
-typedef void (*vio_balloon_drop_fn)(void *arg, gpa_t gpa, uint64_t len);
+typedef int (*vio_balloon_drop_fn)(void *arg, gpa_t gpa, uint64_t len);
 void vio_balloon_set_drop_hook(vio_balloon_drop_fn fn, void *arg);
 /* The default drop: punch the memfd hole and zap the mapping; -errno. */
 int vio_balloon_drop(struct mm_mem *mem, gpa_t gpa, uint64_t len);

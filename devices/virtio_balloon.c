@@ -55,8 +55,11 @@ int vio_balloon_drop(struct mm_mem *mem, gpa_t gpa, uint64_t len)
 
 static void balloon_drop(struct vio_balloon *b, gpa_t gpa, uint64_t len)
 {
-	if (vio_balloon_drop(b->vdev.mem, gpa, len) == 0 && balloon_drop_hook)
-		balloon_drop_hook(balloon_drop_arg, gpa, len);
+	/* the range was checked by the caller; a failed drop only leaves the content */
+	if (balloon_drop_hook)
+		(void)balloon_drop_hook(balloon_drop_arg, gpa, len);
+	else
+		(void)vio_balloon_drop(b->vdev.mem, gpa, len);
 }
 
 /* Queue indexes are compacted: a queue whose feature was not negotiated takes no index. */

@@ -11,6 +11,7 @@ reports over the serial port; it ends through the i8042 reset line (status 0) wh
 check passed. Exit status: 0 passed, 1 failed, 77 skipped (no usable /dev/kvm).
 """
 import argparse
+import json
 import os
 import re
 import struct
@@ -48,9 +49,31 @@ def guest_run(kind, cpus=1, initrd=True, disk='rw', balloon=True, mem=64):
     if disk:
         args += ['--disk', '{tmp}/disk' + (',ro' if disk == 'ro' else '')]
         append += ['conf.disk_sectors=%d' % DISK_SECTORS, 'conf.disk_ro=%d' % (disk == 'ro')]
-    if not balloon:
-        args.append('--no-balloon')
+    # the pager's books at exit: what the balloon gave away must be NEW there
+    args.append('--stats=json' if balloon else '--no-balloon')
     return args + ['--append', ' '.join(append)]
+
+
+# Pages the conformance guest gives away with the pager on: 4 inflated and 512 reported
+# (both read back as zeros), then 4 inflated and 16 reported between live pages, never
+# touched again (guests/conformance/virtio.c). All were written first, so all were
+# resident: each one must have moved to NEW.
+BALLOON_DISCARDED = 4 + 512 + 4 + 16
+
+
+def pager_books_ok(err):
+    """--stats=json at exit: the balloon's pages discarded, and the pager's resident count
+    equal to what the memfd really holds (no page dropped behind its back)."""
+    m = re.search(r'^\{"pager": .*\}$', err, re.M)
+    if not m:
+        return 'no --stats=json line on stderr'
+    st = json.loads(m.group(0))['pager']
+    if st['discarded_pages'] != BALLOON_DISCARDED:
+        return 'pager: %d pages discarded, want %d' % (st['discarded_pages'], BALLOON_DISCARDED)
+    if st['memfd_bytes'] != st['resident_pages'] * 4096:
+        return 'pager: %d resident pages but the memfd holds %d bytes' % (
+            st['resident_pages'], st['memfd_bytes'])
+    return None
 
 
 def conformance_ok(out, err, disk, balloon, pvh=False):
@@ -67,6 +90,10 @@ def conformance_ok(out, err, disk, balloon, pvh=False):
         n = len(re.findall(BROKEN % dev, err))
         if n != (1 if present else 0):
             return '%s: %d "device broken" reports on stderr, want %d' % (dev, n, present)
+    if balloon:
+        why = pager_books_ok(err)
+        if why:
+            return why
     if os.path.exists('/sys/module/kvm_pvm') and err.count('warning: this host\'s KVM is PVM') != 1:
         return 'no single PVM warning on a PVM host'
     return None

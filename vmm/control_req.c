@@ -114,6 +114,7 @@ static const struct {
     PSTAT(proactive_pages),
     PSTAT(proactive_holds),
     PSTAT(coldest_pages),
+    PSTAT(discarded_pages),
 };
 
 static json_t *pager_json(struct mm_pager *p)

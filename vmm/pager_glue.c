@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "devices/dev.h"
 #include "vmm/vmm.h"
 
 static struct mm_pager *sig_pager; /* for SIGUSR1 */
@@ -204,6 +205,12 @@ static struct pager_glue_hooks {
 } hooks = {
     {.fatal = on_fatal, .warn = on_warn, .pause_vcpus = on_pause, .resume_vcpus = on_resume}};
 
+/* The balloon's drop (Linux guests): the pages given away leave the pager's books too. */
+static int on_balloon_drop(void *arg, gpa_t gpa, uint64_t len)
+{
+	return mm_pager_discard(arg, gpa / MM_PAGE, len / MM_PAGE);
+}
+
 /* After guest RAM is written (image, page tables) and before vm_run. Prints on error. */
 int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm *vm,
 		     struct mm_mem *mem)
@@ -233,6 +240,7 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 	}
 	if (pc->test_fail)
 		inject(g->pager, pc->test_fail);
+	vio_balloon_set_drop_hook(on_balloon_drop, g->pager);
 	vm->on_mark = on_mark;
 	vm->on_mark_ctx = g;
 	sig_mode = pc->prefetch ? MM_SWAPIN_PREFETCH : MM_SWAPIN_ON_DEMAND;
@@ -295,6 +303,7 @@ static const struct {
     F(swapout_all_ns),	F(swapin_all_pages), F(swapin_all_ns),	    F(host_copies),
     F(scans),		F(scan_zapped),	     F(scan_cpu_ns),	    F(scan_dirty_pages),
     F(refault_ns),	F(proactive_pages),  F(proactive_holds),    F(coldest_pages),
+    F(discarded_pages),
 };
 
 static void print_json(FILE *f, const struct mm_pager_stats *s)
@@ -320,6 +329,7 @@ void pager_glue_stop(struct pager_glue *g)
 	if (!g->pager)
 		return;
 	sig_pager = NULL;
+	vio_balloon_set_drop_hook(NULL, NULL);
 	if (g->cli->stats) {
 		mm_pager_get_stats(g->pager, &st);
 		if (g->cli->stats == 2)
