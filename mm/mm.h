@@ -479,6 +479,22 @@ uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool f
 /* Steps 2-4 of eviction for the victims vic[] of pages [base, base+npg): all
  * zapped and UNMAPPED, evict_lock and the region locks held. Returns pages freed. */
 uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic, int *err);
+/*
+ * The same eviction in steps, so that whole-VM swap-out can overlap one
+ * group's write with the next group's zap and the previous group's punch
+ * (swapall.c); all with evict_lock and the regions' locks held:
+ * mm_evict_zap: step 1, chooses the victims into vic (npg + 1 bytes) and zaps
+ *   them; false if there is none;
+ * mm_evict_prepare: step 2, marks them WRITEBACK and gives the dirty ones slots;
+ *   returns how many writes it built into ios (none if the store cannot open:
+ *   *err); the caller then runs swap_write(p->swap, ios, n) under swap_lock;
+ * mm_evict_finish: step 4 once that write has returned: pages freed.
+ */
+bool mm_evict_zap(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, uint8_t *vic);
+unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
+			  struct swap_io *ios, int *err);
+uint64_t mm_evict_finish(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic,
+			 struct swap_io *ios, unsigned nio, int *err);
 /* access.c */
 int mm_access_start(struct mm_pager *p); /* after the fault and reclaim threads */
 void mm_access_stop(struct mm_pager *p);

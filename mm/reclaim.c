@@ -106,11 +106,10 @@ static void write_failed(struct mm_pager *p, struct swap_io *io, int err)
 		     strerror(-err));
 }
 
-/* Steps 2-4 for the victims vic[] of pages [base, base+npg) (all UNMAPPED, locks held). */
-uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic, int *err)
+unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
+			  struct swap_io *ios, int *err)
 {
-	uint64_t freed = 0, clean = 0, written = 0;
-	unsigned nio;
+	uint64_t clean = 0;
 	int open_err;
 
 	mm_access_sync_dirty(p, base, npg); /* after the zap: every earlier write is logged */
@@ -134,19 +133,22 @@ uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
 		if (!*err)
 			*err = open_err;
 	}
-	nio = open_err < 0 ? 0 : build_writes(p, base, npg, vic, p->rc_ios);
-	if (nio) {
-		pthread_mutex_lock(&p->swap_lock);
-		swap_write(p->swap, p->rc_ios, nio);
-		pthread_mutex_unlock(&p->swap_lock);
-	}
+	MM_STAT_ADD(p, clean_drops, clean);
+	return open_err < 0 ? 0 : build_writes(p, base, npg, vic, ios);
+}
+
+uint64_t mm_evict_finish(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic,
+			 struct swap_io *ios, unsigned nio, int *err)
+{
+	uint64_t freed = 0, written = 0;
+
 	for (unsigned k = 0; k < nio; k++) {
-		if (p->rc_ios[k].res < 0) {
-			write_failed(p, &p->rc_ios[k], p->rc_ios[k].res);
+		if (ios[k].res < 0) {
+			write_failed(p, &ios[k], ios[k].res);
 			if (!*err)
-				*err = p->rc_ios[k].res;
+				*err = ios[k].res;
 		} else {
-			written += p->rc_ios[k].npages;
+			written += ios[k].npages;
 		}
 	}
 	for (unsigned i = 0, run = 0; i <= npg; i++) {
@@ -174,15 +176,26 @@ uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
 	}
 	MM_STAT_ADD(p, swapout_pages, written);
 	MM_STAT_ADD(p, swapout_bytes, written * MM_PAGE);
-	MM_STAT_ADD(p, clean_drops, clean);
 	return freed;
 }
 
-uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, int *err)
+/* Steps 2-4 for the victims vic[] of pages [base, base+npg) (all UNMAPPED, locks held). */
+uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic, int *err)
+{
+	unsigned nio = mm_evict_prepare(p, base, npg, vic, p->rc_ios, err);
+
+	if (nio) {
+		pthread_mutex_lock(&p->swap_lock);
+		swap_write(p->swap, p->rc_ios, nio);
+		pthread_mutex_unlock(&p->swap_lock);
+	}
+	return mm_evict_finish(p, base, npg, vic, p->rc_ios, nio, err);
+}
+
+bool mm_evict_zap(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, uint8_t *vic)
 {
 	uint64_t base = r0 * MM_REGION_PAGES, run = 0;
 	unsigned npg = nreg * MM_REGION_PAGES;
-	uint8_t *vic = p->rc_vic;
 	bool any = false;
 
 	for (unsigned i = 0; i <= npg; i++) {
@@ -210,7 +223,14 @@ uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool f
 		run = 0;
 	}
 	MM_STAT_ADD(p, reclaim_scanned, npg);
-	return any ? mm_evict(p, base, npg, vic, err) : 0;
+	return any;
+}
+
+uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, int *err)
+{
+	if (!mm_evict_zap(p, r0, nreg, force, p->rc_vic))
+		return 0;
+	return mm_evict(p, r0 * MM_REGION_PAGES, nreg * MM_REGION_PAGES, p->rc_vic, err);
 }
 
 static void reclaim_run(struct mm_pager *p)

@@ -11,9 +11,152 @@
 
 #include "mm/mm.h"
 
+/*
+ * A helper thread for the two pipelines below: it runs one I/O job at a time
+ * while the caller does the CPU side (zap, punch, install) of another group.
+ * Without the thread a job simply runs in line when started.
+ */
+struct sa_worker {
+	void (*fn)(void *arg);
+	void *arg;
+	sem_t go, done;
+	pthread_t tid;
+	bool threaded;
+};
+
+static void *worker_main(void *arg)
+{
+	struct sa_worker *w = arg;
+
+	for (;;) {
+		while (sem_wait(&w->go) < 0)
+			;
+		if (!w->fn)
+			return NULL;
+		w->fn(w->arg);
+		sem_post(&w->done);
+	}
+}
+
+static void worker_open(struct sa_worker *w)
+{
+	*w = (struct sa_worker){0};
+	if (sem_init(&w->go, 0, 0) == 0 && sem_init(&w->done, 0, 0) == 0)
+		w->threaded = pthread_create(&w->tid, NULL, worker_main, w) == 0;
+}
+
+static void worker_start(struct sa_worker *w, void (*fn)(void *), void *arg)
+{
+	if (!w->threaded) {
+		fn(arg);
+		return;
+	}
+	w->fn = fn;
+	w->arg = arg;
+	sem_post(&w->go);
+}
+
+/* Wait for the job started last (one must have been started). */
+static void worker_wait(struct sa_worker *w)
+{
+	if (w->threaded)
+		while (sem_wait(&w->done) < 0)
+			;
+}
+
+static void worker_close(struct sa_worker *w)
+{
+	if (!w->threaded)
+		return;
+	w->fn = NULL;
+	sem_post(&w->go);
+	pthread_join(w->tid, NULL);
+	sem_destroy(&w->go);
+	sem_destroy(&w->done);
+}
+
+/*
+ * Whole-VM swap-out is pipelined over two groups of MM_EVICT_REGIONS regions:
+ * while the worker writes group k, the caller zaps group k+1 and then punches
+ * group k-1 out of the memfd. Each group goes through the steps of eviction
+ * in order (zap, WRITEBACK, write, punch; mm/README.md), its region locks
+ * held by the caller from before the zap until after the punch; the groups
+ * are disjoint, and the write only reads the pager's view of its own pages.
+ */
+struct swapout_group {
+	struct mm_pager *p;
+	uint64_t r;
+	unsigned n, nio;
+	bool any, writing;
+	uint8_t *vic;
+	struct swap_io *ios;
+};
+
+static void swapout_write(void *arg)
+{
+	struct swapout_group *g = arg;
+
+	pthread_mutex_lock(&g->p->swap_lock);
+	swap_write(g->p->swap, g->ios, g->nio);
+	pthread_mutex_unlock(&g->p->swap_lock);
+}
+
+/* Step 4 for a group whose write has returned, then unlock it. */
+static uint64_t swapout_finish(struct mm_pager *p, struct swapout_group *g, int *err)
+{
+	uint64_t freed = 0;
+
+	if (g->any)
+		freed = mm_evict_finish(p, g->r * MM_REGION_PAGES, g->n * MM_REGION_PAGES, g->vic,
+					g->ios, g->nio, err);
+	for (unsigned i = 0; i < g->n; i++)
+		mm_region_unlock(p, g->r + i);
+	return freed;
+}
+
+static uint64_t swapout_groups(struct mm_pager *p, struct swapout_group g[2], int *err)
+{
+	struct swapout_group *prev = NULL; /* zapped and written (or being), not punched */
+	struct sa_worker w;
+	uint64_t pages = 0;
+	unsigned b = 0;
+
+	worker_open(&w);
+	for (uint64_t r = 0; r < p->nregions; r += MM_EVICT_REGIONS, b ^= 1) {
+		struct swapout_group *cur = &g[b];
+
+		cur->r = r;
+		cur->n = p->nregions - r < MM_EVICT_REGIONS ? (unsigned)(p->nregions - r)
+							    : MM_EVICT_REGIONS;
+		for (unsigned i = 0; i < cur->n; i++)
+			pthread_mutex_lock(&p->reg[r + i].lock);
+		cur->any = mm_evict_zap(p, r, cur->n, true, cur->vic);
+		if (prev && prev->writing)
+			worker_wait(&w); /* the store is ours again */
+		cur->nio = cur->any
+			       ? mm_evict_prepare(p, r * MM_REGION_PAGES, cur->n * MM_REGION_PAGES,
+						  cur->vic, cur->ios, err)
+			       : 0;
+		cur->writing = cur->nio > 0;
+		if (cur->writing)
+			worker_start(&w, swapout_write, cur);
+		if (prev)
+			pages += swapout_finish(p, prev, err);
+		prev = cur;
+	}
+	if (prev) {
+		if (prev->writing)
+			worker_wait(&w);
+		pages += swapout_finish(p, prev, err);
+	}
+	worker_close(&w);
+	return pages;
+}
+
 int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 {
 	uint64_t t0 = mm_now_ns(), pages = 0;
+	struct swapout_group g[2] = {{.p = p, .vic = p->rc_vic, .ios = p->rc_ios}, {.p = p}};
 	struct stat sb;
 	int err = 0;
 
@@ -25,19 +168,28 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 		if (err < 0)
 			goto out;
 	}
-	/* Several regions per round: one zap, one batch of I/O in flight, one punch. */
+	/* Several regions per group: one zap, one batch of I/O in flight, one punch;
+	 * the second group's buffers are ours, the first's are reclaim's. */
+	g[1].vic = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES + 1, 1);
+	g[1].ios = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*g[1].ios));
 	pthread_mutex_lock(&p->evict_lock);
-	for (uint64_t r = 0; r < p->nregions; r += MM_EVICT_REGIONS) {
-		unsigned n =
-		    p->nregions - r < MM_EVICT_REGIONS ? p->nregions - r : MM_EVICT_REGIONS;
+	if (g[1].vic && g[1].ios) {
+		pages = swapout_groups(p, g, &err);
+	} else {
+		for (uint64_t r = 0; r < p->nregions; r += MM_EVICT_REGIONS) {
+			unsigned n =
+			    p->nregions - r < MM_EVICT_REGIONS ? p->nregions - r : MM_EVICT_REGIONS;
 
-		for (unsigned i = 0; i < n; i++)
-			pthread_mutex_lock(&p->reg[r + i].lock);
-		pages += mm_evict_regions(p, r, n, true, &err);
-		for (unsigned i = 0; i < n; i++)
-			mm_region_unlock(p, r + i);
+			for (unsigned i = 0; i < n; i++)
+				pthread_mutex_lock(&p->reg[r + i].lock);
+			pages += mm_evict_regions(p, r, n, true, &err);
+			for (unsigned i = 0; i < n; i++)
+				mm_region_unlock(p, r + i);
+		}
 	}
 	pthread_mutex_unlock(&p->evict_lock);
+	free(g[1].vic);
+	free(g[1].ios);
 	MM_STAT_ADD(p, swapout_all_runs, 1);
 	MM_STAT_ADD(p, swapout_all_pages, pages);
 	MM_STAT_ADD(p, swapout_all_ns, mm_now_ns() - t0);
@@ -113,14 +265,14 @@ static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *b
  * k+1 while the caller installs group k. Both groups' region locks are held by
  * the caller throughout, so the reader only reads their page-state entries
  * (nothing changes them) and the swap store (under swap_lock, as always); the
- * groups, and their buffers, are disjoint. Without the thread the reads are
- * simply done in line.
+ * groups, and their buffers, are disjoint.
  */
 #ifndef SWAPIN_REGIONS
 #define SWAPIN_REGIONS 16 /* a pipeline stage: 32 MiB */
 #endif
 
 struct swapin_group {
+	struct swapin_pipe *sp;
 	uint64_t r, got;
 	unsigned n, buf;
 	int err;
@@ -131,10 +283,7 @@ struct swapin_pipe {
 	uint64_t *slots, nslots; /* of the group installed last, freed after the next read */
 	struct swap_io *ios[2];
 	uint8_t *bounce[2];
-	struct swapin_group *req; /* the group being read, NULL when idle */
-	sem_t go, done;
-	pthread_t tid;
-	bool threaded;
+	struct sa_worker w;
 };
 
 static void swapin_free_slots(struct swapin_pipe *sp)
@@ -148,43 +297,18 @@ static void swapin_free_slots(struct swapin_pipe *sp)
 	sp->nslots = 0;
 }
 
-static void swapin_read(struct swapin_pipe *sp, struct swapin_group *g)
+static void swapin_read(void *arg)
 {
-	uint64_t base = g->r * MM_REGION_PAGES;
+	struct swapin_group *g = arg;
+	struct swapin_pipe *sp = g->sp;
 
-	g->err = mm_swapin_range(sp->p, sp->ios[g->buf], base, g->n * MM_REGION_PAGES,
-				 sp->bounce[g->buf], &g->got);
-}
-
-static void *swapin_reader(void *arg)
-{
-	struct swapin_pipe *sp = arg;
-
-	for (;;) {
-		while (sem_wait(&sp->go) < 0)
-			;
-		if (!sp->req)
-			return NULL;
-		swapin_read(sp, sp->req);
-		sem_post(&sp->done);
-	}
-}
-
-static void swapin_start(struct swapin_pipe *sp, struct swapin_group *g)
-{
-	if (!sp->threaded) {
-		swapin_read(sp, g);
-		return;
-	}
-	sp->req = g;
-	sem_post(&sp->go);
+	g->err = mm_swapin_range(sp->p, sp->ios[g->buf], g->r * MM_REGION_PAGES,
+				 g->n * MM_REGION_PAGES, sp->bounce[g->buf], &g->got);
 }
 
 static int swapin_wait(struct swapin_pipe *sp, struct swapin_group *g)
 {
-	if (sp->threaded)
-		while (sem_wait(&sp->done) < 0)
-			;
+	worker_wait(&sp->w);
 	if (g->err < 0)
 		mm_pager_die(sp->p, "ufvm: swap file: swap-in of guest memory at 0x%llx failed: %s",
 			     (unsigned long long)(g->r * MM_REGION_PAGES * MM_PAGE),
@@ -234,6 +358,7 @@ static int swapin_pipe_open(struct swapin_pipe *sp, struct mm_pager *p)
 	const size_t blen = SWAPIN_REGIONS * MM_REGION_PAGES * MM_PAGE;
 
 	*sp = (struct swapin_pipe){.p = p};
+	worker_open(&sp->w);
 	sp->slots = calloc(SWAPIN_REGIONS * MM_REGION_PAGES, sizeof(*sp->slots));
 	if (!sp->slots)
 		return -ENOMEM;
@@ -246,8 +371,6 @@ static int swapin_pipe_open(struct swapin_pipe *sp, struct mm_pager *p)
 		if (!sp->ios[b] || !sp->bounce[b])
 			return -ENOMEM;
 	}
-	if (sem_init(&sp->go, 0, 0) == 0 && sem_init(&sp->done, 0, 0) == 0)
-		sp->threaded = pthread_create(&sp->tid, NULL, swapin_reader, sp) == 0;
 	return 0;
 }
 
@@ -257,13 +380,7 @@ static void swapin_pipe_close(struct swapin_pipe *sp)
 
 	swapin_free_slots(sp);
 	free(sp->slots);
-	if (sp->threaded) {
-		sp->req = NULL;
-		sem_post(&sp->go);
-		pthread_join(sp->tid, NULL);
-		sem_destroy(&sp->go);
-		sem_destroy(&sp->done);
-	}
+	worker_close(&sp->w);
 	for (int b = 0; b < 2; b++) {
 		free(sp->ios[b]);
 		if (sp->bounce[b])
@@ -287,9 +404,10 @@ int mm_pager_swapin_all(struct mm_pager *p)
 		nx->r = r;
 		nx->n = next_group(p, &nx->r, cur ? cur->n : 0);
 		nx->buf = b;
+		nx->sp = &sp;
 		if (nx->n) {
 			lock_group(p, nx);
-			swapin_start(&sp, nx);
+			worker_start(&sp.w, swapin_read, nx);
 			r = nx->r + nx->n;
 		}
 		if (cur) { /* install the previous group while the next one is read */
