@@ -22,6 +22,8 @@ static void usage(FILE *f)
 		   "  wss                working-set estimate\n"
 		   "  pagemap            page states over guest-physical memory\n"
 		   "  dirty              pages written since the last `dirty` (--dirty-track)\n"
+		   "  balloon [SIZE]     the balloon (Linux guests): target, actual, guest stats;\n"
+		   "                     with SIZE, ask the guest to give SIZE back (0 deflates)\n"
 		   "  stop [STATUS]      end the VM with exit status STATUS (default 0)\n"
 		   "  top [-n N]         live view, refreshed each second (q or Ctrl-C quits)\n"
 		   "  heatmap OUT.png [SECONDS]  picture of page states over address and time\n"
@@ -146,6 +148,38 @@ static void print_wss(json_t *a)
 	       json_number_value(json_object_get(a, "refault_pct")));
 }
 
+static void print_balloon(json_t *a)
+{
+	json_t *st = json_object_get(a, "stats"), *d = json_object_get(a, "discarded_pages");
+	char b1[32], b2[32];
+	const char *key;
+	json_t *v;
+
+	printf("balloon   target %s, actual %s (%llu / %llu pages)\n",
+	       uc_bytes(uc_u64(a, "target_pages") * 4096, b1, sizeof(b1)),
+	       uc_bytes(uc_u64(a, "actual_pages") * 4096, b2, sizeof(b2)),
+	       (unsigned long long)uc_u64(a, "target_pages"),
+	       (unsigned long long)uc_u64(a, "actual_pages"));
+	printf("given     %llu pages inflated, %llu deflated, %s reported free\n",
+	       (unsigned long long)uc_u64(a, "inflated_pages"),
+	       (unsigned long long)uc_u64(a, "deflated_pages"),
+	       uc_bytes(uc_u64(a, "reported_pages") * 4096, b1, sizeof(b1)));
+	if (json_is_integer(d))
+		printf("pager     %llu pages discarded (back to never-touched)\n",
+		       (unsigned long long)json_integer_value(d));
+	printf("stats     %llu updates from the guest%s\n",
+	       (unsigned long long)uc_u64(a, "stats_updates"),
+	       json_is_true(json_object_get(a, "stats_requested")) ? ", fresh ones requested" : "");
+	json_object_foreach(st, key, v)
+	{
+		if (strstr(key, "memory") || !strcmp(key, "disk_caches"))
+			printf("  %-18s %s\n", key,
+			       uc_bytes((uint64_t)json_integer_value(v), b1, sizeof(b1)));
+		else
+			printf("  %-18s %llu\n", key, (unsigned long long)json_integer_value(v));
+	}
+}
+
 static void print_ok(const char *cmd, json_t *a)
 {
 	char b1[32];
@@ -156,6 +190,8 @@ static void print_ok(const char *cmd, json_t *a)
 		print_pagemap(a);
 	} else if (!strcmp(cmd, "wss")) {
 		print_wss(a);
+	} else if (!strcmp(cmd, "balloon")) {
+		print_balloon(a);
 	} else if (!strcmp(cmd, "limit")) {
 		uint64_t l = uc_u64(a, "limit_bytes");
 
@@ -206,6 +242,11 @@ static json_t *make_req(const char *cmd, const char *arg)
 			return NULL;
 		return json_pack("{s:s, s:I}", "cmd", cmd, "pages", (json_int_t)u);
 	}
+	if (!strcmp(cmd, "balloon") && arg) {
+		if (cli_parse_size(arg, &v) < 0 || v % 4096)
+			return NULL;
+		return json_pack("{s:s, s:I}", "cmd", cmd, "pages", (json_int_t)(v / 4096));
+	}
 	if (!strcmp(cmd, "stop")) {
 		if (arg && cli_parse_uint(arg, 0, 255, &u) < 0)
 			return NULL;
@@ -254,7 +295,7 @@ int main(int argc, char **argv)
 	} else {
 		static const char *const known[] = {"stats",   "limit",	  "reclaim", "pause",
 						    "resume",  "swapout", "swapin",  "wss",
-						    "pagemap", "dirty",	  "stop"};
+						    "pagemap", "dirty",	  "stop",    "balloon"};
 		bool ok = false;
 
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)

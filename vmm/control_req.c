@@ -317,6 +317,7 @@ static const struct {
     {"wss", req_wss, ""},
     {"pagemap", ctl_pagemap, "first count"},
     {"dirty", ctl_dirty, ""},
+    {"balloon", ctl_balloon, "pages"},
     {"stop", req_stop, "status"},
 };
 
@@ -354,7 +355,7 @@ static json_t *dispatch(struct ctl_ctx *c, json_t *req)
 		return e ? e : cmds[i].fn(c, req);
 	}
 	return err_json("unknown command '%s' (expected stats, limit, reclaim, pause, resume, "
-			"swapout, swapin, wss, pagemap, dirty or stop)",
+			"swapout, swapin, wss, pagemap, dirty, balloon or stop)",
 			json_string_value(cmd));
 }
 

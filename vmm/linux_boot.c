@@ -133,6 +133,7 @@ int linux_boot_vm(struct linux_boot *lb, struct vm *vm, const struct vmm_opts *o
 									  : VMM_EXIT_INTERNAL;
 	}
 	lb->devices_up = true;
+	vm->balloon = vio_balloon_get(&lb->dev); /* for the control socket */
 	/* the user's command line first, then the devices Linux must probe */
 	snprintf(cmdline, sizeof(cmdline), "%s%s%s", o->append ? o->append : "",
 		 o->append && *o->append && lb->dev.cmdline[0] ? " " : "", lb->dev.cmdline);

@@ -142,6 +142,8 @@ struct vcpu {
 	bool started;
 };
 
+struct vio_balloon;
+
 struct vm {
 	struct kvm *kvm;
 	int fd;
@@ -160,7 +162,8 @@ struct vm {
 	unsigned paused;       /* vCPUs waiting in vmm_pause */
 	atomic_uint pause_req; /* pause depth: vCPUs park while it is > 0 */
 
-	struct dirty *dirty; /* KVM dirty tracking, NULL when off */
+	struct dirty *dirty;	     /* KVM dirty tracking, NULL when off */
+	struct vio_balloon *balloon; /* Linux guests' balloon (control socket), NULL if none */
 
 	/* called on a `mark` hypercall (after logging), may be NULL */
 	void (*on_mark)(struct vm *vm, unsigned vcpu, const char *label, void *ctx);
@@ -218,6 +221,8 @@ char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen
 /* control_map.c: the `pagemap` request (a jansson json_t in and out) */
 struct json_t *ctl_pagemap(struct ctl_ctx *c, struct json_t *req);
 struct json_t *ctl_dirty(struct ctl_ctx *c, struct json_t *req); /* the `dirty` request */
+/* control_balloon.c: the `balloon` request (vm->balloon) */
+struct json_t *ctl_balloon(struct ctl_ctx *c, struct json_t *req);
 
 /* ---- dirty.c: KVM dirty tracking ---- */
 

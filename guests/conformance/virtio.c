@@ -12,6 +12,8 @@
 #define SCRATCH	    0x2000000ULL /* 2 MiB of RAM the balloon tests give away */
 #define SCRATCH_LEN 0x200000ULL
 #define SCRATCH2    0x2200000ULL /* 64 pages: given away between live neighbours */
+#define POOL	    0x2400000ULL /* pages the host may ask for (conf.balloon_ctl) */
+#define POOL_PAGES  256
 
 struct vq_mem {
 	struct vring_desc desc[QSZ];
@@ -400,6 +402,68 @@ static void conf_balloon(struct vdrv *d)
 	wr(d, VIRTIO_MMIO_STATUS, 0);
 }
 
+/* Pages [first, first+n) of the control pool (and its guard pages) hold their pattern. */
+static bool pool_intact(unsigned first, unsigned n)
+{
+	bool ok = true;
+
+	for (unsigned p = first; p < first + n; p++)
+		for (unsigned w = 0; w < 512; w += 8)
+			ok &= *(volatile uint64_t *)(POOL + p * 4096ULL + w * 8) == p * 7919 + w;
+	return ok;
+}
+
+/*
+ * conf.balloon_ctl=1 (tests/e2e_balloon.py): follow the host's target, set
+ * through the control socket, out of a pool of POOL_PAGES written pages, until
+ * it went up and back to 0; answer each statistics request with a fresh
+ * buffer. The pool pages never given away, and 16 guard pages after the pool,
+ * must keep their content.
+ */
+static void balloon_ctl(struct vdrv *d)
+{
+	static uint32_t pfns[POOL_PAGES];
+	static struct virtio_balloon_stat st = {VIRTIO_BALLOON_S_MEMFREE, 1000};
+	uint64_t deadline = __builtin_ia32_rdtsc() + 80000000000ULL;
+	uint32_t actual = 0, peak = 0, target;
+
+	if (!check(vd_init(d, 1ULL << VIRTIO_BALLOON_F_STATS_VQ, 3),
+		   "virtio-balloon: re-initialisation with statistics only"))
+		return;
+	for (unsigned p = 0; p < POOL_PAGES + 16; p++)
+		for (unsigned w = 0; w < 512; w += 8)
+			*(volatile uint64_t *)(POOL + p * 4096ULL + w * 8) = p * 7919 + w;
+	balloon_send(d, 2, &st, sizeof(st), 0);
+	puts_("conformance: balloon: waiting for the host's target\n");
+	while (__builtin_ia32_rdtsc() < deadline && !(peak && !actual)) {
+		if (queues[2].used.idx != d->used_seen[2]) { /* the host wants fresh stats */
+			d->used_seen[2]++;
+			st.val++;
+			balloon_send(d, 2, &st, sizeof(st), 0);
+		}
+		target = rd(d, VIRTIO_MMIO_CONFIG);
+		target = target > POOL_PAGES ? POOL_PAGES : target;
+		if (target == actual)
+			continue;
+		for (uint32_t i = 0; i < (target > actual ? target - actual : actual - target); i++)
+			pfns[i] = (uint32_t)(POOL >> 12) + (target > actual ? actual : target) + i;
+		balloon_send(d, target > actual ? 0 : 1, pfns,
+			     4 * (target > actual ? target - actual : actual - target), 0);
+		if (!check(vd_wait(d, target > actual ? 0 : 1) >= 0,
+			   "virtio-balloon: inflate/deflate to the host's target returned"))
+			return;
+		actual = target;
+		peak = actual > peak ? actual : peak;
+		mmio_write32(d->base + VIRTIO_MMIO_CONFIG + 4, actual);
+		puts_("conformance: balloon: actual ");
+		put_dec(actual);
+		puts_("\n");
+	}
+	check(peak && !actual, "virtio-balloon: followed the host's target up and back to 0");
+	check(pool_intact(peak, POOL_PAGES + 16 - peak),
+	      "virtio-balloon: pages next to the balloon keep their content");
+}
+
 void conf_virtio(const char *c)
 {
 	unsigned found = 0, want = (unsigned)arg_u64(c, "conf.vdevs", 0);
@@ -427,9 +491,11 @@ void conf_virtio(const char *c)
 			id = rd(&d, VIRTIO_MMIO_DEVICE_ID);
 			if (id == 2)
 				conf_blk(&d, c);
-			else if (id == 5)
+			else if (id == 5) {
 				conf_balloon(&d);
-			else
+				if (arg_u64(c, "conf.balloon_ctl", 0))
+					balloon_ctl(&d);
+			} else
 				check(false, "virtio-mmio: a known device id");
 		}
 		while (*p && *p != ' ')
