@@ -148,6 +148,7 @@ def swapall(build):
         o, n, w, rd = res[direct]
         say('%s: swap-out %.0f MiB/s vs dd write %.0f MiB/s; swap-in %.0f MiB/s vs dd read '
             '%.0f MiB/s (medians of %d, %d MiB)' % (kind, o, w, n, rd, ROUNDS, size))
+    rm_ufvm_swap()
     ok = verdict('swap-out / dd write (O_DIRECT)', res[True][0] / res[True][2], 0.8, 'higher')
     ok &= verdict('swap-in / dd read (O_DIRECT)', res[True][1] / res[True][3], 0.8, 'higher')
     verdict('swap-out / dd write (buffered, info)', res[False][0] / res[False][2], 0.8, 'higher')
@@ -229,9 +230,17 @@ def cg_setup(limit):
     return swapfile, None
 
 
+def rm_ufvm_swap():
+    try:
+        os.unlink(os.path.join(TMP, 'ufvm-bench-swap'))  # ufvm's own swap file
+    except OSError:
+        pass
+
+
 def cg_teardown(swapfile):
     subprocess.run(['swapoff', swapfile])
     os.unlink(swapfile)
+    rm_ufvm_swap()
     try:
         os.rmdir(CG)
     except OSError:
