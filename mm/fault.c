@@ -310,6 +310,9 @@ static int handle_fault(struct mm_fault_thread *ft, const struct uffd_msg *m)
 			return DEFER;
 	}
 	state = p->pst.e[pfn].state;
+	/* a MINOR fault on a hole in the table: resolve_swapin reads the swap copy over it */
+	if (state == PST_SWAPPED && (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR))
+		MM_STAT_ADD(p, stray_pages, 1);
 	switch (state) {
 	case PST_NEW:
 		rc = resolve_new(p, pfn);

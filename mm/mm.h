@@ -14,9 +14,9 @@ typedef uint64_t gpa_t; /* a guest-physical address: never dereference it direct
 struct mm_pager;
 
 struct mm_mem {
-	int memfd;     /* backing shmem file; guest RAM content lives here */
-	uint8_t *hva;  /* MAP_SHARED mapping of the whole memfd */
-	uint64_t size; /* bytes, a multiple of 2 MiB */
+	int memfd;		/* backing shmem file; guest RAM content lives here */
+	uint8_t *hva;		/* MAP_SHARED mapping of the whole memfd */
+	uint64_t size;		/* bytes, a multiple of 2 MiB */
 	struct mm_pager *pager; /* set while a pager serves hva; host copies go through it */
 };
 
@@ -96,8 +96,8 @@ static inline enum pst_state pst_get(const struct pst *t, uint64_t pfn)
 enum uffd_result {
 	UFFD_OK = 0,
 	UFFD_EXISTS = 1, /* EEXIST: already resolved by someone else, a benign race */
-	UFFD_RETRY = 2,  /* EAGAIN: the mm is changing: read events, then retry */
-	UFFD_GONE = 3,   /* ESRCH: the uffd or its mm is gone; stop serving */
+	UFFD_RETRY = 2,	 /* EAGAIN: the mm is changing: read events, then retry */
+	UFFD_GONE = 3,	 /* ESRCH: the uffd or its mm is gone; stop serving */
 	UFFD_NOPAGE = 4, /* EFAULT/ENOENT on CONTINUE: no page in the page cache */
 };
 
@@ -141,7 +141,7 @@ struct swap_store;
 
 struct swap_opts {
 	const char *path; /* NULL: an unlinked temporary file under $TMPDIR (or /tmp) */
-	bool direct;      /* open with O_DIRECT (buffers must then be 4 KiB aligned) */
+	bool direct;	  /* open with O_DIRECT (buffers must then be 4 KiB aligned) */
 	unsigned qdepth;  /* io_uring queue depth / max requests in flight; 0 = 64, max 4096 */
 };
 
@@ -174,7 +174,7 @@ uint64_t swap_slots_used(const struct swap_store *s);
 bool swap_slot_in_use(const struct swap_store *s, uint64_t slot); /* for consistency checks */
 
 struct swap_io {
-	uint64_t slot;   /* first slot */
+	uint64_t slot;	 /* first slot */
 	uint32_t npages; /* consecutive slots <-> consecutive 4 KiB pages at buf */
 	void *buf;
 	int res; /* out: 0 or -errno (short I/O is retried internally) */
@@ -255,11 +255,11 @@ struct mm_host_ops {
 };
 
 struct mm_pager_opts {
-	uint64_t chunk;         /* bytes zero-filled per fault on never-touched memory:
+	uint64_t chunk;		/* bytes zero-filled per fault on never-touched memory:
 				   a power of two, 4 KiB..2 MiB; 0 = 2 MiB */
-	uint64_t mem_limit;     /* max resident bytes of guest RAM; 0 = no limit */
-	const char *swap_path;  /* NULL = unlinked temporary file */
-	bool swap_direct;       /* O_DIRECT swap I/O */
+	uint64_t mem_limit;	/* max resident bytes of guest RAM; 0 = no limit */
+	const char *swap_path;	/* NULL = unlinked temporary file */
+	bool swap_direct;	/* O_DIRECT swap I/O */
 	unsigned fault_threads; /* 0 = 2 */
 	unsigned readahead_max; /* pages read per swap-in fault at most; 0 = 256 */
 	/* Access sampling (access.c): off unless scan_interval_ms or mem_auto. */
@@ -294,6 +294,8 @@ struct mm_pager_stats {
 	uint64_t refault_ns; /* time spent serving swap-in faults */
 	uint64_t proactive_pages, proactive_holds, coldest_pages;
 	uint64_t discarded_pages; /* given away by the guest (balloon): back to NEW (discard.c) */
+	uint64_t stray_pages;	  /* found in the memfd where the table had a hole; the swap
+				   * copy was put over them (swapall.c, fault.c) */
 	uint64_t fault_lat_us[MM_LAT_BUCKETS]; /* service time: event read to resolved */
 };
 
@@ -345,17 +347,17 @@ int mm_pager_reclaim(struct mm_pager *p, uint64_t npages, uint64_t *reclaimed);
  */
 int mm_pager_discard(struct mm_pager *p, uint64_t first_page, uint64_t npages);
 
-#define MM_WSS_WINDOWS 3  /* 1 s, 10 s, 60 s */
+#define MM_WSS_WINDOWS	3 /* 1 s, 10 s, 60 s */
 #define MM_IDLE_BUCKETS 8 /* idle >= 1, 2, 4, ... 128 intervals */
 struct mm_wss {
 	uint64_t interval_ms; /* the scan interval in effect (stretched by the CPU budget) */
 	uint64_t scans;	      /* scans done so far */
 	uint64_t window_s[MM_WSS_WINDOWS];
-	uint64_t window_pages[MM_WSS_WINDOWS]; /* pages touched within the window */
+	uint64_t window_pages[MM_WSS_WINDOWS];	    /* pages touched within the window */
 	uint64_t window_covered_ms[MM_WSS_WINDOWS]; /* what the sample really covered */
-	uint64_t idle_hist[MM_IDLE_BUCKETS]; /* pages in memory idle >= 2^i intervals */
-	uint64_t sample_pages;		     /* pages per sample */
-	uint64_t write_pages_per_s;	     /* from KVM's dirty log; 0 without */
+	uint64_t idle_hist[MM_IDLE_BUCKETS];	    /* pages in memory idle >= 2^i intervals */
+	uint64_t sample_pages;			    /* pages per sample */
+	uint64_t write_pages_per_s;		    /* from KVM's dirty log; 0 without */
 	bool dirty_tracked;
 	uint64_t scan_cpu_permille; /* the scanner's CPU use, 1/1000 of one CPU */
 	uint64_t refault_permille;  /* time spent on swap-in faults, 1/1000 */
@@ -370,15 +372,14 @@ int mm_pager_wss(struct mm_pager *p, struct mm_wss *w);
  * MM_PAGEMAP_DIRTY, age[i] = idle age in scan intervals (255 = or more);
  * age may be NULL. -EINVAL when the range leaves guest RAM.
  */
-int mm_pager_pagemap(struct mm_pager *p, uint64_t first, uint64_t n, uint8_t *state,
-		     uint8_t *age);
+int mm_pager_pagemap(struct mm_pager *p, uint64_t first, uint64_t n, uint8_t *state, uint8_t *age);
 /* TEST ONLY: make the swap store fail (see swap_inject_error). */
 void mm_pager_test_inject(struct mm_pager *p, bool write, int err, uint64_t after);
 
 /* ---- pager internals (mm/ only) -------------------------------------------- */
-#define MM_PAGE 4096ULL
-#define MM_REGION_PAGES 512 /* 2 MiB: unit of locking and of the largest chunk */
-#define MM_EVICT_REGIONS 16 /* whole-VM swap-out and swap-in work on 32 MiB at a time */
+#define MM_PAGE		 4096ULL
+#define MM_REGION_PAGES	 512 /* 2 MiB: unit of locking and of the largest chunk */
+#define MM_EVICT_REGIONS 16  /* whole-VM swap-out and swap-in work on 32 MiB at a time */
 
 /*
  * One per 2 MiB of guest RAM, all written at start: 48 bytes (32 768 of them,
@@ -415,7 +416,7 @@ struct mm_pager {
 	struct mm_host_ops ops;
 	void *ctx;
 	uint64_t chunk_pages, ra_max, limit_pages, high, low;
-	unsigned ra_cluster;           /* readahead cluster for non-sequential swap-ins */
+	unsigned ra_cluster;	     /* readahead cluster for non-sequential swap-ins */
 	uint64_t ra_hits, ra_misses; /* feedback since the last adjustment */
 	_Atomic uint64_t resident, swapped;
 	atomic_bool stop, dead, pausing, stalled, warned_write, warned_full, warned_rc;
@@ -423,12 +424,12 @@ struct mm_pager {
 	unsigned nft;
 	pthread_t reclaim_tid;
 	atomic_bool reclaim_started;
-	pthread_mutex_t rc_lock; /* starting the reclaim thread (mm_reclaim_ensure) */
-	int rc_swapout; /* -1 none, else enum mm_swapin_mode requested by signal */
-	int rc_efd;     /* written by mm_pager_request_swapout */
+	pthread_mutex_t rc_lock;    /* starting the reclaim thread (mm_reclaim_ensure) */
+	int rc_swapout;		    /* -1 none, else enum mm_swapin_mode requested by signal */
+	int rc_efd;		    /* written by mm_pager_request_swapout */
 	pthread_mutex_t evict_lock; /* one evictor at a time: reclaim or swapout_all */
-	uint64_t hand;              /* clock hand, a region index */
-	struct swap_io *rc_ios; /* MM_EVICT_REGIONS * MM_REGION_PAGES, under evict_lock */
+	uint64_t hand;		    /* clock hand, a region index */
+	struct swap_io *rc_ios;	    /* MM_EVICT_REGIONS * MM_REGION_PAGES, under evict_lock */
 	uint8_t *rc_vic;
 	struct mm_pager_stats st; /* counters, updated with MM_STAT_ADD */
 	struct mm_access *acc;	  /* sampling and dirty state, NULL when neither (access.c) */
@@ -448,13 +449,13 @@ int mm_swap_ensure_locked(struct mm_pager *p);
 void mm_wake_faults(struct mm_pager *p);
 void mm_pager_die(struct mm_pager *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mm_warn_once(struct mm_pager *p, atomic_bool *flag, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /*
  * Read the swapped pages among [pfn, pfn+n) (their region locks held) into the
  * memfd through the pager's view, or with buf into buf (page pfn at buf); -errno.
  */
-int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n,
-		    uint8_t *buf, uint64_t *got);
+int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n, uint8_t *buf,
+		    uint64_t *got);
 /* fault.c */
 /* Readahead feedback: hits (an RA page touched), misses (one evicted untouched). */
 void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses);

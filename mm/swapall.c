@@ -219,6 +219,25 @@ out:
  * whole read. The page no longer refers to its slot (it is dirty), so the
  * slot is merely leaked until swapin_free_slots.
  */
+/*
+ * UFFDIO_COPY found a page in the memfd at a SWAPPED entry (region locked).
+ * Something outside the table allocated it (we have seen the kernel do so
+ * for pages KVM touches, e.g. the guest's page tables; the fault path then
+ * gets a MINOR fault for a SWAPPED page). The swap copy is the page's
+ * content, exactly as the fault path decides: write it over the stray page
+ * through our view, then map it. Returns UFFD_OK, or the CONTINUE's result.
+ */
+static int swapin_install_over(struct mm_pager *p, uint64_t pfn, const uint8_t *content)
+{
+	uint64_t mapped;
+	int err;
+
+	memcpy(p->alias + pfn * MM_PAGE, content, MM_PAGE);
+	MM_STAT_ADD(p, stray_pages, 1);
+	err = mm_map_run(p, pfn, 1, &mapped);
+	return err == 0 ? UFFD_OK : err == -EAGAIN ? UFFD_RETRY : err;
+}
+
 static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *bounce,
 			  uint64_t *slots, uint64_t *nslots)
 {
@@ -235,11 +254,25 @@ static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *b
 		if (!run)
 			continue;
 		{
-			uint64_t done = 0;
+			uint64_t done = 0, k = 0;
 			int rc = uffd_copy(&p->uffd, p->mem->hva + first * MM_PAGE,
 					   bounce + (i - run) * MM_PAGE, run * MM_PAGE, &done);
 
-			for (uint64_t j = first; j < first + done / MM_PAGE; j++) {
+			k = done / MM_PAGE;
+			/* EEXIST: a page appeared in the memfd where the table has a hole */
+			while (rc == UFFD_EXISTS && k < run) {
+				rc = swapin_install_over(p, first + k,
+							 bounce + (i - run + k) * MM_PAGE);
+				k += rc == UFFD_OK;
+				if (rc == UFFD_OK && k < run) {
+					rc =
+					    uffd_copy(&p->uffd, p->mem->hva + (first + k) * MM_PAGE,
+						      bounce + (i - run + k) * MM_PAGE,
+						      (run - k) * MM_PAGE, &done);
+					k += done / MM_PAGE;
+				}
+			}
+			for (uint64_t j = first; j < first + k; j++) {
 				struct pst_entry *e = &p->pst.e[j];
 
 				mm_page_set(p, j, PST_RESIDENT);

@@ -115,6 +115,7 @@ static const struct {
     PSTAT(proactive_holds),
     PSTAT(coldest_pages),
     PSTAT(discarded_pages),
+    PSTAT(stray_pages),
 };
 
 static json_t *pager_json(struct mm_pager *p)

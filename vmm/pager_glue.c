@@ -303,7 +303,7 @@ static const struct {
     F(swapout_all_ns),	F(swapin_all_pages), F(swapin_all_ns),	    F(host_copies),
     F(scans),		F(scan_zapped),	     F(scan_cpu_ns),	    F(scan_dirty_pages),
     F(refault_ns),	F(proactive_pages),  F(proactive_holds),    F(coldest_pages),
-    F(discarded_pages),
+    F(discarded_pages), F(stray_pages),
 };
 
 static void print_json(FILE *f, const struct mm_pager_stats *s)
