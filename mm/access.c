@@ -30,7 +30,9 @@
  * The dirty log (mm_host_ops.harvest_dirty) is fetched at every scan and
  * before every eviction; bits wait in `dirty` until their region is locked.
  */
-#define ACC_BLOCK 16 /* pages zapped together: one madvise, one REMOVE round trip */
+#define ACC_BLOCK 16  /* pages zapped together: one madvise, one REMOVE round trip */
+#define RF_HIST	  128 /* scans of refault history: 1 s at the shortest interval (10 ms) */
+#define RF_WINDOW 1000000000ULL
 
 struct mm_access {
 	pthread_t tid;
@@ -47,8 +49,9 @@ struct mm_access {
 	uint64_t *dirty, *hbuf; /* pending bits (atomic words), harvest buffer */
 	uint64_t words;
 	_Atomic uint64_t dirty_total;
-	uint64_t last_dirty, last_refault;
-	unsigned auto_age; /* --mem-limit auto's idle threshold */
+	uint64_t last_dirty;
+	uint64_t rf_t[RF_HIST], rf_v[RF_HIST]; /* [k % RF_HIST]: scan time, refault_ns then */
+	unsigned auto_age;		       /* --mem-limit auto's idle threshold */
 };
 
 /* Fetch the dirty log into a->dirty (any thread); false if it failed. */
@@ -186,6 +189,24 @@ static void windows(struct mm_pager *p, struct mm_access *a, uint64_t now)
 	}
 }
 
+/*
+ * The share of time spent serving refaults over the last second (PSI's averages
+ * in spirit), or over the last interval when intervals are longer: one burst
+ * of swap-ins inside a short interval is not yet pressure. Records scan k.
+ */
+static uint64_t refault_permille(struct mm_access *a, uint64_t k, uint64_t now, uint64_t refault)
+{
+	uint64_t j = k, lim = k > RF_HIST - 1 ? k - (RF_HIST - 1) : 1;
+
+	a->rf_t[k % RF_HIST] = now;
+	a->rf_v[k % RF_HIST] = refault;
+	while (j > lim && now - a->rf_t[j % RF_HIST] < RF_WINDOW)
+		j--;
+	if (j == k || now == a->rf_t[j % RF_HIST])
+		return 0;
+	return (refault - a->rf_v[j % RF_HIST]) * 1000 / (now - a->rf_t[j % RF_HIST]);
+}
+
 static uint64_t thread_cpu_ns(void)
 {
 	struct timespec ts;
@@ -223,11 +244,10 @@ static void scan(struct mm_pager *p, struct mm_access *a)
 	a->wss.dirty_tracked = p->ops.harvest_dirty != NULL;
 	if (dt) {
 		a->wss.write_pages_per_s = (dirty - a->last_dirty) * 1000000000ULL / dt;
-		a->wss.refault_permille = (refault - a->last_refault) * 1000 / dt;
 	}
+	a->wss.refault_permille = refault_permille(a, k, now, refault);
 	pthread_mutex_unlock(&a->lock);
 	a->last_dirty = dirty;
-	a->last_refault = refault;
 	MM_STAT_ADD(p, scans, 1);
 }
 

@@ -141,9 +141,18 @@ static unsigned irq_route(unsigned irq)
 	return vec;
 }
 
+/* Whether vec reaches the LAPIC's IRR. The device returns the chain first and signals its
+ * irqfd after; KVM injects an IOAPIC-routed irqfd from a kernel worker, so the bit may land a
+ * little after the used ring moves, as on real hardware: wait for it, bounded in TSC cycles. */
 static bool irq_pending(unsigned vec)
 {
-	return mmio_read32(0xfee00200 + (vec / 32) * 0x10) & (1u << (vec % 32));
+	uint64_t deadline = __builtin_ia32_rdtsc() + 8000000000ULL; /* >= 2 s up to 4 GHz */
+
+	do {
+		if (mmio_read32(0xfee00200 + (vec / 32) * 0x10) & (1u << (vec % 32)))
+			return true;
+	} while (__builtin_ia32_rdtsc() < deadline);
+	return false;
 }
 
 /* ---- virtio-blk ---- */
