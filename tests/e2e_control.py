@@ -8,6 +8,7 @@ stdlib only) and through ufvmctl, then stops it with an exit status.
 import base64
 import json
 import os
+import re
 import socket
 import stat
 import struct
@@ -244,21 +245,32 @@ def test_dirty(tmp):
     check(p.returncode == 2 and "--dirty-track" in p.stderr, "--dirty-track=sideways: status 2")
     for mode in ("bitmap", "ring"):
         sock = os.path.join(tmp, "dirty-%s.sock" % mode)
+        outp = os.path.join(tmp, "dirty-%s.out" % mode)
         vm = subprocess.Popen([UFVM, "run", "--mem", "128M", "--dirty-track=" + mode, "--api", sock,
                                "--cmdline", "hot=8 cold=16 rounds=60000", GUEST],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=open(outp, "w"), stderr=subprocess.PIPE)
         try:
-            for _ in range(200):
-                if os.path.exists(sock) or vm.poll() is not None:
+            # harvest only once the cold set is written and the rounds run (a loaded
+            # machine can take longer than any fixed sleep to get there)
+            for _ in range(400):
+                if vm.poll() is not None or (os.path.exists(sock) and
+                                             "hotcold: round 2:" in open(outp).read()):
                     break
                 time.sleep(0.05)
             if not os.path.exists(sock):
                 check(False, "dirty %s: ufvm started (%s)" % (mode, vm.stderr.read().decode()[-300:]))
                 continue
-            time.sleep(0.5)
             c = Client(sock)
+
+            def last_round():
+                r = re.findall(r"hotcold: round (\d+):", open(outp).read())
+                return int(r[-1]) if r else 0
+
             c.call({"cmd": "dirty"})
-            time.sleep(0.3)
+            # two whole rounds inside the window: every hot page written at least once
+            r0, t_end = last_round(), time.time() + 20
+            while last_round() < r0 + 2 and time.time() < t_end and vm.poll() is None:
+                time.sleep(0.05)
             a = c.call({"cmd": "dirty"})
             bits = base64.b64decode(a.get("bitmap", ""))
             n = sum(bin(b).count("1") for b in bits)
