@@ -119,10 +119,18 @@ BAD = {
 }
 
 
+# well-formed images beside the good one: name -> bytes
+OTHER_GOOD = {
+    'huge-bss': image(phdrs=[dict(memsz=1 << 30)]),  # 1 GiB of bss after 4 KiB of code
+}
+
+
 def write_all(outdir):
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / 'good.elf').write_bytes(GOOD)
+    for name, data in OTHER_GOOD.items():
+        (outdir / (name + '.elf')).write_bytes(data)
     for name, (data, _, _) in BAD.items():
         (outdir / (name + '.elf')).write_bytes(data)
 

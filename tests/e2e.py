@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ class Case:
     want: list = field(default_factory=list)     # regexes the output must match
     reject: list = field(default_factory=list)   # regexes it must not match
     check: object = None  # optional f(output) -> error string or None
+    max_rss_mib: int = 0  # if set: ufvm's peak RSS (guest RAM included) must stay below
 
 
 def run_guest(guest, cmdline=None, mem=MEM, cpus=None, extra=()):
@@ -88,6 +90,13 @@ CASES = {
     'hello-exit-status': Case(run_guest('hello', 'exit=7', mem=SMALL), status=7),
     'hello-4cpus': Case(run_guest('hello', mem=SMALL, cpus=4),
                         want=[r'\(cpu 0 of 4, 64 MiB RAM\)']),
+    'hello-64g': Case(run_guest('hello', 'probe', mem='64G'),
+                      want=[r'65536 MiB RAM', r'probe: 64 GiB steps and the last word at '
+                            r'0xffffffff8: ok']),
+    'hello-64cpus': Case(run_guest('hello', mem=SMALL, cpus=64),
+                         want=[r'\(cpu 0 of 64, 64 MiB RAM\)']),
+    'smp-64cpus': Case(run_guest('smp', 'mib=16 iters=2000', mem='256M', cpus=64), want=[OK],
+                       reject=NOT_FAILED, check=smp_lines(64)),
     'hello-cmdline-max': Case(run_guest('hello', 'x' * 4095, mem=SMALL),
                               want=[r'cmdline: "x{4095}"']),
     'hello-bad-param': Case(run_guest('hello', 'exit=300', mem=SMALL), status=2,
@@ -160,7 +169,13 @@ CASES = {
                                want=[r'--bogus', USAGE_HINT]),
     'cli-unknown-command': Case(['frobnicate', '{guest:hello}'], status=2,
                                 want=[r'frobnicate', USAGE_HINT]),
-    'cli-no-args': Case([], status=2, want=[USAGE_HINT]),
+    'cli-no-args': Case([], status=2, want=[r'no command given', USAGE_HINT]),
+    'cli-missing-argument': Case(['run', '--mem'], status=2,
+                                 want=[r"'--mem' needs an argument", USAGE_HINT]),
+    'cli-help': Case(['--help'], want=[r'usage: ufvm run', r'--mem-limit']),
+    'cli-run-help': Case(['run', '--help'], want=[r'usage: ufvm run']),
+    'cli-version': Case(['--version'], want=[r'^ufvm \d+\.\d+\.\d+ \(guest ABI \d+\)']),
+    'cli-guest-is-fifo': Case(['run', '{fifo}'], status=2, want=[r'not a regular file']),
     'cli-mem-zero': Case(['run', '--mem', '0', '{guest:hello}'], status=2,
                          want=[r"--mem.*'0'", USAGE_HINT]),
     'cli-mem-bad-suffix': Case(['run', '--mem', '3X', '{guest:hello}'], status=2,
@@ -184,6 +199,9 @@ CASES = {
     # --- the ELF generator's own good image must load and run
     'elf-good': Case(['run', '--mem', SMALL, '{elf:good}'], status=badelf.GOOD_STATUS,
                      want=[re.escape(badelf.GOOD_TEXT.decode().strip())]),
+    # a 1 GiB bss costs nothing until the guest touches it (guest RAM starts all zeros)
+    'elf-huge-bss': Case(['run', '--mem', '2G', '{elf:huge-bss}'], status=badelf.GOOD_STATUS,
+                         want=[re.escape(badelf.GOOD_TEXT.decode().strip())], max_rss_mib=64),
 }
 for _name, (_data, _regex, _what) in badelf.BAD.items():
     CASES['elf-' + _name] = Case(['run', '--mem', SMALL, '{elf:%s}' % _name], status=2,
@@ -202,7 +220,12 @@ def expand(args, guests, elfdir):
     out = []
     for a in args:
         m = re.fullmatch(r'\{(guest|elf):([\w-]+)\}', a)
-        if not m:
+        if a == '{fifo}':  # a FIFO with no writer: open() must not wait for one
+            fifo = elfdir / 'fifo.elf'
+            if not fifo.exists():
+                os.mkfifo(fifo)
+            out.append(str(fifo))
+        elif not m:
             out.append(a)
         elif m.group(1) == 'guest':
             out.append(str(guests / (m.group(2) + '.elf')))
@@ -211,25 +234,54 @@ def expand(args, guests, elfdir):
     return out
 
 
+def run_rusage(argv, timeout):
+    """Run argv; (status, stdout, stderr, peak RSS in KiB of that process alone)."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    bufs = {}
+    readers = [threading.Thread(target=lambda k, f: bufs.__setitem__(k, f.read()), args=a)
+               for a in (('out', p.stdout), ('err', p.stderr))]
+    for t in readers:
+        t.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            p.kill()
+            os.wait4(p.pid, 0)
+            p.returncode = -9
+            for t in readers:
+                t.join()
+            raise subprocess.TimeoutExpired(argv, timeout, bufs.get('out'), bufs.get('err'))
+        time.sleep(0.005)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    for t in readers:
+        t.join()
+    return p.returncode, bufs['out'], bufs['err'], ru.ru_maxrss
+
+
 def run_case(name, case, ufvm, guests, elfdir):
     argv = [ufvm] + expand(case.args, guests, elfdir)
     shown = ' '.join(a if len(a) < 80 else a[:20] + '...(%d bytes)' % len(a) for a in argv)
     print('### %s: %s' % (name, shown))
     t0 = time.monotonic()
     try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+        rc, stdout, stderr, maxrss_kib = run_rusage(argv, TIMEOUT)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b'').decode(errors='replace') + (e.stderr or b'').decode(errors='replace')
         print(out)
         print('FAIL %s: no exit within %d s' % (name, TIMEOUT))
         return False
     secs = time.monotonic() - t0
-    out = p.stdout.decode(errors='replace') + p.stderr.decode(errors='replace')
+    out = stdout.decode(errors='replace') + stderr.decode(errors='replace')
     print(out if len(out) < 20000 else out[:20000] + '\n...(output cut)')
     errors = []
-    if p.returncode != case.status:
-        errors.append('exit status %d, expected %d' % (p.returncode, case.status))
+    if rc != case.status:
+        errors.append('exit status %d, expected %d' % (rc, case.status))
+    if case.max_rss_mib and maxrss_kib >= case.max_rss_mib * 1024:
+        errors.append('peak RSS %d KiB, expected under %d MiB' % (maxrss_kib, case.max_rss_mib))
     errors += ['output lacks /%s/' % r for r in case.want if not re.search(r, out)]
     errors += ['output has /%s/' % r for r in case.reject if re.search(r, out)]
     if case.check:

@@ -28,7 +28,7 @@ static int hc_write_all(const uint8_t *p, size_t len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return -1;
+			return n < 0 ? -errno : -EIO;
 		p += n;
 		len -= (size_t)n;
 	}
@@ -49,9 +49,19 @@ static bool hc_write(struct vcpu *v, uint32_t gpa)
 	} else if (!(buf = mm_gpa(mem, a.buf, a.len))) {
 		a.ret = -UFVM_EFAULT;
 	} else {
+		static bool warned;
+		int err;
+
 		pthread_mutex_lock(&hc_console_lock);
-		a.ret = hc_write_all(buf, a.len) < 0 ? -UFVM_EINVAL : (int64_t)a.len;
+		err = hc_write_all(buf, a.len);
+		if (err < 0 && !warned) {
+			warned = true;
+			fprintf(stderr,
+				"ufvm: console: write to stdout failed: %s (the guest sees %d)\n",
+				strerror(-err), -UFVM_EIO);
+		}
 		pthread_mutex_unlock(&hc_console_lock);
+		a.ret = err < 0 ? -UFVM_EIO : (int64_t)a.len;
 	}
 	mm_copy_to_guest(mem, gpa + offsetof(struct ufvm_hc_write, ret), &a.ret, sizeof(a.ret));
 	return true;

@@ -14,7 +14,8 @@ int vmm_read_file(const char *what, const char *path, uint64_t max, uint8_t **bu
 	struct stat st;
 	size_t got = 0;
 	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: open() of a FIFO would wait for a writer before S_ISREG could refuse it */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	*buf = NULL;
 	if (fd < 0 || fstat(fd, &st) < 0) {

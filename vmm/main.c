@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,7 +93,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+vh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":+vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_MEM:
 			if (cli_parse_size(optarg, &o->mem) < 0 || o->mem < UFVM_MIN_MEM ||
@@ -151,6 +152,8 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 			return 0;
 		case ':':
 			return bad_arg("option '%s' needs an argument%s", argv[optind - 1], "");
+		case '?':
+			return bad_arg("unknown option '%s'%s", argv[optind - 1], "");
 		default: {
 			const char *why = "";
 
@@ -322,10 +325,13 @@ int main(int argc, char **argv)
 	struct vmm_opts o = {.mem = 64ULL << 20, .cpus = 1, .cmdline = ""};
 	int status;
 
-	if (argc < 2) {
-		usage(stderr);
-		return VMM_EXIT_USAGE;
-	}
+	if (argc < 2)
+		return bad_arg("no command given%s%s", "",
+			       " (expected 'run', --help or --version)");
+	/* A closed stdout must not kill the VM (the console reports it, once); SIGUSR1 asks
+	 * the pager for a whole-VM swap-out and is ignored until a pager is there to do it. */
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGUSR1, SIG_IGN);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(stdout);
 		return 0;

@@ -114,7 +114,8 @@ struct elf_image {
 };
 
 /* Validate an ELF64 x86-64 static executable held in img[0..len) and place its
- * PT_LOAD segments at their physical addresses in guest RAM. On error returns
+ * PT_LOAD segments at their physical addresses in guest RAM, which must be all
+ * zeros there (a new memfd): bss is not written, so it costs nothing. On error returns
  * -EINVAL (or -ENOEXEC) and *why says what is wrong; guest RAM may be partly written. */
 int elf_load(const uint8_t *img, size_t len, const struct mm_mem *mem, struct elf_image *out,
 	     const char **why);

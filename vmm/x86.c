@@ -24,7 +24,7 @@
 #define SEL_TSS(i) (0x28 + 16 * (i))
 
 /* Each TSS carries an I/O permission bitmap that opens only the hypercall
- * ports to CPL 3: PVM forces IOPL to 0 in user mode, so the bitmap decides. */
+ * ports to CPL 3: guests run with IOPL 0 (as PVM forces anyway), so the bitmap decides. */
 #define TSS_SIZE	512
 #define TSS_IOMAP	104
 #define TSS_IOMAP_BYTES (UFVM_EXC_PORT / 8 + 1)
@@ -43,7 +43,6 @@
 #define CR4_OSXMMEXCPT (1ULL << 10)
 #define EFER_LME       (1ULL << 8)
 #define EFER_LMA       (1ULL << 10)
-#define RFLAGS_IOPL3   (3ULL << 12) /* lets CPL 3 do the hypercall OUTs */
 
 static uint64_t *table(const struct mm_mem *mem, gpa_t gpa)
 {
@@ -255,7 +254,7 @@ int x86_setup_vcpu(int fd, const struct kvm *k, unsigned index, uint64_t entry)
 	r.rip = entry;
 	r.rsp = UFVM_STACKS_BASE + (uint64_t)(index + 1) * UFVM_STACK_SIZE;
 	r.rdi = UFVM_BOOTINFO_BASE + (uint64_t)index * sizeof(struct ufvm_boot_info);
-	r.rflags = 0x2 | RFLAGS_IOPL3;
+	r.rflags = 0x2; /* IOPL 0: the TSS's I/O bitmap alone opens the hypercall ports */
 	return ioctl(fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
 }
 

@@ -68,9 +68,11 @@ enum ufvm_hypercall {
 	UFVM_HC_MAX
 };
 
-#define UFVM_EINVAL    22 /* malformed request */
-#define UFVM_EFAULT    14 /* buffer outside guest RAM */
-#define UFVM_ENOSYS    38 /* unknown hypercall */
+#define UFVM_EIO    5  /* the host could not do it (console write: stdout failed) */
+#define UFVM_EINVAL 22 /* malformed request */
+#define UFVM_EFAULT 14 /* buffer outside guest RAM */
+#define UFVM_ENOSYS                                                                                \
+	38 /* not answered: the runtime's initial ret (ports beyond HC_MAX are closed) */
 #define UFVM_MARK_MAX  64 /* bytes in a mark label */
 #define UFVM_WRITE_MAX (1U << 20)
 
