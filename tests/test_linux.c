@@ -130,6 +130,27 @@ int main(void)
 	hdr()->pref_address = 0x1000;
 	hdr()->relocatable_kernel = 0;
 	CHECK(parse() == -EINVAL);
+	/* a pref_address near 2^64 must not wrap load_end back into RAM */
+	make_bzimage();
+	hdr()->relocatable_kernel = 0;
+	hdr()->pref_address = 0xfffffffffff00000ULL;
+	hdr()->init_size = 0x200000;
+	CHECK(parse() == -E2BIG);
+	make_bzimage();
+	hdr()->pref_address = 0xffffffffff000000ULL; /* relocatable: rounded up, then wraps */
+	hdr()->init_size = 0x1200000;
+	CHECK(parse() == -E2BIG);
+	/* relocatable with no preference: placed at 1 MiB rounded up to its alignment */
+	make_bzimage();
+	hdr()->pref_address = 0;
+	CHECK(linux_parse(img, sizeof(img), &li, &why) == 0 && li.load == 0x200000);
+	/* loader-written fields are the loader's, whatever the file held */
+	make_bzimage();
+	hdr()->setup_data = 0x123456;
+	hdr()->hardware_subarch = 2;
+	CHECK(linux_parse(img, sizeof(img), &li, &why) == 0);
+	CHECK(linux_load(&mem, img, sizeof(img), NULL, 0, 1, &li, &why) == 0);
+	CHECK(bp->hdr.setup_data == 0 && bp->hdr.hardware_subarch == 0);
 	make_bzimage();
 	CHECK(linux_parse(img, 0x1f1, &li, &why) == -ENOEXEC); /* no room for HdrS */
 	CHECK(linux_parse(img, 0x210, &li, &why) == -EINVAL);

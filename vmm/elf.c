@@ -49,7 +49,8 @@ static int elf_check_header(const Elf64_Ehdr *eh, size_t len, const char **why)
 	return 0;
 }
 
-static int elf_check_segment(const Elf64_Phdr *ph, size_t len, uint64_t mem_size, const char **why)
+static int elf_check_segment(const Elf64_Phdr *ph, size_t len, uint64_t mem_size, gpa_t min,
+			     const char **why)
 {
 	uint64_t file_end, mem_end;
 
@@ -65,8 +66,10 @@ static int elf_check_segment(const Elf64_Phdr *ph, size_t len, uint64_t mem_size
 		*why = "segment address + size overflows";
 		return -EINVAL;
 	}
-	if (ph->p_paddr < UFVM_IMAGE_BASE) {
-		*why = "segment overlaps the VMM's structures (below 0x800000)";
+	if (ph->p_paddr < min) {
+		*why = min == UFVM_IMAGE_BASE
+			   ? "segment overlaps the VMM's structures (below 0x800000)"
+			   : "segment overlaps the boot structures (below 1 MiB)";
 		return -EINVAL;
 	}
 	if (mem_end > mem_size) {
@@ -76,8 +79,8 @@ static int elf_check_segment(const Elf64_Phdr *ph, size_t len, uint64_t mem_size
 	return 0;
 }
 
-int elf_load(const uint8_t *img, size_t len, const struct mm_mem *mem, struct elf_image *out,
-	     const char **why)
+int elf_load_at(const uint8_t *img, size_t len, const struct mm_mem *mem, gpa_t min,
+		struct elf_image *out, const char **why)
 {
 	Elf64_Ehdr eh;
 	Elf64_Phdr ph[ELF_MAX_PHDRS];
@@ -95,7 +98,7 @@ int elf_load(const uint8_t *img, size_t len, const struct mm_mem *mem, struct el
 	for (unsigned i = 0; i < eh.e_phnum; i++) {
 		if (ph[i].p_type != PT_LOAD || ph[i].p_memsz == 0)
 			continue;
-		err = elf_check_segment(&ph[i], len, mem->size, why);
+		err = elf_check_segment(&ph[i], len, mem->size, min, why);
 		if (err)
 			return err;
 		for (unsigned j = 0; j < nload; j++) {
@@ -132,4 +135,10 @@ int elf_load(const uint8_t *img, size_t len, const struct mm_mem *mem, struct el
 	}
 	out->entry = eh.e_entry;
 	return 0;
+}
+
+int elf_load(const uint8_t *img, size_t len, const struct mm_mem *mem, struct elf_image *out,
+	     const char **why)
+{
+	return elf_load_at(img, len, mem, UFVM_IMAGE_BASE, out, why);
 }

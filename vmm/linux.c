@@ -134,13 +134,20 @@ static int lx_parse_bzimage(const uint8_t *k, size_t len, struct linux_image *li
 		return lx_fail(why, -EINVAL, "bzImage: kernel_alignment 0x%x is not a power of 2",
 			       h.kernel_alignment);
 	li->load = h.pref_address;
+	if (h.relocatable_kernel && li->load < LINUX_HIGH) /* pref_address is a wish, if any */
+		li->load = LINUX_HIGH;
 	if (h.relocatable_kernel) /* round up to the alignment it asks for */
 		li->load =
 		    (li->load + h.kernel_alignment - 1) & ~(uint64_t)(h.kernel_alignment - 1);
 	if (li->load < LINUX_HIGH)
 		return lx_fail(why, -EINVAL, "bzImage: load address 0x%llx is below 1 MiB",
 			       (unsigned long long)li->load);
-	li->load_end = li->load + (h.init_size > payload ? h.init_size : payload);
+	/* a hostile pref_address near 2^64 must not wrap load_end back into RAM */
+	if (li->load > LINUX_MAX_MEM ||
+	    __builtin_add_overflow(li->load, h.init_size > payload ? h.init_size : payload,
+				   &li->load_end))
+		return lx_fail(why, -E2BIG, "bzImage: load address 0x%llx lies beyond guest RAM",
+			       (unsigned long long)h.pref_address);
 	li->kind = LINUX_BZIMAGE;
 	li->protocol = h.version;
 	li->entry = li->load + ENTRY64_OFFSET;
@@ -280,6 +287,10 @@ static void lx_zero_page(const struct mm_mem *mem, const uint8_t *k, size_t klen
 		if (end > 0x1f1 + sizeof(bp->hdr))
 			end = 0x1f1 + sizeof(bp->hdr);
 		memcpy(&bp->hdr, k + 0x1f1, end - 0x1f1);
+		/* fields the boot loader writes, whatever the file held */
+		bp->hdr.setup_data = 0;
+		bp->hdr.hardware_subarch = 0; /* a normal PC */
+		bp->hdr.hardware_subarch_data = 0;
 	} else {
 		bp->hdr.boot_flag = BOOT_FLAG;
 		bp->hdr.header = HDR_MAGIC;
@@ -340,11 +351,13 @@ static int lx_place_kernel(const struct mm_mem *mem, const uint8_t *k, size_t kl
 {
 	struct elf_image img;
 	uint64_t setup;
+	uint8_t *dst;
 	int err;
 
 	if (li->kind != LINUX_BZIMAGE) {
-		/* vmlinux: PT_LOAD segments at their physical addresses, as for ELF guests */
-		err = elf_load(k, klen, mem, &img, why);
+		/* vmlinux: PT_LOAD segments at their physical addresses, anywhere from 1 MiB
+		 * up (the boot structures live below) */
+		err = elf_load_at(k, klen, mem, LINUX_HIGH, &img, why);
 		if (err)
 			return lx_fail(why, err, "vmlinux: %s", *why);
 		li->load = LINUX_HIGH;
@@ -361,7 +374,11 @@ static int lx_place_kernel(const struct mm_mem *mem, const uint8_t *k, size_t kl
 			       (unsigned long long)((li->load_end + (1 << 20) - 1) >> 20),
 			       (unsigned long long)li->load, (unsigned long long)(mem->size >> 20));
 	setup = ((uint64_t)(k[0x1f1] ? k[0x1f1] : 4) + 1) * 512;
-	memcpy(mm_gpa(mem, li->load, klen - setup), k + setup, klen - setup);
+	dst = mm_gpa(mem, li->load, klen - setup);
+	if (!dst) /* parse checked it; the gate decides all the same */
+		return lx_fail(why, -E2BIG, "kernel at 0x%llx does not fit in guest RAM",
+			       (unsigned long long)li->load);
+	memcpy(dst, k + setup, klen - setup);
 	return 0;
 }
 
@@ -387,8 +404,9 @@ static int lx_place_initrd(const struct mm_mem *mem, const uint8_t *k, const uin
 			       ilen, (unsigned long long)li->load_end, (unsigned long long)top);
 	li->initrd = (top - ilen) & ~0xfffULL;
 	li->initrd_len = ilen;
-	memcpy(mm_gpa(mem, li->initrd, ilen), initrd, ilen);
-	return 0;
+	return mm_copy_to_guest(mem, li->initrd, initrd, ilen) < 0
+		   ? lx_fail(why, -E2BIG, "initrd does not fit in guest RAM")
+		   : 0;
 }
 
 int linux_load(const struct mm_mem *mem, const uint8_t *k, size_t klen, const uint8_t *initrd,

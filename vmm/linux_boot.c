@@ -54,6 +54,10 @@ int linux_boot_load(struct linux_boot *lb, const struct mm_mem *mem, const struc
 	int err = linux_load(mem, lb->kernel, lb->kernel_len, lb->initrd, lb->initrd_len, o->cpus,
 			     &lb->li, &why);
 
+	/* guest RAM holds them now: no second copy for the run (a 200 MiB initrd) */
+	free(lb->kernel);
+	free(lb->initrd);
+	lb->kernel = lb->initrd = NULL;
 	if (err) {
 		fprintf(stderr, "ufvm: kernel %s: %s\n", o->kernel, why);
 		return VMM_EXIT_USAGE;
@@ -69,6 +73,27 @@ int linux_boot_load(struct linux_boot *lb, const struct mm_mem *mem, const struc
 			(unsigned long long)lb->li.load_end, (unsigned long long)lb->li.initrd,
 			(unsigned long long)lb->li.initrd_len);
 	return 0;
+}
+
+/* A device's set-up error that comes from what the user gave (a --disk that is missing,
+ * a directory, read-only, ...), not from the host. */
+static bool dev_err_is_usage(int err)
+{
+	switch (-err) {
+	case ENOENT:
+	case EACCES:
+	case EPERM:
+	case EINVAL:
+	case EISDIR:
+	case ENOTDIR:
+	case EROFS:
+	case ELOOP:
+	case ENAMETOOLONG:
+	case ETXTBSY:
+		return true;
+	default:
+		return false;
+	}
 }
 
 static void lb_stop(void *arg, int status)
@@ -129,8 +154,7 @@ int linux_boot_vm(struct linux_boot *lb, struct vm *vm, const struct vmm_opts *o
 			o->disk && !strcmp(failed, "virtio-blk") ? " " : "",
 			o->disk && !strcmp(failed, "virtio-blk") ? o->disk : "", why,
 			strerror(-err));
-		return err == -ENOENT || err == -EACCES || err == -EINVAL ? VMM_EXIT_USAGE
-									  : VMM_EXIT_INTERNAL;
+		return dev_err_is_usage(err) ? VMM_EXIT_USAGE : VMM_EXIT_INTERNAL;
 	}
 	lb->devices_up = true;
 	vm->balloon = vio_balloon_get(&lb->dev); /* for the control socket */

@@ -121,17 +121,19 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		uint16_t port = run->io.port;
 		uint32_t data = 0;
 
-		if (v->vm->on_io &&
-		    (port <= UFVM_HC_PORT_BASE || port >= UFVM_HC_PORT(UFVM_HC_MAX)))
-			return v->vm->on_io(v, v->vm->on_io_ctx); /* Linux guests' devices */
+		bool hc = run->io.direction == KVM_EXIT_IO_OUT && run->io.size == 4 &&
+			  run->io.count == 1 && port > UFVM_HC_PORT_BASE &&
+			  port < UFVM_HC_PORT(UFVM_HC_MAX);
+
+		/* Linux guests' devices get every port access but a hypercall's 32-bit OUT */
+		if (v->vm->on_io && !hc)
+			return v->vm->on_io(v, v->vm->on_io_ctx);
 		if (port == UFVM_EXC_PORT) {
 			vcpu_report_exception(v);
 			vm_stop(v->vm, VMM_EXIT_CRASH);
 			return false;
 		}
-		if (run->io.direction != KVM_EXIT_IO_OUT || run->io.size != 4 ||
-		    run->io.count != 1 || port <= UFVM_HC_PORT_BASE ||
-		    port >= UFVM_HC_PORT(UFVM_HC_MAX)) {
+		if (!hc) {
 			snprintf(msg, sizeof(msg),
 				 "unexpected port I/O: %s port 0x%x size %u count %u",
 				 run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in", port,

@@ -119,6 +119,9 @@ struct elf_image {
  * -EINVAL (or -ENOEXEC) and *why says what is wrong; guest RAM may be partly written. */
 int elf_load(const uint8_t *img, size_t len, const struct mm_mem *mem, struct elf_image *out,
 	     const char **why);
+/* elf_load with segments allowed from gpa min up (ELF guests: UFVM_IMAGE_BASE). */
+int elf_load_at(const uint8_t *img, size_t len, const struct mm_mem *mem, gpa_t min,
+		struct elf_image *out, const char **why);
 
 /* ---- x86.c: page tables, descriptor tables, boot info, initial registers ---- */
 
