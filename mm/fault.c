@@ -51,13 +51,17 @@ static bool all_new(struct mm_pager *p, uint64_t start, uint64_t n)
 	return true;
 }
 
-static void set_resident(struct mm_pager *p, uint64_t pfn)
+/* Map-in bookkeeping; `touched` is the page the guest faulted on. Its neighbours in a
+ * chunk or a readahead window are YOUNG (reclaim gives them their first chance) but not
+ * SEEN: the working set counts only pages the guest was seen to use. */
+static void set_resident(struct mm_pager *p, uint64_t pfn, uint64_t touched)
 {
 	struct pst_entry *e = &p->pst.e[pfn];
 
 	if (e->state != PST_RESIDENT && !mm_page_set(p, pfn, PST_RESIDENT))
 		return;
-	mm_access_touch(p, pfn);
+	if (pfn == touched)
+		mm_access_touch(p, pfn);
 	/* Mapped writable: the swap copy goes stale, unless the dirty log says otherwise. */
 	if (!p->ops.harvest_dirty || !(e->flags & PST_F_SLOT)) {
 		mm_slot_free(p, e);
@@ -94,13 +98,13 @@ int mm_map_run(struct mm_pager *p, uint64_t pfn, uint64_t n, uint64_t *mapped)
 	return rc < 0 ? rc : -EIO;
 }
 
-static int zero_fill(struct mm_pager *p, uint64_t start, uint64_t n)
+static int zero_fill(struct mm_pager *p, uint64_t start, uint64_t n, uint64_t touched)
 {
 	uint64_t done = 0;
 	int rc = uffd_copy(&p->uffd, p->mem->hva + start * MM_PAGE, zeros, n * MM_PAGE, &done);
 
 	for (uint64_t i = start; i < start + done / MM_PAGE; i++)
-		set_resident(p, i);
+		set_resident(p, i, touched);
 	if (rc == UFFD_EXISTS) {
 		/* Content appeared behind our back (a write to the memfd): map it. */
 		for (uint64_t i = start + done / MM_PAGE; i < start + n; i++) {
@@ -109,7 +113,7 @@ static int zero_fill(struct mm_pager *p, uint64_t start, uint64_t n)
 				rc = mm_map_run(p, i, 1, &done) == 0 ? UFFD_OK : UFFD_RETRY;
 			if (rc != UFFD_OK)
 				break;
-			set_resident(p, i);
+			set_resident(p, i, touched);
 		}
 	}
 	if (rc == UFFD_OK)
@@ -134,7 +138,7 @@ static int resolve_new(struct mm_pager *p, uint64_t pfn)
 			break;
 		n >>= 1;
 	}
-	err = zero_fill(p, start, n);
+	err = zero_fill(p, start, n, pfn);
 	if (err == -EAGAIN)
 		return DEFER; /* pages done so far are accounted; the rest on retry */
 	if (err < 0) {
@@ -172,7 +176,7 @@ static int resolve_minor(struct mm_pager *p, uint64_t pfn)
 		mm_ra_feedback(p, 1, 0);
 		MM_STAT_ADD(p, readahead_hits, 1);
 	}
-	set_resident(p, pfn);
+	set_resident(p, pfn, pfn);
 	MM_STAT_ADD(p, faults_minor, 1);
 	uffd_wake(&p->uffd, p->mem->hva + pfn * MM_PAGE, MM_PAGE);
 	return DONE;
@@ -227,7 +231,7 @@ static int map_swapped_in(struct mm_pager *p, uint64_t start, uint64_t end, uint
 			continue;
 		err = mm_map_run(p, i - run, run, &mapped);
 		for (uint64_t j = i - run; j < i - run + mapped; j++)
-			set_resident(p, j);
+			set_resident(p, j, pfn);
 		if (err < 0)
 			return err; /* -EAGAIN: the rest wait UNMAPPED, a minor fault maps them */
 		run = 0;
