@@ -169,6 +169,29 @@ def case_sigusr1(ufvm, g, f):
     return 'left %d KiB' % (s.get('swapout_all_resident_bytes', 0) >> 10)
 
 
+def case_sigterm(ufvm, g, f):
+    """SIGINT/SIGTERM mid-run under a limit, 2 vCPUs: an orderly stop, stats, no socket left."""
+    msgs = []
+    for sig, name in ((signal.SIGTERM, 'Terminated'), (signal.SIGINT, 'Interrupt')):
+        sock = os.path.join(tempfile.mkdtemp(prefix='ufvm-sig-'), 'api.sock')
+
+        def kick(run, sig=sig):
+            time.sleep(0.8)
+            run.p.send_signal(sig)
+        Run.hook = kick
+        r = Run(ufvm, ['--mem', '256M', '--cpus', '2', '--mem-limit', '16M', '--stats=json',
+                       '--api', sock, '--cmdline', 'mib=128 iters=1000000000',
+                       os.path.join(g, 'smp.elf')])
+        Run.hook = None
+        expect(r.status == 128 + sig, '%s: exit status %s, want %d' % (name, r.status, 128 + sig),
+               f)
+        expect('ufvm: %s: the VM was stopped' % name in r.err, '%s: no message' % name, f)
+        expect(r.stats is not None, '%s: no --stats at the end' % name, f)
+        expect(not os.path.exists(sock), '%s: the control socket was left behind' % name, f)
+        msgs.append('%s -> %s' % (name, r.status))
+    return ', '.join(msgs)
+
+
 def case_swap_fs_full(ufvm, g, f):
     d = tempfile.mkdtemp(prefix='ufvm-tmpfs-')
     if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', d]).returncode:

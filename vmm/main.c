@@ -23,7 +23,7 @@ static void usage(FILE *f)
 		   "\n"
 		   "Runs a static ELF64 guest at CPL 3 on a KVM vCPU per --cpus, with guest RAM\n"
 		   "managed by ufvm. Exits with the guest's exit status (0..255); 2 on bad input,\n"
-		   "3 when the guest crashes, 1 on a host-side failure.\n"
+		   "3 when the guest crashes, 1 on a host-side failure, 128+N after signal N.\n"
 		   "\n"
 		   "options for run:\n"
 		   "  --mem SIZE        guest RAM (K/M/G suffixes; default 64M, 16M..64G,\n"
@@ -305,6 +305,8 @@ static int run(const struct vmm_opts *o)
 		}
 	}
 	status = vm_run(&vm);
+	if (vmm_stop_signal)
+		fprintf(stderr, "ufvm: %s: the VM was stopped\n", strsignal(vmm_stop_signal));
 	ctl_stop(ctl); /* before the pager goes: requests use it */
 out_vm:
 	pager_glue_stop(&pg); /* --stats, after every vCPU is gone */
@@ -345,5 +347,6 @@ int main(int argc, char **argv)
 	status = parse_run_args(argc - 1, argv + 1, &o);
 	if (status >= 0)
 		return status;
+	vmm_signals_init(); /* before any thread */
 	return run(&o);
 }

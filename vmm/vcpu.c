@@ -217,10 +217,14 @@ void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 
+	vcpu_self_run = v->run;
+	vmm_signals_unblock();
 	for (;;) {
 		/* clear before checking the flags: a kick that set it after this
 		 * store is seen through the flags it set first */
 		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		if (vmm_stop_signal)
+			vm_stop(v->vm, 128 + vmm_stop_signal);
 		if (!vcpu_pause_point(v))
 			break;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
@@ -234,6 +238,7 @@ void *vcpu_thread(void *arg)
 		if (!vcpu_handle_exit(v))
 			break;
 	}
+	vcpu_self_run = NULL; /* vcpu_destroy unmaps it */
 	vcpu_leave(v);
 	return NULL;
 }

@@ -24,6 +24,44 @@ static void vm_kick_handler(int sig)
 	(void)sig; /* only here to interrupt KVM_RUN with EINTR */
 }
 
+volatile sig_atomic_t vmm_stop_signal;
+/* this thread's vCPU, for the stop signal's handler (NULL on other threads) */
+_Thread_local struct kvm_run *vcpu_self_run;
+
+static void vm_stop_handler(int sig)
+{
+	if (!vmm_stop_signal)
+		vmm_stop_signal = sig;
+	if (vcpu_self_run) /* between the run loop's check and KVM_RUN: leave at once */
+		__atomic_store_n(&vcpu_self_run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+}
+
+void vmm_signals_init(void)
+{
+	struct sigaction sa = {.sa_handler = vm_stop_handler};
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+	sigset_t set;
+
+	sigemptyset(&sa.sa_mask);
+	sigemptyset(&set);
+	for (unsigned i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		sigaction(sigs[i], &sa, NULL); /* no SA_RESTART: KVM_RUN returns EINTR */
+		sigaddset(&set, sigs[i]);
+	}
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+void vmm_signals_unblock(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
 int vm_create(struct vm *vm, struct kvm *k, struct mm_mem *mem, const struct vmm_opts *o)
 {
 	struct kvm_userspace_memory_region region = {

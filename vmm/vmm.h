@@ -3,6 +3,7 @@
 #define UFVM_VMM_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -193,6 +194,20 @@ void vm_stop(struct vm *vm, int status);
 int vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
 uint64_t vmm_now_ns(void);
+
+/*
+ * SIGINT, SIGTERM and SIGHUP stop the VM the orderly way (statistics printed, the
+ * control socket removed, exit status 128 + signal). vmm_signals_init installs the
+ * handlers and blocks the signals in the calling thread, so every thread it creates
+ * (pager, control socket) leaves them to the vCPUs, which unblock them in vcpu_thread:
+ * a vCPU interrupted in KVM_RUN sees vmm_stop_signal and calls vm_stop.
+ * Must be called before any thread is created.
+ */
+extern volatile sig_atomic_t vmm_stop_signal;
+extern _Thread_local struct kvm_run *vcpu_self_run;
+void vmm_signals_init(void);
+/* vCPU threads only: take the stop signals from here on. */
+void vmm_signals_unblock(void);
 
 /* vcpu.c */
 int vcpu_create(struct vm *vm, unsigned index);
