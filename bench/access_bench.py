@@ -109,7 +109,8 @@ def paired(build, sides, cmdline, mem, pairs, probe=None):
 
 def bench_overhead(build, pairs):
     cmd = "hot=64 cold=64 rounds=400"
-    sides = {"off": [], "on": ["--scan-interval", "1000"]}
+    # --api alone turns sampling on (at 1 s): the off side must say off
+    sides = {"off": ["--scan-interval", "off"], "on": ["--scan-interval", "1000"]}
     res, _ = paired(build, sides, cmd, "160M", pairs)
     for k in sides:
         print("overhead: tracking %-3s: guest round time, median %.0f ms over %d runs %s"
@@ -141,7 +142,9 @@ def harvest_probe(vm):
 
 def bench_dirty(build, pairs):
     cmd = "hot=64 cold=64 rounds=150"
-    sides = {"off": [], "bitmap": ["--dirty-track=bitmap"], "ring": ["--dirty-track=ring"]}
+    # sampling off on every side: only the dirty log differs
+    so = ["--scan-interval", "off"]
+    sides = {"off": so, "bitmap": so + ["--dirty-track=bitmap"], "ring": so + ["--dirty-track=ring"]}
     res, lat = paired(build, sides, cmd, "160M", pairs, probe=harvest_probe)
     for k in sides:
         med = statistics.median(lat[k]) if lat[k] else float("nan")

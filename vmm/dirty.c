@@ -4,7 +4,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "vmm/vmm.h"
@@ -16,8 +15,10 @@
 #define KVM_DIRTY_LOG_INITIALLY_SET (1 << 1)
 #endif
 
-#define RING_BYTES_MAX (1u << 20) /* 65536 entries per vCPU */
-#define RING_PERIOD_MS 20	  /* harvester period: far below a full ring at 3 us/page */
+/* 65536 entries per vCPU. Rings are drained when a consumer harvests, or when one
+ * fills (KVM_EXIT_DIRTY_RING_FULL): a drain re-protects what it collected, so draining
+ * on a timer would only make the guest pay its write faults more often. */
+#define RING_BYTES_MAX (1u << 20)
 
 const char *dirty_mode_name(enum dirty_mode m)
 {
@@ -68,7 +69,10 @@ int dirty_init(struct dirty *d, struct vm *vm, enum dirty_mode want, const char 
 	if (ring <= 0)
 		ring = ioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING),
 		d->ring_plain = true;
-	d->mode = want == DIRTY_AUTO ? (ring > 0 ? DIRTY_RING : DIRTY_BITMAP) : want;
+	/* auto: the bitmap. With manual protect a page is re-protected only when a consumer
+	 * harvests; a ring re-protects at every drain, full rings included, and the guest
+	 * pays a write fault per page each time (bench/README.md, "ring vs bitmap") */
+	d->mode = want == DIRTY_AUTO ? DIRTY_BITMAP : want;
 	if (d->mode == DIRTY_OFF)
 		return 0;
 	d->pending = calloc((d->npages + 63) / 64, 8);
@@ -130,25 +134,8 @@ void dirty_ring_full(struct dirty *d)
 	pthread_mutex_unlock(&d->lock);
 }
 
-/* Keeps the rings from filling: a vCPU with a full ring would leave KVM_RUN. */
-static void *ring_thread(void *arg)
-{
-	struct dirty *d = arg;
-	struct timespec ts = {0, RING_PERIOD_MS * 1000000L};
-
-	while (!atomic_load(&d->stop)) {
-		pthread_mutex_lock(&d->lock);
-		ring_collect(d);
-		pthread_mutex_unlock(&d->lock);
-		nanosleep(&ts, NULL);
-	}
-	return NULL;
-}
-
 int dirty_start(struct dirty *d, const char **why)
 {
-	int err;
-
 	if (d->mode != DIRTY_RING)
 		return 0;
 	*why = "mapping a vCPU's dirty ring";
@@ -160,10 +147,7 @@ int dirty_start(struct dirty *d, const char **why)
 			return -errno;
 		d->ring[v] = r;
 	}
-	*why = "starting the ring harvester";
-	err = -pthread_create(&d->tid, NULL, ring_thread, d);
-	d->thread = !err;
-	return err;
+	return 0;
 }
 
 /* Fetch what KVM logged into both consumers' pending sets, then drain pend into out. */
@@ -219,9 +203,6 @@ void dirty_destroy(struct dirty *d)
 {
 	if (!d->vm)
 		return;
-	atomic_store(&d->stop, true);
-	if (d->thread)
-		pthread_join(d->tid, NULL);
 	for (unsigned v = 0; v < UFVM_MAX_CPUS; v++)
 		if (d->ring[v])
 			munmap(d->ring[v], d->ring_bytes);

@@ -33,8 +33,9 @@ static void usage(FILE *f)
 		   "  -v, --verbose     log marks and set-up details to stderr\n"
 		   "  --api PATH        serve the control socket at PATH (mode 0600), for\n"
 		   "                    ufvmctl: stats, pause, swap-out, ... (docs/API.md)\n"
-		   "  --dirty-track[=MODE]  KVM dirty tracking: ring, bitmap, off, or auto (the\n"
-		   "                    best this host offers; the default without =MODE)\n");
+		   "  --dirty-track[=MODE]  KVM dirty tracking (default off: it costs the guest a\n"
+		   "                    write fault per page and harvest): bitmap, ring, off, or\n"
+		   "                    auto (the bitmap; the default without =MODE)\n");
 	/* Linux guests (vmm/linux.c, devices/) */
 	fprintf(f,
 		"\n"

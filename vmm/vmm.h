@@ -258,13 +258,10 @@ struct dirty {
 	uint32_t fetch[UFVM_MAX_CPUS];
 	unsigned ring_bytes, ring_n;
 	pthread_mutex_t lock;
-	pthread_t tid; /* ring mode: drains the rings every 20 ms */
-	bool thread;
-	atomic_bool stop;
 };
 
-/* A vCPU left KVM_RUN with KVM_EXIT_DIRTY_RING_FULL: drain every ring now
- * (the drain thread only makes that unlikely); the vCPU may then re-enter. */
+/* A vCPU left KVM_RUN with KVM_EXIT_DIRTY_RING_FULL: drain every ring now; the vCPU
+ * may then re-enter. Rings are otherwise drained only by a harvest. */
 void dirty_ring_full(struct dirty *d);
 const char *dirty_mode_name(enum dirty_mode m);
 int dirty_parse_mode(const char *s, enum dirty_mode *m); /* off|bitmap|ring|auto; -EINVAL */
