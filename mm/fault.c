@@ -25,6 +25,7 @@
  *                    the chunk size) around it that is all NEW and fits the limit
  *   RESIDENT         UFFDIO_CONTINUE (zapped by someone else) - minor
  *   UNMAPPED         UFFDIO_CONTINUE - minor; the young test says "accessed"
+ *                    (adjacent pages whose minor faults wait together: one range)
  *   SWAPPED          swap store read into the memfd, with readahead, then CONTINUE
  *   WRITEBACK        never seen: reclaim holds the region lock throughout
  */
@@ -376,15 +377,99 @@ static void defer(struct mm_fault_thread *ft, const struct uffd_msg *m)
 	MM_STAT_ADD(ft->p, faults_deferred, 1);
 }
 
+/* A pending fault's page, or UINT64_MAX for anything but a minor fault on guest RAM. */
+static uint64_t minor_pfn(const struct mm_pager *p, const struct uffd_msg *m)
+{
+	uint64_t a = m->arg.pagefault.address, base = (uintptr_t)p->mem->hva;
+
+	if (m->event != UFFD_EVENT_PAGEFAULT ||
+	    !(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) || a < base ||
+	    a >= base + p->mem->size)
+		return UINT64_MAX;
+	return (a - base) / MM_PAGE;
+}
+
+static int by_address(const void *a, const void *b)
+{
+	const struct uffd_msg *x = a, *y = b;
+	uint64_t ax = x->event == UFFD_EVENT_PAGEFAULT ? x->arg.pagefault.address : 0;
+	uint64_t ay = y->event == UFFD_EVENT_PAGEFAULT ? y->arg.pagefault.address : 0;
+
+	return ax < ay ? -1 : ax > ay;
+}
+
+/*
+ * Minor faults of neighbouring pages waiting together (vCPUs sweeping the same
+ * memory after a sample's zap) are resolved with one UFFDIO_CONTINUE: msgs[i..i+k)
+ * when they are k adjacent pages in one region, all RESIDENT or UNMAPPED and not
+ * readahead. Returns how many messages it resolved; 0 leaves them to handle_msg.
+ */
+static int resolve_minor_batch(struct mm_fault_thread *ft, const struct uffd_msg *msgs, int i,
+			       int n)
+{
+	struct mm_pager *p = ft->p;
+	uint64_t pfn = minor_pfn(p, &msgs[i]), r, mapped = 0, t0 = mm_now_ns();
+	int k = 1, ok = 1;
+
+	if (pfn == UINT64_MAX || atomic_load(&p->dead))
+		return 0;
+	r = pfn / MM_REGION_PAGES;
+	while (i + k < n && minor_pfn(p, &msgs[i + k]) == pfn + (uint64_t)k &&
+	       (pfn + (uint64_t)k) / MM_REGION_PAGES == r)
+		k++;
+	if (k == 1 || pthread_mutex_trylock(&p->reg[r].lock))
+		return 0;
+	for (int j = 0; j < k && ok; j++) {
+		const struct pst_entry *e = &p->pst.e[pfn + (uint64_t)j];
+
+		ok = (e->state == PST_RESIDENT || e->state == PST_UNMAPPED) &&
+		     !(e->flags & PST_F_RA);
+	}
+	if (ok && mm_map_run(p, pfn, (uint64_t)k, &mapped) == 0) {
+		for (int j = 0; j < k; j++)
+			set_resident(p, pfn + (uint64_t)j, pfn + (uint64_t)j);
+	} else {
+		ok = 0; /* whatever was mapped is EEXIST to the one-by-one path */
+	}
+	mm_region_unlock(p, r);
+	if (!ok)
+		return 0;
+	MM_STAT_ADD(p, faults_minor, k);
+	MM_STAT_ADD(p, minor_batched, k);
+	for (int j = 0; j < k; j++)
+		record_latency(p, t0);
+	uffd_wake(&p->uffd, p->mem->hva + pfn * MM_PAGE, (uint64_t)k * MM_PAGE);
+	return k;
+}
+
+/* Resolve msgs[0..n), in address order; defer what must wait (into ft->deferred
+ * unless keep: then msgs[0..return) are the ones kept, for retry_deferred). */
+static unsigned handle_batch(struct mm_fault_thread *ft, struct uffd_msg *msgs, unsigned n,
+			     bool keep)
+{
+	unsigned kept = 0;
+	int k;
+
+	if (n > 1)
+		qsort(msgs, n, sizeof(msgs[0]), by_address);
+	for (unsigned i = 0; i < n; i++) {
+		if ((k = resolve_minor_batch(ft, msgs, (int)i, (int)n)) > 0) {
+			i += (unsigned)k - 1;
+			continue;
+		}
+		if (handle_msg(ft, &msgs[i]) != DEFER)
+			continue;
+		if (keep)
+			msgs[kept++] = msgs[i];
+		else
+			defer(ft, &msgs[i]);
+	}
+	return kept;
+}
+
 static void retry_deferred(struct mm_fault_thread *ft)
 {
-	unsigned n = ft->ndeferred, keep = 0;
-
-	for (unsigned i = 0; i < n; i++) {
-		if (handle_msg(ft, &ft->deferred[i]) == DEFER)
-			ft->deferred[keep++] = ft->deferred[i];
-	}
-	ft->ndeferred = keep;
+	ft->ndeferred = handle_batch(ft, ft->deferred, ft->ndeferred, true);
 }
 
 static void *fault_main(void *arg)
@@ -414,9 +499,7 @@ static void *fault_main(void *arg)
 				     "request dropped");
 		retry_deferred(ft);
 		while ((n = uffd_read(&p->uffd, msgs, 64)) > 0)
-			for (int i = 0; i < n; i++)
-				if (handle_msg(ft, &msgs[i]) == DEFER)
-					defer(ft, &msgs[i]);
+			handle_batch(ft, msgs, (unsigned)n, false);
 		if (n < 0 && !atomic_load(&p->stop)) {
 			mm_pager_die(p, "ufvm: pager: userfaultfd read failed: %s", strerror(-n));
 			break;

@@ -284,6 +284,7 @@ struct mm_pager_stats {
 	uint64_t chunks, chunk_pages;
 	uint64_t swapin_pages, swapout_pages, swapin_bytes, swapout_bytes;
 	uint64_t readahead_pages, readahead_hits, clean_drops;
+	uint64_t minor_batched; /* minor faults resolved in runs of waiting neighbours */
 	uint64_t reclaim_runs, reclaim_scanned, zapped_pages, max_resident_pages;
 	uint64_t write_errors, read_errors;
 	uint64_t swapout_all_runs, swapout_all_pages, swapout_all_resident_bytes;

@@ -199,6 +199,52 @@ static void test_faults(void)
 	free(ver);
 }
 
+/* Eight threads fault on eight adjacent zapped pages while their region is busy: the
+ * deferred minor faults are resolved together, in one UFFDIO_CONTINUE (one fault
+ * thread, so that all eight wait in the same list). */
+static void test_minor_batch(void)
+{
+	const uint64_t first = 64, r = first / MM_REGION_PAGES;
+	struct mm_pager_opts o = {.fault_threads = 1};
+	uint32_t ver[128] = {0};
+	struct job j[8];
+	pthread_t t[8];
+	struct mm_pager_stats st;
+	struct mm_pager *p = NULL;
+	struct timespec ts;
+	struct mm_mem m;
+
+	CHECK(mm_mem_create(&m, 16 * MIB) == 0);
+	for (uint64_t pg = first; pg < first + 8; pg++)
+		fill(&m, pg, ver[pg] = 3); /* before the pager: RESIDENT */
+	CHECK(mm_pager_start(&p, &m, &o, &ops, NULL) == 0);
+	CHECK(madvise(m.hva + first * PG, 8 * PG, MADV_DONTNEED) == 0);
+	pthread_mutex_lock(&p->reg[r].lock);
+	for (int i = 0; i < 8; i++) {
+		j[i] = (struct job){.m = &m, .first = first + (uint64_t)i, .npages = 1, .ver = ver};
+		pthread_create(&t[i], NULL, read_all, &j[i]);
+	}
+	mm_pager_get_stats(p, &st);
+	for (int i = 0; i < 5000 && st.faults_deferred < 8; i++) {
+		usleep(1000);
+		mm_pager_get_stats(p, &st);
+	}
+	CHECK(st.faults_deferred == 8);
+	mm_region_unlock(p, r);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	for (int i = 0; i < 8; i++) {
+		CHECK(pthread_timedjoin_np(t[i], NULL, &ts) == 0);
+		CHECK(j[i].ok);
+	}
+	mm_pager_get_stats(p, &st);
+	printf("test_pager: %llu of 8 waiting minor faults resolved as one range\n",
+	       (unsigned long long)st.minor_batched);
+	CHECK(st.minor_batched == 8 && st.faults_minor == 8);
+	mm_pager_stop(p);
+	mm_mem_destroy(&m);
+}
+
 /* Writers race eviction under a limit; every page's last version must survive. */
 static void test_reclaim(void)
 {
@@ -323,6 +369,7 @@ int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
 	test_faults();
+	test_minor_batch();
 	test_reclaim();
 	test_errors();
 	if (failures) {
