@@ -314,10 +314,9 @@ static int handle_fault(struct mm_fault_thread *ft, const struct uffd_msg *m)
 		if (pthread_mutex_trylock(&p->reg[r].lock))
 			return DEFER;
 	}
+	/* A MINOR fault can find the page SWAPPED: it was zapped, the fault was deferred
+	 * while reclaim held the region, and reclaim evicted it meanwhile. */
 	state = p->pst.e[pfn].state;
-	/* a MINOR fault on a hole in the table: resolve_swapin reads the swap copy over it */
-	if (state == PST_SWAPPED && (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR))
-		MM_STAT_ADD(p, stray_pages, 1);
 	switch (state) {
 	case PST_NEW:
 		rc = resolve_new(p, pfn);
@@ -480,7 +479,7 @@ static void *fault_main(void *arg)
 	uint64_t v;
 	int n;
 
-	while (!atomic_load(&p->stop)) {
+	while (!atomic_load(&p->fstop)) {
 		struct pollfd pf[3] = {{.fd = p->uffd.fd, .events = POLLIN},
 				       {.fd = ft->efd, .events = POLLIN},
 				       {.fd = p->rc_efd, .events = POLLIN}};
@@ -500,7 +499,7 @@ static void *fault_main(void *arg)
 		retry_deferred(ft);
 		while ((n = uffd_read(&p->uffd, msgs, 64)) > 0)
 			handle_batch(ft, msgs, (unsigned)n, false);
-		if (n < 0 && !atomic_load(&p->stop)) {
+		if (n < 0 && !atomic_load(&p->fstop)) {
 			mm_pager_die(p, "ufvm: pager: userfaultfd read failed: %s", strerror(-n));
 			break;
 		}
@@ -542,6 +541,7 @@ int mm_fault_start(struct mm_pager *p)
 void mm_fault_stop(struct mm_pager *p)
 {
 	atomic_store(&p->stop, true);
+	atomic_store(&p->fstop, true);
 	mm_wake_faults(p);
 	for (unsigned i = 0; i < p->nft; i++) {
 		struct mm_fault_thread *ft = &p->ft[i];

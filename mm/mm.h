@@ -295,8 +295,8 @@ struct mm_pager_stats {
 	uint64_t refault_ns; /* time spent serving swap-in faults */
 	uint64_t proactive_pages, proactive_holds, coldest_pages;
 	uint64_t discarded_pages; /* given away by the guest (balloon): back to NEW (discard.c) */
-	uint64_t stray_pages;	  /* found in the memfd where the table had a hole; the swap
-				   * copy was put over them (swapall.c, fault.c) */
+	uint64_t stray_pages;	  /* found in the memfd where the table had a hole, holding
+				   * zeros or the swap copy (mm_stray_page) */
 	uint64_t fault_lat_us[MM_LAT_BUCKETS]; /* service time: event read to resolved */
 };
 
@@ -421,6 +421,9 @@ struct mm_pager {
 	uint64_t ra_hits, ra_misses; /* feedback since the last adjustment */
 	_Atomic uint64_t resident, swapped;
 	atomic_bool stop, dead, pausing, stalled, warned_write, warned_full, warned_rc;
+	/* the fault threads' own stop, set only once every thread that zaps (scanner,
+	 * reclaim) is joined: a zap's madvise waits for a fault thread to read its REMOVE */
+	atomic_bool fstop;
 	struct mm_fault_thread *ft;
 	unsigned nft;
 	pthread_t reclaim_tid;
@@ -457,6 +460,13 @@ void mm_warn_once(struct mm_pager *p, atomic_bool *flag, const char *fmt, ...)
  */
 int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n, uint8_t *buf,
 		    uint64_t *got);
+/*
+ * A page found in the memfd at a SWAPPED entry (region lock held), about to be
+ * overwritten with its swap copy `copy`: 0 if it holds zeros or that copy already,
+ * so nothing is lost; else the VM is stopped (mm_pager_die) and -EIO returned,
+ * rather than silently pick one of two contents. Counts stray_pages.
+ */
+int mm_stray_page(struct mm_pager *p, uint64_t pfn, const uint8_t *copy);
 /* fault.c */
 /* Readahead feedback: hits (an RA page touched), misses (one evicted untouched). */
 void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses);

@@ -122,6 +122,56 @@ bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to)
 	return true;
 }
 
+static bool page_is_zero(const uint8_t *pg)
+{
+	for (unsigned i = 0; i < MM_PAGE; i += 8)
+		if (*(const uint64_t *)(pg + i))
+			return false;
+	return true;
+}
+
+int mm_stray_page(struct mm_pager *p, uint64_t pfn, const uint8_t *copy)
+{
+	const uint8_t *cur = p->alias + pfn * MM_PAGE; /* present: reading allocates nothing */
+
+	MM_STAT_ADD(p, stray_pages, 1);
+	if (!memcmp(cur, copy, MM_PAGE) || page_is_zero(cur))
+		return 0;
+	mm_pager_die(p,
+		     "ufvm: pager: guest page 0x%llx: the memfd holds data that is neither the "
+		     "page's swap copy nor zeros; not choosing between them (VM stopped)",
+		     (unsigned long long)(pfn * MM_PAGE));
+	return -EIO;
+}
+
+/* Swapped pages of [pfn, pfn+n) that have a page in the memfd all the same (strays):
+ * each is checked against its swap copy before the read writes the copy over it. */
+static int check_strays(struct mm_pager *p, uint64_t pfn, uint64_t n)
+{
+	_Alignas(4096) uint8_t copy[MM_PAGE]; /* O_DIRECT reads need an aligned buffer */
+	unsigned char vec[MM_REGION_PAGES];
+	int err;
+
+	if (n > MM_REGION_PAGES || mincore(p->mem->hva + pfn * MM_PAGE, n * MM_PAGE, vec) < 0)
+		return 0; /* cannot tell: the read decides, as before */
+	for (uint64_t i = 0; i < n; i++) {
+		struct pst_entry *e = &p->pst.e[pfn + i];
+		struct swap_io io = {.slot = e->slot, .npages = 1, .buf = copy};
+
+		if (e->state != PST_SWAPPED || !(vec[i] & 1))
+			continue;
+		pthread_mutex_lock(&p->swap_lock);
+		err = swap_read(p->swap, &io, 1);
+		pthread_mutex_unlock(&p->swap_lock);
+		if (err < 0)
+			return err;
+		err = mm_stray_page(p, pfn + i, copy);
+		if (err < 0)
+			return err;
+	}
+	return 0;
+}
+
 int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint64_t n, uint8_t *buf,
 		    uint64_t *got)
 {
@@ -148,6 +198,8 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
 	*got = pages;
 	if (!nio)
 		return 0;
+	if (!buf && (err = check_strays(p, pfn, n)) < 0)
+		return err;
 	pthread_mutex_lock(&p->swap_lock);
 	err = swap_read(p->swap, ios, nio);
 	pthread_mutex_unlock(&p->swap_lock);

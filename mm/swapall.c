@@ -220,20 +220,19 @@ out:
  * slot is merely leaked until swapin_free_slots.
  */
 /*
- * UFFDIO_COPY found a page in the memfd at a SWAPPED entry (region locked).
- * Something outside the table allocated it (we have seen the kernel do so
- * for pages KVM touches, e.g. the guest's page tables; the fault path then
- * gets a MINOR fault for a SWAPPED page). The swap copy is the page's
- * content, exactly as the fault path decides: write it over the stray page
- * through our view, then map it. Returns UFFD_OK, or the CONTINUE's result.
+ * UFFDIO_COPY found a page in the memfd at a SWAPPED entry (region locked): a
+ * stray (mm_stray_page). If it holds zeros or the swap copy already, write the
+ * copy over it through our view and map it; else the VM stops. Returns UFFD_OK,
+ * or the CONTINUE's result.
  */
 static int swapin_install_over(struct mm_pager *p, uint64_t pfn, const uint8_t *content)
 {
 	uint64_t mapped;
 	int err;
 
+	if (mm_stray_page(p, pfn, content) < 0)
+		return -EIO;
 	memcpy(p->alias + pfn * MM_PAGE, content, MM_PAGE);
-	MM_STAT_ADD(p, stray_pages, 1);
 	err = mm_map_run(p, pfn, 1, &mapped);
 	return err == 0 ? UFFD_OK : err == -EAGAIN ? UFFD_RETRY : err;
 }

@@ -245,6 +245,37 @@ static void test_minor_batch(void)
 	mm_mem_destroy(&m);
 }
 
+/* A page that appears in the memfd at a swapped entry (a stray): zeros are overwritten
+ * with the swap copy; other data stops the VM instead of being replaced silently. */
+static void test_strays(void)
+{
+	struct mm_pager_opts o = {.fault_threads = 1};
+	uint32_t ver[64] = {0};
+	struct mm_pager_stats st;
+	struct mm_pager *p = NULL;
+	struct mm_mem m;
+	struct job j = {.m = &m, .npages = 1, .ver = ver};
+	volatile uint8_t sink;
+
+	CHECK(mm_mem_create(&m, 16 * MIB) == 0);
+	for (uint64_t pg = 16; pg < 48; pg++)
+		fill(&m, pg, ver[pg] = 5);
+	CHECK(mm_pager_start(&p, &m, &o, &ops, NULL) == 0);
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	sink = p->alias[20 * PG]; /* a read through our view allocates a zero page */
+	(void)sink;
+	j.first = 20;
+	CHECK(run_timed(read_all, &j, 10) && j.ok);
+	mm_pager_get_stats(p, &st);
+	CHECK(st.stray_pages == 1 && fatals == 0);
+	memset(p->alias + 40 * PG, 0x77, PG); /* data nobody accounted for */
+	j.first = 40;
+	CHECK(!run_timed(read_all, &j, 2)); /* stays blocked: the VM must be stopped */
+	CHECK(fatals == 1 && strstr(last_fatal, "neither the page's swap copy nor zeros"));
+	printf("test_pager: stray page: %s\n", last_fatal);
+	/* the blocked helper and this pager die with the process */
+}
+
 /* Writers race eviction under a limit; every page's last version must survive. */
 static void test_reclaim(void)
 {
@@ -372,6 +403,8 @@ int main(void)
 	test_minor_batch();
 	test_reclaim();
 	test_errors();
+	fatals = 0;
+	test_strays();
 	if (failures) {
 		fprintf(stderr, "test_pager: %d failures\n", failures);
 		_exit(1);
