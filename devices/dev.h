@@ -72,6 +72,9 @@ struct dev_ctx {
 	unsigned next_irq;	      /* next free GSI for virtio devices */
 	void *state[DEV_MAX_DEVICES]; /* per table entry, NULL when not set up */
 	unsigned nsetup;	      /* table entries whose setup ran */
+	/* Set by a failing setup() when the user's options are at fault, not the host (a
+	 * --disk that names no usable disk): the VMM then exits with status 2, else 1. */
+	bool bad_input;
 };
 
 /* An interrupt line into the in-kernel irqchip: an eventfd bound with KVM_IRQFD. */
@@ -85,7 +88,8 @@ void dev_irq_raise(const struct dev_irq *irq); /* an edge: the IOAPIC pins are e
 
 /*
  * A device type. setup() returns 0 with *state NULL when the options do not ask
- * for the device; -errno with *why naming the reason on failure. teardown() is
+ * for the device; -errno with *why naming the reason on failure (and c->bad_input
+ * set when the user's options are at fault). teardown() is
  * called in reverse table order, only for devices whose setup succeeded.
  */
 struct dev_ops {

@@ -25,6 +25,7 @@ int dev_setup_all(struct dev_ctx *c, const char **failed, const char **why)
 
 	c->nsetup = 0;
 	c->next_irq = DEV_IRQ_FIRST;
+	c->bad_input = false;
 	for (unsigned i = 0; i < DEV_TABLE_LEN; i++) {
 		c->state[i] = NULL;
 		*why = "";

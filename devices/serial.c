@@ -1,7 +1,6 @@
 /* serial.c: an 8250 UART on COM1 (0x3f8, IRQ 4): console output to stdout, input from stdin */
 #include <errno.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -39,24 +38,22 @@ struct serial {
 	int vm_fd;
 	pthread_t reader;
 	bool has_reader;
-	int stop_fd; /* wakes the reader for teardown */
+	int stop_fd; /* wakes the reader from poll() for teardown */
+	/* Flow control: stdin is not read while the FIFO is full (or the UART loops back),
+	 * so no input is lost; the guest's reads wake the reader again. */
+	pthread_cond_t rx_room;
+	bool reader_waits; /* the reader waits on rx_room */
+	bool stopping;	   /* teardown: the reader must return */
 };
 
-/* Raw mode is process-wide: keep what to restore where a signal handler can reach it. */
+/* Raw mode is process-wide: what to restore, at teardown or at exit. */
 static struct termios serial_saved_tio;
-static volatile sig_atomic_t serial_tio_saved;
+static bool serial_tio_saved;
 
 static void serial_restore_tty(void)
 {
 	if (serial_tio_saved)
 		tcsetattr(STDIN_FILENO, TCSANOW, &serial_saved_tio);
-}
-
-static void serial_on_signal(int sig)
-{
-	serial_restore_tty();
-	signal(sig, SIG_DFL);
-	raise(sig);
 }
 
 static void serial_raw_tty(void)
@@ -72,10 +69,9 @@ static void serial_raw_tty(void)
 	if (tcsetattr(STDIN_FILENO, TCSANOW, &t) < 0)
 		return;
 	serial_tio_saved = 1;
+	/* SIGINT, SIGTERM and SIGHUP stop the VM the orderly way (vmm_signals_init), and
+	 * teardown restores the terminal; atexit covers an exit on any other path */
 	atexit(serial_restore_tty);
-	signal(SIGINT, serial_on_signal);
-	signal(SIGTERM, serial_on_signal);
-	signal(SIGHUP, serial_on_signal);
 }
 
 static uint8_t serial_iir(const struct serial *s)
@@ -89,10 +85,19 @@ static uint8_t serial_iir(const struct serial *s)
 	return IIR_NONE | fifo;
 }
 
+/* Loopback bytes that find the FIFO full are lost, as in a hardware overrun; the reader
+ * never pushes into a full FIFO. */
 static void serial_rx_push(struct serial *s, uint8_t c)
 {
 	if (s->rx_len < RX_SIZE)
 		s->rx[(s->rx_head + s->rx_len++) % RX_SIZE] = c;
+}
+
+/* Whether a reader that found the FIFO full (or the UART in loopback) may go on. It waits
+ * for half the FIFO, not for one byte: a cross-thread wake-up per byte costs too much. */
+static bool serial_rx_open(const struct serial *s)
+{
+	return !(s->mcr & MCR_LOOP) && s->rx_len <= RX_SIZE / 2;
 }
 
 static void serial_out(struct serial *s, uint8_t c)
@@ -197,37 +202,70 @@ static void serial_io(void *dev, uint64_t off, uint8_t *data, unsigned size, boo
 			data[i] = serial_read(s, off + i);
 	}
 	after = serial_iir(s);
+	if (s->reader_waits && serial_rx_open(s))
+		pthread_cond_signal(&s->rx_room);
 	pthread_mutex_unlock(&s->lock);
 	if (!(after & IIR_NONE) && after != before)
 		dev_irq_raise(&s->irq);
 }
 
+/* Wait until stdin has input (true) or teardown asks the reader to return (false). */
+static bool serial_wait_input(struct serial *s)
+{
+	struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
+			      {.fd = s->stop_fd, .events = POLLIN}};
+
+	for (;;) {
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			return false;
+		if (p[1].revents)
+			return false;
+		if (p[0].revents)
+			return true;
+	}
+}
+
+/*
+ * stdin into the receive FIFO. Input read but not yet pushed stays in buf: when the
+ * FIFO is full (or the UART is in loopback, its receiver cut off from the line) the
+ * reader stops reading stdin until the guest has drained half the FIFO, so a program
+ * piping input into ufvm never loses any.
+ */
 static void *serial_reader(void *arg)
 {
 	struct serial *s = arg;
-	struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
-			      {.fd = s->stop_fd, .events = POLLIN}};
 	uint8_t buf[64];
+	ssize_t pos = 0, len = 0;
 
 	for (;;) {
-		ssize_t n;
 		bool raise_irq;
 
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			break;
-		if (p[1].revents)
-			break;
-		if (!p[0].revents)
-			continue;
-		n = read(STDIN_FILENO, buf, sizeof(buf));
-		if (n <= 0) {
-			if (n < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			break; /* EOF: the guest simply gets no more input */
+		if (pos == len) {
+			if (!serial_wait_input(s))
+				break;
+			len = read(STDIN_FILENO, buf, sizeof(buf));
+			pos = 0;
+			if (len <= 0) {
+				if (len < 0 && (errno == EINTR || errno == EAGAIN)) {
+					len = 0;
+					continue;
+				}
+				break; /* EOF: the guest simply gets no more input */
+			}
 		}
 		pthread_mutex_lock(&s->lock);
-		for (ssize_t i = 0; i < n; i++)
-			serial_rx_push(s, buf[i]);
+		if (s->rx_len == RX_SIZE || (s->mcr & MCR_LOOP)) {
+			s->reader_waits = true;
+			while (!s->stopping && !serial_rx_open(s))
+				pthread_cond_wait(&s->rx_room, &s->lock);
+			s->reader_waits = false;
+		}
+		if (s->stopping) {
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
+		while (pos < len && s->rx_len < RX_SIZE)
+			serial_rx_push(s, buf[pos++]);
 		raise_irq = s->ier & IER_RDI;
 		pthread_mutex_unlock(&s->lock);
 		if (raise_irq)
@@ -246,6 +284,7 @@ static int serial_setup(struct dev_ctx *c, void **state, const char **why)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->rx_room, NULL);
 	s->vm_fd = c->vm_fd;
 	s->stop_fd = eventfd(0, EFD_CLOEXEC);
 	if (s->stop_fd < 0) {
@@ -273,6 +312,8 @@ err_irq:
 err_close:
 	close(s->stop_fd);
 err_free:
+	pthread_cond_destroy(&s->rx_room);
+	pthread_mutex_destroy(&s->lock);
 	free(s);
 	return err;
 }
@@ -283,7 +324,11 @@ static void serial_teardown(void *state)
 	uint64_t one = 1;
 
 	if (s->has_reader) {
-		if (write(s->stop_fd, &one, sizeof(one)) == sizeof(one))
+		pthread_mutex_lock(&s->lock); /* wakes it from waiting for room in the FIFO */
+		s->stopping = true;
+		pthread_cond_broadcast(&s->rx_room);
+		pthread_mutex_unlock(&s->lock);
+		if (write(s->stop_fd, &one, sizeof(one)) == sizeof(one)) /* ... or from poll() */
 			pthread_join(s->reader, NULL);
 		else
 			pthread_detach(s->reader);
@@ -291,6 +336,7 @@ static void serial_teardown(void *state)
 	serial_restore_tty();
 	dev_irq_close(&s->irq, s->vm_fd);
 	close(s->stop_fd);
+	pthread_cond_destroy(&s->rx_room);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -5,10 +5,12 @@
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <linux/fs.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_ids.h>
 
@@ -26,7 +28,6 @@ struct blk_req {
 	uint64_t off;	      /* file offset of iov[first] */
 	uint32_t type, written;
 	uint8_t status;
-	bool inflight;
 };
 
 struct vio_blk {
@@ -35,6 +36,7 @@ struct vio_blk {
 	bool ro;
 	uint64_t sectors;
 	struct io_uring ring;
+	bool ring_ok; /* false once the ring failed and could not be re-created */
 	struct blk_req req[BLK_QDEPTH];
 	struct vio_dev_ops ops;
 };
@@ -76,8 +78,12 @@ static bool blk_parse(struct vio_blk *b, struct blk_req *r)
 		r->iov[r->niov++] = (struct iovec){c->b[i].hva, c->b[i].len};
 		bytes += c->b[i].len;
 	}
-	if (st->len > 1 && h.type == VIRTIO_BLK_T_IN) /* status: the last byte of the last */
+	/* The status is the last byte of the last buffer: a read fills the bytes before it,
+	 * which count toward the transfer like any other (its size and its capacity check). */
+	if (st->len > 1 && h.type == VIRTIO_BLK_T_IN) {
 		r->iov[r->niov++] = (struct iovec){st->hva, st->len - 1};
+		bytes += st->len - 1;
+	}
 	switch (h.type) {
 	case VIRTIO_BLK_T_IN:
 	case VIRTIO_BLK_T_OUT:
@@ -123,13 +129,11 @@ static void blk_submit(struct vio_blk *b, struct blk_req *r)
 	else
 		io_uring_prep_writev(sqe, b->fd, r->iov + r->first, r->niov - r->first, r->off);
 	io_uring_sqe_set_data(sqe, r);
-	r->inflight = true;
 }
 
 /* A completion: advance over a short transfer and requeue it; true when r is done. */
 static bool blk_complete(struct vio_blk *b, struct blk_req *r, int res)
 {
-	r->inflight = false;
 	if (res == -EAGAIN || res == -EINTR) {
 		blk_submit(b, r);
 		return false;
@@ -160,7 +164,32 @@ static bool blk_complete(struct vio_blk *b, struct blk_req *r, int res)
 	return true;
 }
 
-/* Run a batch of parsed requests to completion, then hand them back. */
+/*
+ * The ring failed (io_uring_enter returned a hard error) with requests in flight: break
+ * the device, then cancel and wait for whatever I/O is still running and replace the
+ * ring, so that no late completion can be matched to a request slot taken again later
+ * and no late read lands in a buffer the guest got back. If no new ring can be made the
+ * device stays without one: blk_notify breaks it again at each use after a reset.
+ */
+static void blk_ring_failed(struct vio_blk *b, int err)
+{
+	struct io_uring_sync_cancel_reg cancel = {.flags = IORING_ASYNC_CANCEL_ANY,
+						  .timeout = {-1, -1}};
+	int rc;
+
+	vio_broken(&b->vdev, "io_uring_submit_and_wait: %s (requests in flight are dropped)",
+		   strerror(-err));
+	io_uring_register_sync_cancel(&b->ring, &cancel); /* best effort: exit cancels too */
+	io_uring_queue_exit(&b->ring);
+	rc = io_uring_queue_init(BLK_QDEPTH, &b->ring, 0);
+	b->ring_ok = rc == 0;
+	if (rc)
+		fprintf(stderr, "ufvm: %s: io_uring_queue_init: %s (the disk stays unusable)\n",
+			b->vdev.name, strerror(-rc));
+}
+
+/* Run a batch of parsed requests to completion, then hand them back; if the ring fails
+ * the device is broken and, as for a malformed chain, nothing taken is handed back. */
 static void blk_run(struct vio_blk *b, unsigned n, unsigned q)
 {
 	unsigned inflight = 0;
@@ -178,8 +207,10 @@ static void blk_run(struct vio_blk *b, unsigned n, unsigned q)
 		struct io_uring_cqe *cqe;
 		int err = io_uring_submit_and_wait(&b->ring, 1);
 
-		if (err < 0 && err != -EINTR && err != -EAGAIN)
-			break;
+		if (err < 0 && err != -EINTR && err != -EAGAIN) {
+			blk_ring_failed(b, err);
+			return;
+		}
 		while (io_uring_peek_cqe(&b->ring, &cqe) == 0) {
 			struct blk_req *r = io_uring_cqe_get_data(cqe);
 			int res = cqe->res;
@@ -193,8 +224,6 @@ static void blk_run(struct vio_blk *b, unsigned n, unsigned q)
 		struct blk_req *r = &b->req[i];
 		struct vio_buf *st = &r->chain.b[r->chain.n - 1];
 
-		if (r->inflight) /* the ring failed under us: keep no stale request */
-			r->status = VIRTIO_BLK_S_IOERR;
 		st->hva[st->len - 1] = r->status;
 		vio_push(&b->vdev, q, r->chain.head, r->written + 1);
 	}
@@ -206,6 +235,10 @@ static void blk_notify(struct vio_dev *d, unsigned q)
 {
 	struct vio_blk *b = d->priv;
 
+	if (!b->ring_ok) {
+		vio_broken(d, "queue %u: no io_uring since it failed", q);
+		return;
+	}
 	for (;;) {
 		unsigned n = 0;
 		int got = 0;
@@ -216,15 +249,60 @@ static void blk_notify(struct vio_dev *d, unsigned q)
 			n++;
 		}
 		blk_run(b, n, q);
-		if (got != 1)
+		if (got != 1 || d->broken)
 			return;
 	}
+}
+
+/* Whether open(2) failed because of the path the user gave, not because of the host. */
+static bool blk_open_err_is_input(int e)
+{
+	switch (e) {
+	case ENOENT:
+	case ENOTDIR:
+	case ENAMETOOLONG:
+	case ELOOP:
+	case EACCES:
+	case EPERM:
+	case EROFS:
+	case EISDIR:
+	case ETXTBSY:
+	case ENXIO:
+	case ENODEV:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The disk's size in bytes: a regular file's length, or a block device's (its st_size is 0). */
+static int blk_size(int fd, uint64_t *bytes, const char **why)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		*why = "fstat";
+		return -errno;
+	}
+	if (S_ISREG(st.st_mode)) {
+		*bytes = (uint64_t)st.st_size;
+		return 0;
+	}
+	if (!S_ISBLK(st.st_mode)) {
+		*why = "the disk is not a regular file or block device";
+		return -EINVAL;
+	}
+	if (ioctl(fd, BLKGETSIZE64, bytes) < 0) {
+		*why = "cannot read the block device's size (BLKGETSIZE64)";
+		return -errno;
+	}
+	return 0;
 }
 
 static int blk_setup(struct dev_ctx *c, void **state, const char **why)
 {
 	struct vio_blk *b;
-	struct stat st;
+	uint64_t bytes;
 	int err;
 
 	if (!c->opts->disk)
@@ -236,22 +314,24 @@ static int blk_setup(struct dev_ctx *c, void **state, const char **why)
 	}
 	b->ro = c->opts->disk_ro;
 	b->fd = open(c->opts->disk, (b->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	if (b->fd < 0 || fstat(b->fd, &st) < 0) {
+	if (b->fd < 0) {
 		err = -errno;
 		*why = "cannot open the disk file";
+		c->bad_input = blk_open_err_is_input(-err);
 		goto err_free;
 	}
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-		err = -EINVAL;
-		*why = "the disk is not a regular file or block device";
+	err = blk_size(b->fd, &bytes, why);
+	if (err) {
+		c->bad_input = err == -EINVAL; /* neither a file nor a block device */
 		goto err_close;
 	}
-	b->sectors = (uint64_t)st.st_size / BLK_SECTOR;
+	b->sectors = bytes / BLK_SECTOR; /* a partial last sector is not offered */
 	err = io_uring_queue_init(BLK_QDEPTH, &b->ring, 0);
 	if (err) {
 		*why = "io_uring_queue_init";
 		goto err_close;
 	}
+	b->ring_ok = true;
 	b->ops = (struct vio_dev_ops){
 	    .device_id = VIRTIO_ID_BLOCK,
 	    .features = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_FLUSH) |
@@ -284,7 +364,8 @@ static void blk_teardown(void *state)
 	struct vio_blk *b = state;
 
 	vio_mmio_unregister(&b->vdev);
-	io_uring_queue_exit(&b->ring);
+	if (b->ring_ok)
+		io_uring_queue_exit(&b->ring);
 	close(b->fd);
 	free(b);
 }

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -23,18 +24,62 @@ TIMEOUT = 30
 SENTINEL = '0123456789abcdefghijklmnopqrstuvwxyz-_.:,/+'
 INITRD_LEN = 20001
 DISK_SECTORS = 64
+DISK_TAIL = 100  # a partial sector after the capacity: no request may reach it
+SERIAL_IN = 1000  # bytes piped into stdin, well over the UART's 256-byte receive FIFO
 BROKEN = r'ufvm: %s: device broken: '
+
+
+class Skip(Exception):
+    """The case needs something this host lacks."""
 
 
 def initrd_bytes(n):
     return bytes((i * 131 + (i >> 9) + 7) & 0xff for i in range(n))
 
 
-def disk_bytes(sectors):
-    return bytes(((o >> 9) * 17 + o) & 0xff for o in range(sectors * 512))
+def disk_bytes(sectors, tail=0):
+    return bytes(((o >> 9) * 17 + o) & 0xff for o in range(sectors * 512 + tail))
 
 
-def guest_run(kind, cpus=1, initrd=True, disk='rw', balloon=True, mem=64):
+def serial_bytes(n):
+    """What guests/conformance/boot.c expects on the UART with conf.serial_in=n."""
+    return bytes((i * 7 + (i >> 8) + 1) & 0xff for i in range(n))
+
+
+def loop_disk(tmp):
+    """A loop block device over a copy of the disk: its capacity comes from BLKGETSIZE64,
+    its st_size is 0. ({'loop': device}, cleanup), or Skip."""
+    if os.geteuid() != 0 or not shutil.which('losetup'):
+        raise Skip('a loop device needs root and losetup')
+    backing = os.path.join(tmp, 'disk-loop')
+    shutil.copyfile(os.path.join(tmp, 'disk'), backing)
+    p = subprocess.run(['losetup', '--find', '--show', backing], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise Skip('losetup: ' + p.stderr.strip())
+    dev = p.stdout.strip()
+    return {'loop': dev}, lambda: subprocess.run(['losetup', '--detach', dev])
+
+
+def symlink_loop(tmp):
+    a, b = os.path.join(tmp, 'loop-a'), os.path.join(tmp, 'loop-b')
+    for src, dst in ((b, a), (a, b)):
+        if not os.path.lexists(dst):
+            os.symlink(src, dst)
+    return {}, None
+
+
+def immutable_disk(tmp):
+    """A file open(O_RDWR) refuses with EPERM even to root (chattr +i)."""
+    path = os.path.join(tmp, 'disk-immutable')
+    shutil.copyfile(os.path.join(tmp, 'disk'), path)
+    if not shutil.which('chattr') or subprocess.run(['chattr', '+i', path],
+                                                    capture_output=True).returncode:
+        raise Skip('chattr +i is not possible here (needs root and a file system with it)')
+    return {}, lambda: subprocess.run(['chattr', '-i', path])
+
+
+def guest_run(kind, cpus=1, initrd=True, disk='rw', balloon=True, mem=64, serial_in=0,
+              disk_path='{tmp}/disk'):
     """A conformance run: (ufvm arguments, expected serial output checks)."""
     kernel = {'bzimage': 'conformance.bzImage', 'vmlinux': 'conformance.elf',
               'pvh': 'conformance-pvh.elf'}[kind]
@@ -44,10 +89,12 @@ def guest_run(kind, cpus=1, initrd=True, disk='rw', balloon=True, mem=64):
     args = ['run', '--mem', '%dM' % mem, '--cpus', str(cpus), '--kernel', '{dir}/' + kernel]
     if kind == 'bzimage':
         append.append('conf.bzimage=1')
+    if serial_in:
+        append.append('conf.serial_in=%d' % serial_in)
     if initrd:
         args += ['--initrd', '{tmp}/initrd']
     if disk:
-        args += ['--disk', '{tmp}/disk' + (',ro' if disk == 'ro' else '')]
+        args += ['--disk', disk_path + (',ro' if disk == 'ro' else '')]
         append += ['conf.disk_sectors=%d' % DISK_SECTORS, 'conf.disk_ro=%d' % (disk == 'ro')]
     # the pager's books at exit: what the balloon gave away must be NEW there
     args.append('--stats=json' if balloon else '--no-balloon')
@@ -107,7 +154,8 @@ def bz_patch(offset, fmt, value):
     return make
 
 
-# name: (args, expected status, regex on stderr or check function)
+# name: (args, expected status, regex on stderr or check function[, options]); options:
+# 'stdin' (bytes piped into ufvm), 'prepare' (tmp -> ({placeholder: value}, cleanup), or Skip)
 def cases():
     c = {}
     for kind, cpus, initrd, disk, balloon in (('bzimage', 2, True, 'rw', True),
@@ -120,6 +168,12 @@ def cases():
         c[name] = (guest_run(kind, cpus, initrd, disk, balloon), 0,
                    (lambda d, b, p: lambda o, e: conformance_ok(o, e, d, b, p))(
                        disk is not None, balloon, kind == 'pvh'))
+    c['boot_bzimage_1cpu_blockdev'] = (
+        guest_run('bzimage', 1, False, 'rw', False, disk_path='{loop}'), 0,
+        lambda o, e: conformance_ok(o, e, True, False), {'prepare': loop_disk})
+    c['boot_bzimage_1cpu_serial_input'] = (
+        guest_run('bzimage', 1, False, None, False, serial_in=SERIAL_IN), 0,
+        lambda o, e: conformance_ok(o, e, False, False), {'stdin': serial_bytes(SERIAL_IN)})
     bz = '{dir}/conformance.bzImage'
     bad = {
         'missing': ('{tmp}/nonexistent', r'kernel .*nonexistent: cannot open: No such file'),
@@ -148,6 +202,16 @@ def cases():
                                  r'--append: the command line .* at most 2047')
     c['bad_disk_missing'] = (['run', '--kernel', bz, '--disk', '{tmp}/nodisk'], 2,
                              r'virtio-blk .*nodisk: cannot open the disk file')
+    # a --disk that names no usable disk is bad input too, whatever the reason
+    for name, path, why, prepare in (
+            ('directory', '{tmp}', 'Is a directory', None),
+            ('not_a_directory', '{tmp}/disk/x', 'Not a directory', None),
+            ('symlink_loop', '{tmp}/loop-a', 'Too many levels of symbolic links', symlink_loop),
+            ('immutable', '{tmp}/disk-immutable', 'Operation not permitted', immutable_disk),
+            ('char_device', '/dev/null', 'the disk is not a regular file or block device',
+             None)):
+        c['bad_disk_' + name] = (['run', '--kernel', bz, '--disk', path], 2,
+                                 r'virtio-blk .*: ' + why, {'prepare': prepare} if prepare else {})
     c['bad_disk_flag'] = (['run', '--kernel', bz, '--disk', '{tmp}/disk,rw'], 2,
                           r'--disk: invalid value')
     c['bad_kernel_and_elf'] = (['run', '--kernel', bz, '{dir}/conformance.elf'], 2,
@@ -158,8 +222,26 @@ def cases():
 
 
 def run_case(ufvm, gdir, tmp, name, case):
-    args, status, judge = case
-    files = {}
+    """'ok', 'fail' or 'skip'."""
+    args, status, judge = case[:3]
+    opts = case[3] if len(case) > 3 else {}
+    subst, cleanup = {'dir': gdir, 'tmp': tmp}, None
+    if opts.get('prepare'):
+        try:
+            more, cleanup = opts['prepare'](tmp)
+        except Skip as e:
+            print('skip %s: %s' % (name, e))
+            return 'skip'
+        subst.update(more)
+    try:
+        return run_prepared(ufvm, gdir, tmp, name, args, status, judge, subst,
+                            opts.get('stdin'))
+    finally:
+        if cleanup:
+            cleanup()
+
+
+def run_prepared(ufvm, gdir, tmp, name, args, status, judge, subst, stdin):
     out_args = []
     for a in args:
         if callable(a):  # a malformed kernel made from the good bzImage (or ELF)
@@ -168,9 +250,15 @@ def run_case(ufvm, gdir, tmp, name, case):
             with open(src, 'rb') as f, open(path, 'wb') as g:
                 g.write(a(f.read()))
             a = path
-        out_args.append(a.replace('{dir}', gdir).replace('{tmp}', tmp))
-    p = subprocess.run([ufvm] + out_args, stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=TIMEOUT)
+        for k, v in subst.items():
+            a = a.replace('{%s}' % k, v)
+        out_args.append(a)
+    if stdin is None:
+        p = subprocess.run([ufvm] + out_args, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=TIMEOUT)
+    else:
+        p = subprocess.run([ufvm] + out_args, input=stdin, capture_output=True,
+                           timeout=TIMEOUT)
     out, err = p.stdout.decode(errors='replace'), p.stderr.decode(errors='replace')
     why = None
     if p.returncode != status:
@@ -182,9 +270,9 @@ def run_case(ufvm, gdir, tmp, name, case):
     if why:
         print('FAIL %s: %s\n--- command: %s\n--- stdout:\n%s--- stderr:\n%s' %
               (name, why, ' '.join(out_args), out[-6000:], err[-3000:]))
-        return False
+        return 'fail'
     print('ok %s' % name)
-    return True
+    return 'ok'
 
 
 def main():
@@ -203,18 +291,21 @@ def main():
     except OSError as e:
         print('skipped: /dev/kvm is not usable: %s' % e.strerror)
         return 77
-    ok = True
+    results = []
     with tempfile.TemporaryDirectory(prefix='ufvm-linux-') as tmp:
         with open(os.path.join(tmp, 'initrd'), 'wb') as f:
             f.write(initrd_bytes(INITRD_LEN))
         with open(os.path.join(tmp, 'disk'), 'wb') as f:
-            f.write(disk_bytes(DISK_SECTORS))
+            f.write(disk_bytes(DISK_SECTORS, DISK_TAIL))
         open(os.path.join(tmp, 'empty'), 'wb').close()
         with open(os.path.join(tmp, 'big'), 'wb') as f:
             f.truncate(40 << 20)
         for name in o.names or all_cases:
-            ok &= run_case(o.ufvm, os.path.abspath(o.guests), tmp, name, all_cases[name])
-    return 0 if ok else 1
+            results.append(run_case(o.ufvm, os.path.abspath(o.guests), tmp, name,
+                                    all_cases[name]))
+    if 'fail' in results:
+        return 1
+    return 77 if results and all(r == 'skip' for r in results) else 0
 
 
 if __name__ == '__main__':

@@ -75,27 +75,6 @@ int linux_boot_load(struct linux_boot *lb, const struct mm_mem *mem, const struc
 	return 0;
 }
 
-/* A device's set-up error that comes from what the user gave (a --disk that is missing,
- * a directory, read-only, ...), not from the host. */
-static bool dev_err_is_usage(int err)
-{
-	switch (-err) {
-	case ENOENT:
-	case EACCES:
-	case EPERM:
-	case EINVAL:
-	case EISDIR:
-	case ENOTDIR:
-	case EROFS:
-	case ELOOP:
-	case ENAMETOOLONG:
-	case ETXTBSY:
-		return true;
-	default:
-		return false;
-	}
-}
-
 static void lb_stop(void *arg, int status)
 {
 	vm_stop(arg, status);
@@ -154,7 +133,7 @@ int linux_boot_vm(struct linux_boot *lb, struct vm *vm, const struct vmm_opts *o
 			o->disk && !strcmp(failed, "virtio-blk") ? " " : "",
 			o->disk && !strcmp(failed, "virtio-blk") ? o->disk : "", why,
 			strerror(-err));
-		return dev_err_is_usage(err) ? VMM_EXIT_USAGE : VMM_EXIT_INTERNAL;
+		return lb->dev.bad_input ? VMM_EXIT_USAGE : VMM_EXIT_INTERNAL;
 	}
 	lb->devices_up = true;
 	vm->balloon = vio_balloon_get(&lb->dev); /* for the control socket */

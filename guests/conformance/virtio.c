@@ -36,6 +36,7 @@ struct vdrv {
 
 static struct vq_mem queues[4];
 static uint8_t buf[3][4096] __attribute__((aligned(4096)));
+#define BUF12 ((uint8_t *)buf + 4096) /* buf[1] and buf[2] as one 8 KiB buffer */
 
 static uint32_t rd(const struct vdrv *d, uint32_t off)
 {
@@ -162,26 +163,87 @@ static uint8_t disk_byte(uint64_t off)
 	return (uint8_t)((off >> 9) * 17 + off); /* the pattern tests/ writes into the disk */
 }
 
-/* One request: header, `n` data buffers of 512 bytes (buf[1..]), status. The status, or -1. */
-static int blk_req(struct vdrv *d, uint32_t type, uint64_t sector, unsigned n, uint32_t *used)
+/*
+ * One request: header, `n` data buffers of 512 bytes (buf[1..]), then the status: a byte
+ * of its own when stlen is 1, else the last byte of a writable buffer of stlen bytes right
+ * after the data (the device fills the bytes before it: data and status in one buffer).
+ * The status, or -1.
+ */
+static int blk_req_st(struct vdrv *d, uint32_t type, uint64_t sector, unsigned n, uint32_t stlen,
+		      uint32_t *used)
 {
 	static struct virtio_blk_outhdr h;
 	static volatile uint8_t status;
 	uint16_t dflag = type == VIRTIO_BLK_T_OUT ? 0 : VRING_DESC_F_WRITE;
+	volatile uint8_t *st = stlen == 1 ? &status : BUF12 + 512 * n + stlen - 1;
 	int64_t len;
 
 	h = (struct virtio_blk_outhdr){.type = type, .sector = sector};
-	status = 0xee;
+	*st = 0xee;
 	vd_desc(0, 0, &h, sizeof(h), VRING_DESC_F_NEXT, 1);
 	for (unsigned i = 0; i < n; i++)
 		vd_desc(0, 1 + i, buf[1] + 512 * i, type == VIRTIO_BLK_T_GET_ID ? 20 : 512,
 			dflag | VRING_DESC_F_NEXT, (uint16_t)(2 + i));
-	vd_desc(0, 1 + n, (const void *)&status, 1, VRING_DESC_F_WRITE, 0);
+	vd_desc(0, 1 + n, (const void *)(st + 1 - stlen), stlen, VRING_DESC_F_WRITE, 0);
 	vd_kick(d, 0);
 	len = vd_wait(d, 0);
 	if (used)
 		*used = (uint32_t)len;
-	return len < 0 ? -1 : status;
+	return len < 0 ? -1 : *st;
+}
+
+static int blk_req(struct vdrv *d, uint32_t type, uint64_t sector, unsigned n, uint32_t *used)
+{
+	return blk_req_st(d, type, sector, n, 1, used);
+}
+
+/* Whether buf[1..] holds `fill` from byte `from` to byte `to` (the device wrote nothing). */
+static bool buf_untouched(unsigned from, unsigned to, uint8_t fill)
+{
+	bool same = true;
+
+	for (unsigned i = from; i < to; i++)
+		same &= BUF12[i] == fill;
+	return same;
+}
+
+/*
+ * A read's status may share its buffer with data (virtio 1.x lets the driver frame a
+ * request freely): the bytes before the status byte are data like any other, so they
+ * count toward the size checks and the capacity. The disk file tests/ writes ends in a
+ * partial sector, past the capacity: a read that reaches it must fail and copy nothing.
+ */
+static void blk_status_framing(struct vdrv *d, uint64_t sectors)
+{
+	uint32_t used = 0;
+	bool ok = true;
+
+	memset(buf[1], 0, 1024);
+	check(blk_req_st(d, VIRTIO_BLK_T_IN, 4, 0, 513, &used) == VIRTIO_BLK_S_OK && used == 513,
+	      "virtio-blk: data and status in one 513-byte buffer read a sector, used length "
+	      "513");
+	for (unsigned i = 0; i < 512; i++)
+		ok &= buf[1][i] == disk_byte(4 * 512 + i);
+	check(ok, "virtio-blk: ... and the data read is the file's");
+
+	memset(BUF12, 0xa5, 8192);
+	if (!check(blk_req_st(d, VIRTIO_BLK_T_IN, sectors, 0, 4097, &used) == VIRTIO_BLK_S_IOERR &&
+		       used == 1 && buf_untouched(0, 4096, 0xa5),
+		   "virtio-blk: a 4097-byte status buffer at sector == capacity: IOERR, nothing "
+		   "read (the file's partial last sector stays unseen)"))
+		note("used length", used);
+	memset(BUF12, 0xa5, 8192);
+	if (!check(blk_req_st(d, VIRTIO_BLK_T_IN, sectors - 1, 1, 513, &used) ==
+			   VIRTIO_BLK_S_IOERR &&
+		       used == 1 && buf_untouched(0, 1024, 0xa5),
+		   "virtio-blk: the last sector plus 512 data bytes in the status buffer: IOERR, "
+		   "nothing read"))
+		note("used length", used);
+	memset(BUF12, 0xa5, 8192);
+	if (!check(blk_req_st(d, VIRTIO_BLK_T_IN, 0, 0, 101, &used) == VIRTIO_BLK_S_IOERR &&
+		       used == 1 && buf_untouched(0, 100, 0xa5),
+		   "virtio-blk: 100 data bytes in the status buffer (not whole sectors): IOERR"))
+		note("used length", used);
 }
 
 static bool blk_reinit(struct vdrv *d)
@@ -290,6 +352,7 @@ static void conf_blk(struct vdrv *d, const char *c)
 	}
 	check(blk_req(d, VIRTIO_BLK_T_IN, sectors, 1, 0) == VIRTIO_BLK_S_IOERR,
 	      "virtio-blk: a read past the end fails with IOERR (the device stays usable)");
+	blk_status_framing(d, sectors);
 	check(blk_req(d, VIRTIO_BLK_T_GET_ID, 0, 1, 0) == VIRTIO_BLK_S_OK &&
 		  !memcmp(buf[1], "ufvm-virtio-blk", 15),
 	      "virtio-blk: GET_ID");
