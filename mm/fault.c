@@ -33,13 +33,34 @@ enum { DONE, DEFER };
 
 static uint8_t *zeros; /* MM_REGION_PAGES pages of zeros: the source of zero-fill */
 
-static uint64_t budget(struct mm_pager *p)
+/*
+ * Take up to `want` pages of the limit's room for a resolution about to map them:
+ * how many (0 when there is no room), with *held what must be given back once they
+ * are accounted as resident (budget_give). Reservations make the check and the
+ * mapping one step for concurrent fault threads. No limit (or a whole-VM swap in
+ * progress, or reclaim stalled): all of `want`, nothing held.
+ */
+static uint64_t budget_take(struct mm_pager *p, uint64_t want, uint64_t *held)
 {
-	uint64_t res = p->resident;
+	uint64_t cur = atomic_load(&p->reserved), take, used;
 
+	*held = 0;
 	if (!p->limit_pages || p->pausing || p->stalled)
-		return UINT64_MAX;
-	return res >= p->limit_pages ? 0 : p->limit_pages - res;
+		return want;
+	do {
+		used = p->resident + cur;
+		if (used >= p->limit_pages)
+			return 0;
+		take = p->limit_pages - used < want ? p->limit_pages - used : want;
+	} while (!atomic_compare_exchange_weak(&p->reserved, &cur, cur + take));
+	*held = take;
+	return take;
+}
+
+static void budget_give(struct mm_pager *p, uint64_t held)
+{
+	if (held)
+		atomic_fetch_sub(&p->reserved, held);
 }
 
 static bool all_new(struct mm_pager *p, uint64_t start, uint64_t n)
@@ -126,7 +147,7 @@ static int zero_fill(struct mm_pager *p, uint64_t start, uint64_t n, uint64_t to
 
 static int resolve_new(struct mm_pager *p, uint64_t pfn)
 {
-	uint64_t room = budget(p), n = p->chunk_pages, start;
+	uint64_t held, room = budget_take(p, p->chunk_pages, &held), n = p->chunk_pages, start;
 	int err;
 
 	if (!room) {
@@ -140,6 +161,7 @@ static int resolve_new(struct mm_pager *p, uint64_t pfn)
 		n >>= 1;
 	}
 	err = zero_fill(p, start, n, pfn);
+	budget_give(p, held);
 	if (err == -EAGAIN)
 		return DEFER; /* pages done so far are accounted; the rest on retry */
 	if (err < 0) {
@@ -243,20 +265,21 @@ static int map_swapped_in(struct mm_pager *p, uint64_t start, uint64_t end, uint
 static int resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
 {
 	struct mm_pager *p = ft->p;
-	uint64_t room = budget(p), start, end, got = 0, rend, win;
+	uint64_t room, held, start, end, got = 0, rend, win;
 	bool stream = pfn == ft->ra_next;
 	int err;
 
-	if (!room) {
-		mm_reclaim_kick(p);
-		return DEFER;
-	}
 	if (stream) {
 		win = ft->ra_win * 2 > p->ra_max ? p->ra_max : ft->ra_win * 2;
 		start = pfn;
 	} else {
 		win = p->ra_cluster < p->ra_max ? p->ra_cluster : p->ra_max;
 		start = pfn & ~(win - 1);
+	}
+	room = budget_take(p, win, &held);
+	if (!room) {
+		mm_reclaim_kick(p);
+		return DEFER;
 	}
 	if (win > room)
 		start = pfn, win = room;
@@ -267,12 +290,14 @@ static int resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
 		end = pfn + 1;
 	err = mm_swapin_range(p, ft->ios, start, end - start, NULL, &got);
 	if (err < 0) {
+		budget_give(p, held);
 		mm_pager_die(p,
 			     "ufvm: swap file: read of guest page 0x%llx failed: %s (VM stopped)",
 			     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
 		return DONE;
 	}
 	err = map_swapped_in(p, start, end, pfn, stream);
+	budget_give(p, held); /* read pages are in the memfd now: counted as resident */
 	if (err == -EAGAIN)
 		return DEFER;
 	if (err < 0) {

@@ -420,7 +420,13 @@ struct mm_pager {
 	unsigned ra_cluster;	     /* readahead cluster for non-sequential swap-ins */
 	uint64_t ra_hits, ra_misses; /* feedback since the last adjustment */
 	_Atomic uint64_t resident, swapped;
-	atomic_bool stop, dead, pausing, stalled, warned_write, warned_full, warned_rc;
+	/* pages fault threads are about to map (fault.c, budget_take): with several
+	 * threads, each checking the limit alone would let each overshoot it by a chunk */
+	_Atomic uint64_t reserved;
+	atomic_bool stop, dead, stalled, warned_write, warned_full, warned_rc;
+	/* whole-VM swap-outs pausing the vCPUs (a count: the control socket and the
+	 * reclaim thread may run one each); while any does, the limit is lifted */
+	atomic_int pausing;
 	/* the fault threads' own stop, set only once every thread that zaps (scanner,
 	 * reclaim) is joined: a zap's madvise waits for a fault thread to read its REMOVE */
 	atomic_bool fstop;

@@ -161,7 +161,7 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 	int err = 0;
 
 	/* Lift the limit first: a vCPU blocked on a deferred fault must get out to pause. */
-	atomic_store(&p->pausing, true);
+	atomic_fetch_add(&p->pausing, 1);
 	mm_wake_faults(p);
 	if (p->ops.pause_vcpus) {
 		err = p->ops.pause_vcpus(p->ctx);
@@ -205,7 +205,7 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 	if (p->ops.resume_vcpus)
 		p->ops.resume_vcpus(p->ctx);
 out:
-	atomic_store(&p->pausing, false);
+	atomic_fetch_sub(&p->pausing, 1);
 	return err;
 }
 
