@@ -291,9 +291,9 @@ static int resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
 	err = mm_swapin_range(p, ft->ios, start, end - start, NULL, &got);
 	if (err < 0) {
 		budget_give(p, held);
-		mm_pager_die(p,
-			     "ufvm: swap file: read of guest page 0x%llx failed: %s (VM stopped)",
-			     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
+		mm_pager_die(
+		    p, "ufvm: swap file %s: read of guest page 0x%llx failed: %s (VM stopped)",
+		    p->swap_name, (unsigned long long)(pfn * MM_PAGE), strerror(-err));
 		return DONE;
 	}
 	err = map_swapped_in(p, start, end, pfn, stream);

@@ -310,6 +310,8 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 		   const struct mm_host_ops *ops, void *ctx);
 /* Stop serving (vCPUs must be gone): swapped-out content is discarded. */
 void mm_pager_stop(struct mm_pager *p);
+/* After mm_pager_start failed: whether opening --swap's file (or --swap-direct's) did. */
+bool mm_pager_start_failed_swap(void);
 const char *mm_pager_strerror(int err);
 void mm_pager_get_stats(struct mm_pager *p, struct mm_pager_stats *st);
 /*
@@ -423,7 +425,8 @@ struct mm_pager {
 	/* pages fault threads are about to map (fault.c, budget_take): with several
 	 * threads, each checking the limit alone would let each overshoot it by a chunk */
 	_Atomic uint64_t reserved;
-	atomic_bool stop, dead, stalled, warned_write, warned_full, warned_rc;
+	atomic_bool stop, dead, stalled, warned_write, warned_open, warned_full, warned_rc;
+	char swap_name[160]; /* for messages: --swap's path, or "an unlinked file in DIR" */
 	/* whole-VM swap-outs pausing the vCPUs (a count: the control socket and the
 	 * reclaim thread may run one each); while any does, the limit is lifted */
 	atomic_int pausing;

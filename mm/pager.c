@@ -256,6 +256,14 @@ static int check_opts(struct mm_pager *p, const struct mm_pager_opts *o)
 	    (p->o.chunk & (p->o.chunk - 1)))
 		return -EINVAL;
 	p->chunk_pages = p->o.chunk / MM_PAGE;
+	if (p->o.swap_path) {
+		snprintf(p->swap_name, sizeof(p->swap_name), "%s", p->o.swap_path);
+	} else {
+		const char *dir = getenv("TMPDIR");
+
+		snprintf(p->swap_name, sizeof(p->swap_name), "(an unlinked file in %s)",
+			 dir && *dir ? dir : "/tmp");
+	}
 	p->ra_max = p->o.readahead_max ? p->o.readahead_max : 256;
 	p->ra_cluster = 8;
 	if (p->ra_max > MM_REGION_PAGES)
@@ -327,12 +335,20 @@ static void teardown(struct mm_pager *p)
 	free(p);
 }
 
+static _Thread_local bool start_failed_swap;
+
+bool mm_pager_start_failed_swap(void)
+{
+	return start_failed_swap;
+}
+
 int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pager_opts *o,
 		   const struct mm_host_ops *ops, void *ctx)
 {
 	struct mm_pager *p = calloc(1, sizeof(*p));
 	int err;
 
+	start_failed_swap = false;
 	if (!p)
 		return -ENOMEM;
 	p->uffd.fd = -1;
@@ -351,8 +367,10 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 	}
 	if (p->o.swap_path || p->o.swap_direct) {
 		err = mm_swap_ensure_locked(p); /* no other thread yet */
-		if (err < 0)
+		if (err < 0) {
+			start_failed_swap = true;
 			goto err_free;
+		}
 	}
 	err = uffd_open(&p->uffd, UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
 				      UFFD_FEATURE_EVENT_REMOVE);

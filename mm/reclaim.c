@@ -17,7 +17,8 @@
  *
  * A page the guest touches in between comes back through a minor fault and is
  * RESIDENT again: its second chance. After two revolutions without progress
- * every resident page is a victim (force); after three, reclaim declares
+ * every resident page is a victim (force); after three, or at the first write
+ * that fails (a full or failing swap file), reclaim declares
  * itself stalled and the limit is lifted until a write succeeds again, so a
  * full swap device never hangs a vCPU.
  *
@@ -76,7 +77,8 @@ static unsigned build_writes(struct mm_pager *p, uint64_t base, unsigned npg, co
 		if (slot < 0) {
 			pthread_mutex_unlock(&p->swap_lock);
 			mm_warn_once(p, &p->warned_full,
-				     "ufvm: swap file: no free slot (pages stay resident)");
+				     "ufvm: swap file %s: no free slot (pages stay resident)",
+				     p->swap_name);
 			pthread_mutex_lock(&p->swap_lock);
 			i += run;
 			continue;
@@ -101,9 +103,9 @@ static void write_failed(struct mm_pager *p, struct swap_io *io, int err)
 		mm_slot_free(p, &p->pst.e[i]);
 	MM_STAT_ADD(p, write_errors, io->npages);
 	mm_warn_once(p, &p->warned_write,
-		     "ufvm: swap file: write failed: %s (page stays resident; further "
+		     "ufvm: swap file %s: write failed: %s (page stays resident; further "
 		     "errors are only counted)",
-		     strerror(-err));
+		     p->swap_name, strerror(-err));
 }
 
 unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
@@ -127,9 +129,9 @@ unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8
 	open_err = mm_swap_ensure_locked(p);
 	pthread_mutex_unlock(&p->swap_lock);
 	if (open_err < 0) {
-		mm_warn_once(p, &p->warned_write,
-			     "ufvm: swap file: cannot open: %s (pages stay resident)",
-			     strerror(-open_err));
+		mm_warn_once(p, &p->warned_open,
+			     "ufvm: swap file %s: cannot open: %s (pages stay resident)",
+			     p->swap_name, strerror(-open_err));
 		if (!*err)
 			*err = open_err;
 	}
@@ -246,6 +248,12 @@ static void reclaim_run(struct mm_pager *p)
 		atomic_store(&p->stalled, false);
 		mm_wake_faults(p);
 	}
+	if (err) {
+		atomic_store(&p->stalled, true);
+		mm_wake_faults(p);
+		pthread_mutex_unlock(&p->evict_lock);
+		return;
+	}
 	while (p->resident > p->low && !atomic_load(&p->stop)) {
 		uint64_t r = p->hand;
 
@@ -265,6 +273,12 @@ static void reclaim_run(struct mm_pager *p)
 			idle = 0;
 			atomic_store(&p->stalled, false);
 			mm_wake_faults(p);
+		}
+		if (err) { /* the swap file fails (full, EIO): stall now, retry after a backoff,
+			    * rather than re-zap and re-write every region in vain */
+			atomic_store(&p->stalled, true);
+			mm_wake_faults(p);
+			break;
 		}
 	}
 	pthread_mutex_unlock(&p->evict_lock);

@@ -4,6 +4,8 @@
 #include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mm/mm.h"
@@ -37,6 +39,7 @@ struct swap_inject {
 
 struct swap_store {
 	int fd;
+	char *created; /* the path ufvm created (removed at close), or NULL */
 	bool direct;
 	uint64_t max_pages;
 	struct swap_slots *slots;
@@ -110,21 +113,43 @@ out_free:
 	return fd;
 }
 
-static int open_file(const struct swap_opts *o)
+/*
+ * A path of the user's: a new file, created here and removed at close (guest memory
+ * does not outlive the VM), or an existing empty file or a block device. An existing
+ * file with data in it is refused (-EEXIST), never truncated: it may be anything.
+ */
+static int open_file(struct swap_store *s, const struct swap_opts *o)
 {
-	int fd;
+	int flags = O_RDWR | O_CLOEXEC | (o->direct ? O_DIRECT : 0), fd;
+	struct stat st;
 
 	if (!o->path)
 		return open_tmpfile(o->direct);
-	fd = open(o->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | (o->direct ? O_DIRECT : 0),
-		  0600);
-	return fd < 0 ? -errno : fd;
+	fd = open(o->path, flags | O_CREAT | O_EXCL, 0600);
+	if (fd >= 0) {
+		s->created = strdup(o->path);
+		return fd;
+	}
+	if (errno != EEXIST)
+		return -errno;
+	fd = open(o->path, flags);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || (S_ISREG(st.st_mode) && st.st_size > 0) ||
+	    !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+		int err = S_ISREG(st.st_mode) ? -EEXIST : -EINVAL;
+
+		close(fd);
+		return err;
+	}
+	return fd;
 }
 
 int swap_open(struct swap_store **out, const struct swap_opts *o, uint64_t max_pages)
 {
 	static const struct swap_opts defaults;
 	struct swap_store *s;
+	struct stat st;
 	unsigned i, qd;
 	int err;
 
@@ -150,13 +175,15 @@ int swap_open(struct swap_store **out, const struct swap_opts *o, uint64_t max_p
 	for (i = 0; i < qd; i++)
 		s->pool[i] = &s->reqs[i];
 	s->npool = qd;
-	s->fd = open_file(o);
+	s->fd = open_file(s, o);
 	if (s->fd < 0) {
 		err = s->fd;
 		goto err_reqs;
 	}
-	/* Sets the size only: blocks are allocated as slots are first written. */
-	if (ftruncate(s->fd, (off_t)(max_pages * SWAP_PAGE)) < 0) {
+	/* Sets the size only: blocks are allocated as slots are first written. A block
+	 * device has its size; writes past it fail like a full disk. */
+	if (fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    ftruncate(s->fd, (off_t)(max_pages * SWAP_PAGE)) < 0) {
 		err = -errno;
 		goto err_close;
 	}
@@ -169,6 +196,9 @@ int swap_open(struct swap_store **out, const struct swap_opts *o, uint64_t max_p
 
 err_close:
 	close(s->fd);
+	if (s->created)
+		unlink(s->created);
+	free(s->created);
 err_reqs:
 	free(s->pool);
 	free(s->reqs);
@@ -184,6 +214,9 @@ void swap_close(struct swap_store *s)
 		return;
 	io_uring_queue_exit(&s->ring);
 	close(s->fd);
+	if (s->created)
+		unlink(s->created);
+	free(s->created);
 	free(s->pool);
 	free(s->reqs);
 	swap_slots_destroy(s->slots);

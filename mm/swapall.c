@@ -342,9 +342,10 @@ static int swapin_wait(struct swapin_pipe *sp, struct swapin_group *g)
 {
 	worker_wait(&sp->w);
 	if (g->err < 0)
-		mm_pager_die(sp->p, "ufvm: swap file: swap-in of guest memory at 0x%llx failed: %s",
-			     (unsigned long long)(g->r * MM_REGION_PAGES * MM_PAGE),
-			     strerror(-g->err));
+		mm_pager_die(
+		    sp->p, "ufvm: swap file %s: swap-in of guest memory at 0x%llx failed: %s",
+		    sp->p->swap_name, (unsigned long long)(g->r * MM_REGION_PAGES * MM_PAGE),
+		    strerror(-g->err));
 	return g->err;
 }
 
@@ -484,8 +485,9 @@ static int copy_page(struct mm_pager *p, uint64_t pfn, uint64_t off, void *buf, 
 	if (e->state == PST_SWAPPED) {
 		err = mm_swapin_range(p, &io, pfn, 1, NULL, &got);
 		if (err < 0) {
-			mm_pager_die(p, "ufvm: swap file: read of guest page 0x%llx failed: %s",
-				     (unsigned long long)(pfn * MM_PAGE), strerror(-err));
+			mm_pager_die(p, "ufvm: swap file %s: read of guest page 0x%llx failed: %s",
+				     p->swap_name, (unsigned long long)(pfn * MM_PAGE),
+				     strerror(-err));
 			return err;
 		}
 		mm_page_set(p, pfn, PST_UNMAPPED); /* clean: keeps its slot */

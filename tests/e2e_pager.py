@@ -230,7 +230,7 @@ def case_swap_fs_full(ufvm, g, f):
         subprocess.run(['umount', d])
         os.rmdir(d)
     common(r, f)
-    n = len(re.findall(r'swap file: write failed: No space left on device', r.err))
+    n = len(re.findall(r'swap file .+?: write failed: No space left on device', r.err))
     expect(n == 1, 'ENOSPC reported %d times, want once' % n, f)
     expect((r.stats or {}).get('write_errors', 0) > 0, 'no write errors counted', f)
     return '%d write errors, VM ran on' % (r.stats or {}).get('write_errors', 0)
@@ -241,7 +241,7 @@ def case_inject_write_error(ufvm, g, f):
                    '--test-swap-fail=write:5:2000', '--cmdline', 'mib=48',
                    os.path.join(g, 'memtouch.elf')])
     common(r, f)
-    n = len(re.findall(r'swap file: write failed: Input/output error \(page stays resident',
+    n = len(re.findall(r'swap file .+?: write failed: Input/output error \(page stays resident',
                        r.err))
     expect(n == 1, 'EIO on write reported %d times, want once' % n, f)
     return '%d write errors' % (r.stats or {}).get('write_errors', 0)
@@ -251,7 +251,7 @@ def case_inject_read_error(ufvm, g, f):
     r = Run(ufvm, ['--mem', '128M', '--mem-limit', '16M', '--test-swap-fail=read:5:0',
                    '--cmdline', 'mib=48', os.path.join(g, 'memtouch.elf')])
     common(r, f, status=1, ok=False)
-    expect(re.search(r'swap file: read of guest page 0x[0-9a-f]+ failed: Input/output error',
+    expect(re.search(r'swap file .+?: read of guest page 0x[0-9a-f]+ failed: Input/output error',
                      r.err), 'no clear read error message', f)
     expect('ok (0' not in r.out, 'guest went on after a read error', f)
     return 'stopped: ' + r.err.strip().splitlines()[-1] if r.err.strip() else ''
@@ -267,6 +267,18 @@ def case_pager_off(ufvm, g, f):
 
 def case_bad_options(ufvm, g, f):
     elf = os.path.join(g, 'hello.elf')
+    d = tempfile.mkdtemp(prefix='ufvm-swap-')
+    data = os.path.join(d, 'precious')
+    with open(data, 'w') as fh:
+        fh.write('not a swap file\n')
+    for args, what in ((['--swap', data], 'exists and holds data'),
+                       (['--swap', os.path.join(d, 'no', 'such')], 'No such file'),
+                       (['--swap', '/dev/null'], 'neither a regular file')):
+        r = subprocess.run([ufvm, 'run'] + args + [elf], capture_output=True, text=True,
+                           timeout=TIMEOUT)
+        expect(r.returncode == 2 and 'swap file %s: cannot open' % args[1] in r.stderr and
+               what in r.stderr, '%s: status %d, stderr %r' % (args, r.returncode, r.stderr), f)
+    expect(open(data).read() == 'not a swap file\n', 'an existing --swap file was changed', f)
     for args, what in ((['--chunk', '3K'], 'power of two'), (['--mem-limit', '1M'], '4M'),
                        (['--pager', 'off', '--mem-limit', '16M'], 'need the pager'),
                        (['--swapin', 'later'], 'on-demand or prefetch'),

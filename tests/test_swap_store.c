@@ -1,5 +1,6 @@
 /* test_swap_store.c: swap file I/O: round trips, O_DIRECT, per-io errors, injected failures */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -80,7 +81,25 @@ static void test_open(void)
 	check_zero(s, 99);
 	check_zero(s, (1 << 16) - 1);
 	swap_close(s);
-	CHECK_EQ(unlink(path), 0);
+	CHECK(stat(path, &st) < 0 && errno == ENOENT); /* created by us: removed at close */
+
+	/* An existing file is never truncated: one with data is refused, an empty one used. */
+	{
+		int fd = open(path, O_CREAT | O_WRONLY, 0600);
+
+		CHECK_EQ(write(fd, "data", 4), 4);
+		CHECK_EQ(swap_open(&s, &o, 16), -EEXIST);
+		CHECK_EQ(stat(path, &st), 0);
+		CHECK_EQ(st.st_size, 4);
+		CHECK_EQ(ftruncate(fd, 0), 0);
+		close(fd);
+		CHECK_EQ(swap_open(&s, &o, 16), 0);
+		swap_close(s);
+		CHECK_EQ(unlink(path), 0); /* not ours: left in place */
+	}
+	o.path = "/dev/null";
+	CHECK_EQ(swap_open(&s, &o, 16), -EINVAL); /* neither a file nor a block device */
+	o.path = path;
 
 	/* No path: an unlinked file under $TMPDIR that leaves nothing behind. */
 	setenv("TMPDIR", dir, 1);

@@ -26,7 +26,9 @@ const char *pager_usage =
     "                    auto or --api)\n"
     "  --scan-rate N     pages sampled per interval (default 1/64 of RAM)\n"
     "  --scan-cpu PCT    CPU budget of the sampler, % of one CPU (default 2)\n"
-    "  --swap PATH       swap file (default: an unlinked file in $TMPDIR)\n"
+    "  --swap PATH       swap file: a new file (removed at exit), an empty one or a\n"
+    "                    block device, never a file with data in it (default: an\n"
+    "                    unlinked file in $TMPDIR)\n"
     "  --swap-direct     swap I/O with O_DIRECT\n"
     "  --chunk SIZE      zero-fill granule on first touch, 4K..2M (default 2M)\n"
     "  --stats[=json]    print the pager's statistics at exit (stderr)\n"
@@ -234,6 +236,16 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 	if (vm->dirty && !vm->on_io)
 		ops.harvest_dirty = on_harvest;
 	err = mm_pager_start(&g->pager, mem, &o, &ops, vm);
+	if (err && mm_pager_start_failed_swap()) { /* a path the user gave: bad input */
+		fprintf(stderr, "ufvm: swap file %s: cannot open: %s\n",
+			pc->o.swap_path ? pc->o.swap_path : "(an unlinked file in $TMPDIR)",
+			err == -EEXIST ? "it exists and holds data (ufvm never overwrites a file: "
+					 "remove it or name a new one)"
+			: err == -EINVAL ? "neither a regular file nor a block device, or O_DIRECT "
+					   "is not supported there"
+					 : strerror(-err));
+		return err == -ENOMEM ? VMM_EXIT_INTERNAL : VMM_EXIT_USAGE;
+	}
 	if (err) {
 		fprintf(stderr, "ufvm: pager: cannot start: %s\n", mm_pager_strerror(err));
 		return VMM_EXIT_INTERNAL;
