@@ -1,5 +1,7 @@
 #!/bin/bash
 # bench_startup.sh: `ufvm run hello.elf` against the KVM floor (ratio of medians), and ufvm's own RSS
+#   The floor (bench/floor.c) is linked like ufvm, statically; the dynamically linked
+#   floor runs beside them for reference.
 #
 # usage: bench/bench_startup.sh BUILD_DIR
 #   BENCH_ROUNDS (10), BENCH_RUNS (10), BENCH_WARMUP (3): hyperfine is run BENCH_ROUNDS
@@ -21,7 +23,8 @@ TARGET_RATIO=1.5
 TARGET_ANON_KIB=2048
 
 UFVM=$BUILD/vmm/ufvm
-FLOOR=$BUILD/bench/floor
+FLOOR=$BUILD/bench/floor            # linked statically, like ufvm
+FLOOR_DYN=$BUILD/bench/floor-dynamic # for reference: what a dynamic loader adds
 HELLO=$BUILD/guests/hello.elf
 MEMTOUCH=$BUILD/guests/memtouch.elf
 HOTCOLD=$BUILD/guests/hotcold.elf
@@ -31,7 +34,7 @@ say() { echo "bench_startup: $*"; }
 skip() { say "SKIP: $*"; exit 77; }
 die() { say "ERROR: $*" >&2; exit 2; }
 
-for f in "$UFVM" "$FLOOR" "$HELLO" "$MEMTOUCH" "$HOTCOLD" "$SMP"; do
+for f in "$UFVM" "$FLOOR" "$FLOOR_DYN" "$HELLO" "$MEMTOUCH" "$HOTCOLD" "$SMP"; do
 	[ -e "$f" ] || die "$f: missing (build first: ninja -C $BUILD)"
 done
 [ -c /dev/kvm ] || skip "/dev/kvm: no such device (needs a host with KVM)"
@@ -79,7 +82,8 @@ say "start-up: $ROUNDS rounds x $RUNS runs of each command (warmup $WARMUP), ord
 for r in $(seq 1 "$ROUNDS"); do
 	a=(-n floor "$FLOOR")
 	b=(-n ufvm "$UFVM run ${UFVM_ARGS:+$UFVM_ARGS }$HELLO")
-	if [ $((r % 2)) -eq 0 ]; then order=("${b[@]}" "${a[@]}"); else order=("${a[@]}" "${b[@]}"); fi
+	c=(-n floor-dynamic "$FLOOR_DYN")
+	if [ $((r % 2)) -eq 0 ]; then order=("${b[@]}" "${a[@]}" "${c[@]}"); else order=("${c[@]}" "${a[@]}" "${b[@]}"); fi
 	hyperfine -N --style none --warmup "$WARMUP" --runs "$RUNS" \
 		--export-json "$TMP/round$r.json" "${order[@]}" >"$TMP/round$r.log" 2>&1 ||
 		{ cat "$TMP/round$r.log" >&2; die "hyperfine round $r failed (does '${b[3]}' exit 0?)"; }
@@ -89,7 +93,7 @@ python3 - "$TARGET_RATIO" "${UFVM_ARGS:+$UFVM_ARGS }" "$TMP"/round*.json >"$TMP/
 import json, statistics, sys
 
 target, args = float(sys.argv[1]), sys.argv[2]
-times = {"floor": [], "ufvm": []}
+times = {"floor": [], "ufvm": [], "floor-dynamic": []}
 ratios = []
 for path in sys.argv[3:]:
     res = {r["command"]: r for r in json.load(open(path))["results"]}
@@ -102,6 +106,8 @@ print("start-up: floor median %.3f ms, ufvm run %shello.elf median %.3f ms (%d r
       % (med["floor"], args, med["ufvm"], len(times["ufvm"])))
 print("start-up: per-round ratios %.2f .. %.2f (median %.2f)"
       % (min(ratios), max(ratios), statistics.median(ratios)))
+print("start-up: for reference, the floor linked dynamically: median %.3f ms, ufvm / it %.2f"
+      % (med["floor-dynamic"], med["ufvm"] / med["floor-dynamic"]))
 print("start-up: ratio ufvm/floor %.2f (target <= %.1f): %s"
       % (ratio, target, "PASS" if ratio <= target else "MISS"))
 PY
