@@ -166,7 +166,7 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 	if (p->ops.pause_vcpus) {
 		err = p->ops.pause_vcpus(p->ctx);
 		if (err < 0)
-			goto out;
+			goto out_resume; /* even a failed pause is matched by a resume */
 	}
 	/* Several regions per group: one zap, one batch of I/O in flight, one punch;
 	 * the second group's buffers are ours, the first's are reclaim's. */
@@ -202,9 +202,9 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 		if (!err)
 			err = e;
 	}
+out_resume:
 	if (p->ops.resume_vcpus)
 		p->ops.resume_vcpus(p->ctx);
-out:
 	atomic_fetch_sub(&p->pausing, 1);
 	return err;
 }

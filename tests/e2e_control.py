@@ -3,18 +3,24 @@
 
 usage: e2e_control.py UFVM UFVMCTL HOTCOLD.elf
 Runs a long hotcold guest with --api, talks to it over the socket (python3
-stdlib only) and through ufvmctl, then stops it with an exit status.
+stdlib only) and through ufvmctl (`top` also on a pseudo-terminal, as a shell's
+foreground job), then stops it with an exit status.
 """
 import base64
+import fcntl
 import json
 import os
+import pty
 import re
+import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 
 UFVM, CTL, GUEST = sys.argv[1:4]
@@ -38,14 +44,17 @@ class Client:
     def send_raw(self, data):
         self.s.sendall(data)
 
-    def recv(self):
+    def recv_raw(self):
         while b"\n" not in self.buf:
             chunk = self.s.recv(1 << 20)
             if not chunk:
                 raise EOFError("server closed the connection")
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+        return line
+
+    def recv(self):
+        return json.loads(self.recv_raw())  # bytes: invalid UTF-8 fails here
 
     def call(self, req):
         self.send_raw((req if isinstance(req, str) else json.dumps(req)).encode() + b"\n")
@@ -68,6 +77,27 @@ def skip(why):
 def guest_lines(path):
     with open(path, "rb") as f:
         return f.read().count(b"\n")
+
+
+def wait_for(cond, timeout, step=0.05):
+    """Poll cond() until it is true or timeout seconds pass; its last value."""
+    end = time.time() + timeout
+    while True:
+        v = cond()
+        if v or time.time() >= end:
+            return v
+        time.sleep(step)
+
+
+def guest_runs(out_path, timeout=10):
+    """Does the guest print new lines within timeout seconds?"""
+    n0 = guest_lines(out_path)
+    return wait_for(lambda: guest_lines(out_path) > n0, timeout)
+
+
+def wait_socket(vm, sock, timeout=10):
+    return wait_for(lambda: os.path.exists(sock) or vm.poll() is not None, timeout) and \
+        os.path.exists(sock)
 
 
 def test_malformed(c):
@@ -102,11 +132,43 @@ def test_malformed(c):
         check(c.call({"cmd": "stats"}).get("ok") is True, "malformed: %s: connection still usable" % what)
     a = c.call({"cmd": "explode", "id": 42})
     check(a.get("id") == 42 and a.get("ok") is False, "an error answer echoes the request id")
+    check(c.call({"cmd": "pagemap", "first count": 1}).get("error", "").startswith(
+        "bad argument: unknown key 'first count'"), "keys match exactly: 'first count' is no key")
+    check("unknown key 'firs'" in c.call({"cmd": "pagemap", "firs": 1}).get("error", ""),
+          "keys match exactly: a prefix is no key")
+
+
+def test_multibyte(c):
+    """Error answers quote what was wrong; long multibyte strings must not break them."""
+    long_e = "\u00e9" * 200
+    cases = [
+        ("a long multibyte command", '{"cmd": "a%s"}' % long_e, "unknown command 'a\u00e9"),
+        ("a long multibyte key", '{"cmd": "stats", "a%s": 1}' % long_e, "unknown key 'a\u00e9"),
+        ("a long multibyte size", '{"cmd": "limit", "bytes": "%s"}' % long_e, "is not a size"),
+        ("a 4-byte character", '{"cmd": "%s"}' % ("\U0001F600" * 100), "unknown command"),
+        ("multibyte outside strings", "\u00e9" * 300, "malformed request"),
+    ]
+    for what, line, want in cases:
+        try:
+            c.send_raw(line.encode() + b"\n")
+            raw = c.recv_raw()
+            raw.decode("utf-8")  # strict: a character cut in half fails here
+            a = json.loads(raw)
+        except (EOFError, OSError, ValueError) as e:
+            check(False, "%s: an answer in valid UTF-8 (%r)" % (what, e))
+            return
+        check(a.get("ok") is False and want in a.get("error", ""),
+              "%s -> an error quoting it (%r)" % (what, a.get("error", "")[:60]))
+        check(len(a.get("error", "")) < 400, "%s: the quote is bounded" % what)
+        check(c.call({"cmd": "stats"}).get("ok") is True, "%s: connection still usable" % what)
 
 
 def test_oversized(c):
     c.send_raw(b"x" * 70000 + b"\n")
-    a = c.recv()
+    raw = c.recv_raw()
+    check(raw == json.dumps(json.loads(raw), separators=(",", ":")).encode(),
+          "'too long' is compact JSON like every answer (%r)" % raw[:40])
+    a = json.loads(raw)
     check(a.get("ok") is False and "too long" in a.get("error", ""), "oversized line -> 'too long'")
     # a long line sent in pieces, then a valid request in the same write as its tail
     c.send_raw(b'{"cmd": "stats", "pad": "' + b"y" * 40000)
@@ -144,6 +206,52 @@ def test_clients(sock):
     time.sleep(0.2)
     check(cs[3].call({"cmd": "stats"}).get("ok") is True, "the server survives clients that vanish")
     cs[3].close()
+    time.sleep(0.2)
+    # up to 16 clients: the one past them is told so, in compact JSON, and closed
+    extra, refused = [], None
+    for _ in range(20):
+        k = Client(sock)
+        k.s.settimeout(0.3)
+        try:
+            refused = k.s.recv(4096)
+            break
+        except socket.timeout:
+            extra.append(k)
+    check(refused == b'{"ok":false,"error":"too many clients (16)"}\n',
+          "a client past 16 gets a compact 'too many clients' (%r after %d)" % (refused, len(extra)))
+    for k in extra:
+        k.close()
+    time.sleep(0.2)
+
+
+def test_fairness(sock):
+    """A client that pipelines many requests does not hold the others' answers, and one
+    that does not read its answers for a while still gets every one of them."""
+    a, b = Client(sock), Client(sock)
+    req = b'{"cmd":"pagemap"}\n'
+    n = 65536 // len(req)  # 64 KiB of requests, 3640 answers of 87 KB: 317 MB, unread for now
+    a.send_raw(req * n)
+    time.sleep(0.3)
+    t = time.time()
+    r = b.call({"cmd": "stats"})
+    lat = time.time() - t
+    check(r.get("ok") is True and lat < 0.5,
+          "pipelined requests of one client: another's answer comes at once (%.2f s)" % lat)
+    # read a little slower than the server writes: its backlog never drains completely
+    got, t = 0, time.time()
+    a.s.settimeout(30)
+    try:
+        while got < n:
+            chunk = a.s.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk.count(b"\n")
+            time.sleep(0.0005)
+    except OSError:
+        pass
+    check(got == n, "the pipelining client gets all %d answers (%d, in %.1f s)" % (n, got, time.time() - t))
+    a.close()
+    b.close()
 
 
 def test_requests(c, out_path):
@@ -178,25 +286,67 @@ def test_requests(c, out_path):
     a = c.call({"cmd": "pagemap", "first": MEM // 4096 - 3, "count": 100})
     check(a.get("count") == 3, "pagemap: a range past the end is clipped")
 
-    for req in ({"cmd": "swapout"}, {"cmd": "swapin"}, {"cmd": "swapout", "prefetch": True},
-                {"cmd": "wss"}, {"cmd": "limit", "bytes": "64M"}, {"cmd": "reclaim", "pages": 100},
-                {"cmd": "limit", "bytes": 0}):
+    if pager is None:  # then every pager request says so
+        for req in ({"cmd": "swapout"}, {"cmd": "swapin"}, {"cmd": "wss"},
+                    {"cmd": "limit", "bytes": "64M"}, {"cmd": "reclaim", "pages": 100}):
+            a = c.call(req)
+            check(a.get("ok") is False and a.get("error", "").startswith("not available:"),
+                  "%s without the pager: 'not available' (got %r)" % (json.dumps(req), a.get("error")))
+        return
+    for req in ({"cmd": "swapout"}, {"cmd": "swapin"}, {"cmd": "swapout", "prefetch": True}):
         a = c.call(req)
-        name = json.dumps(req)
-        if a.get("ok"):
-            check(True, "%s: ok" % name)
-        else:
-            check(a.get("error", "").startswith("not available:") and
-                  (pager is None or req["cmd"] in ("wss", "limit", "reclaim")),
-                  "%s: ok or 'not available' (got %r)" % (name, a.get("error")))
-    if pager is not None:
-        a = c.call({"cmd": "swapout"})
-        check(a.get("ok") is True and a.get("pages_out", 0) > 0, "swapout: pages written")
-        a = c.call({"cmd": "swapin"})
-        check(a.get("ok") is True and a.get("swapped_pages") == 0, "swapin: nothing left in swap")
+        check(a.get("ok") is True and all(isinstance(a.get(k), int) for k in
+                                          ("ms", "pages_out", "pages_in", "resident_pages", "swapped_pages")),
+              "%s: ok, with its counts (%r)" % (json.dumps(req), a.get("error")))
+    # access sampling is on by default with --api (every 1000 ms): wss must answer
+    wait_for(lambda: c.call({"cmd": "wss"}).get("scans", 0) >= 1, 5)
+    a = c.call({"cmd": "wss"})
+    win = a.get("windows", [])
+    check(a.get("ok") is True and [w.get("seconds") for w in win] == [1, 10, 60] and
+          all(isinstance(w.get("pages"), int) and isinstance(w.get("covered_ms"), int) for w in win),
+          "wss: three windows with pages and covered_ms (%r)" % a.get("error"))
+    check(len(a.get("idle_hist", [])) == 8 and a.get("interval_ms") == 1000 and a.get("scans", 0) >= 1 and
+          a.get("sample_pages", 0) > 0, "wss: idle histogram, 1000 ms interval, scans, sample size")
+    a = c.call({"cmd": "limit", "bytes": "64M"})
+    check(a == {"ok": True, "limit_bytes": 64 << 20}, "limit 64M: in effect (%r)" % a)
+    check(c.call({"cmd": "stats"})["pager"]["limit_pages"] == 16384, "limit 64M: stats shows it")
+    a = c.call({"cmd": "limit", "bytes": (64 << 20) + 100})
+    check(a == {"ok": True, "limit_bytes": 64 << 20},
+          "limit of 64M + 100 bytes: answers the limit in effect, whole pages (%r)" % a)
+    check(c.call({"cmd": "stats"})["pager"]["limit_pages"] == 16384, "limit of 64M + 100 bytes: 16384 pages")
+    a = c.call({"cmd": "reclaim", "pages": 100})
+    check(a.get("ok") is True and a.get("reclaimed") == 100 and isinstance(a.get("ms"), int),
+          "reclaim 100: 100 pages out (%r)" % a)
+    a = c.call({"cmd": "limit", "bytes": 0})
+    check(a.get("ok") is True and a.get("limit_bytes") == 0, "limit 0: no limit")
+    check(c.call({"cmd": "stats"})["pager"]["limit_pages"] == 0, "limit 0: stats shows none")
+    a = c.call({"cmd": "swapout"})
+    check(a.get("ok") is True and a.get("pages_out", 0) > 0, "swapout: pages written")
+    a = c.call({"cmd": "swapin"})
+    check(a.get("ok") is True and a.get("swapped_pages") == 0, "swapin: nothing left in swap")
 
 
-def test_ufvmctl(sock, tmp):
+def test_pause_swap(c, out_path, pager):
+    """A pause stays in force through swapout and swapin, and one resume lifts it."""
+    if pager is None:
+        return
+    for swap in ({"cmd": "swapout"}, {"cmd": "swapin"}, {"cmd": "swapout", "prefetch": True}):
+        name = json.dumps(swap)
+        check(c.call({"cmd": "pause"}).get("ok") is True, "pause, %s: pause" % name)
+        check(c.call(swap).get("ok") is True, "pause, %s: %s" % (name, swap["cmd"]))
+        n0 = guest_lines(out_path)
+        time.sleep(0.3)
+        check(guest_lines(out_path) == n0 and c.call({"cmd": "stats"})["vm"]["paused"] is True,
+              "pause, %s: still paused afterwards" % name)
+        check(c.call({"cmd": "resume"}).get("ok") is True, "pause, %s, resume: ok" % name)
+        check(guest_runs(out_path), "pause, %s, resume: the guest makes progress again" % name)
+        check(c.call({"cmd": "stats"})["vm"]["paused"] is False, "pause, %s, resume: stats says running" % name)
+    # and a swap after the pause was lifted leaves the VM running
+    check(c.call({"cmd": "swapout"}).get("ok") is True and guest_runs(out_path),
+          "swapout while running: the guest runs on")
+
+
+def test_ufvmctl(sock, tmp, pager):
     rc, out, err = ctl(sock, "stats")
     check(rc == 0 and "guest RAM" in out and "128.0 MiB" in out, "ufvmctl stats: human output")
     rc, out, err = ctl("--json", sock, "stats")
@@ -209,19 +359,52 @@ def test_ufvmctl(sock, tmp):
     check(rc == 0 and out.strip() == "resumed", "ufvmctl resume")
     rc, out, _ = ctl(sock, "pagemap")
     check(rc == 0 and out.startswith("pages 0..%d" % (MEM // 4096)) and "resident" in out, "ufvmctl pagemap")
-    for args in (["swapout"], ["swapin"], ["swapout", "--prefetch"], ["wss"], ["limit", "64M"],
-                 ["reclaim", "10"], ["limit", "0"]):
-        rc, out, err = ctl(sock, *args)
-        check((rc == 0 and out) or (rc == 1 and "not available" in err),
-              "ufvmctl %s: done, or 'not available' on stderr with status 1" % " ".join(args))
-        if args[0].startswith("swap") and rc == 0:
-            check(out.startswith(args[0] + ":") and "pages out" in out, "ufvmctl %s: summary" % args[0])
+    check(re.search(r"^flags +young \d+, dirty \d+$", out, re.M) is not None,
+          "ufvmctl pagemap: young and dirty counts")
+    check(re.search(r"^idle age +\(scan intervals[^)]*\): 0: \d+", out, re.M) is not None,
+          "ufvmctl pagemap: an idle age histogram")
+    if pager is None:
+        for args in (["swapout"], ["swapin"], ["wss"], ["limit", "64M"], ["reclaim", "10"]):
+            rc, out, err = ctl(sock, *args)
+            check(rc == 1 and "not available" in err, "ufvmctl %s without the pager: status 1" % args[0])
+    else:
+        for args in (["swapout"], ["swapin"], ["swapout", "--prefetch"]):
+            rc, out, err = ctl(sock, *args)
+            check(rc == 0 and re.match(r"%s: \d+ pages out, \d+ pages in, \d+ ms; now resident [\d.]+ MiB, "
+                                       r"\d+ pages swapped$" % args[0], out.strip()) is not None,
+                  "ufvmctl %s: summary (%r)" % (" ".join(args), out.strip() or err.strip()))
+        rc, out, err = ctl(sock, "wss")
+        lines = out.splitlines()
+        check(rc == 0 and len(lines) >= 4 and
+              re.match(r"wss +1s: [\d.]+ MiB.*, 10s: [\d.]+ MiB.*, 60s: [\d.]+ MiB", lines[0]) is not None and
+              lines[1].startswith("idle ") and "1000 ms" in lines[1] and
+              re.search(r"^sampling +\d+ scans, \d+ pages per sample", out, re.M) is not None,
+              "ufvmctl wss: windows, idle ages, sampling (%r)" % (out or err))
+        check("so far" not in out and all("covers only the last" in m.group(0) or "no sample" in m.group(0)
+                                          for m in re.finditer(r"\([^)]*\)", lines[0] if lines else "")),
+              "ufvmctl wss: a window that covers less says what it covers (%r)" % (lines[0] if lines else ""))
+        rc, out, err = ctl(sock, "limit", "64M")
+        check(rc == 0 and out.strip() == "limit: 64.0 MiB (16384 pages)", "ufvmctl limit 64M (%r)" % out)
+        rc, out, err = ctl(sock, "reclaim", "10")
+        m = re.match(r"reclaim: (\d+) pages \([\d.]+ MiB\) in \d+ ms$", out.strip())
+        check(rc == 0 and m is not None and int(m.group(1)) >= 10, "ufvmctl reclaim 10 (%r)" % out)
+        rc, out, err = ctl(sock, "limit", "0")
+        check(rc == 0 and out.strip() == "limit: none", "ufvmctl limit 0 (%r)" % out)
     rc, out, _ = ctl(sock, "top", "-n", "2")
     lines = out.splitlines()
     check(rc == 0 and len(lines) == 3 and "resident" in lines[0] and "\033" not in out,
           "ufvmctl top -n 2 (not a tty): a header and one plain line per second")
+    # uptime, resident (2 words), swapped (2), then faults/s, in MB/s, out MB/s
+    rates = [list(m.groups()) for m in (re.match(r"^ *[\d.]+s +(?:[\d.]+ [MG]iB|-) +(?:[\d.]+ [MG]iB|-) +"
+                                                 r"(\S+) +(\S+) +(\S+) ", ln) for ln in lines[1:]) if m]
+    check(len(rates) == 2 and rates[0] == ["-", "-", "-"] and all(re.match(r"^[\d.]+$", r) for r in rates[1]),
+          "ufvmctl top: rates are '-' until there are two samples (%r)" % rates)
     png = os.path.join(tmp, "heat.png")
+    t = time.time()
     rc, out, err = ctl(sock, "heatmap", png, "1")
+    took = time.time() - t
+    check(rc == 0 and re.match(r"heatmap: .*: \d+ samples of %d pages over 1\.0 s" % (MEM // 4096), out) and
+          took < 5, "ufvmctl heatmap 1: samples over one real second (%r, took %.1f s)" % (out.strip(), took))
     ok = rc == 0 and os.path.exists(png)
     if ok:
         with open(png, "rb") as f:
@@ -236,6 +419,258 @@ def test_ufvmctl(sock, tmp):
         check(rc == 2 and err.startswith("ufvmctl: "), "ufvmctl usage error: %s -> status 2" % what)
     rc, _, err = ctl(os.path.join(tmp, "nope.sock"), "stats")
     check(rc == 1 and "cannot connect" in err, "ufvmctl: a missing socket -> status 1, says so")
+
+
+ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Pty:
+    """ufvmctl ARGS on a new pseudo-terminal, started as a shell starts a foreground job:
+    a session leader (the "shell") puts it in a process group of its own and gives it the
+    terminal, so that SIGTSTP really stops it (an orphaned group would ignore it)."""
+
+    def __init__(self, args, rows=24, cols=80):
+        pr, pw = os.pipe()
+        self.pid, self.master = pty.fork()
+        if self.pid == 0:
+            try:
+                os.close(pr)
+                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+                job = os.fork()
+                if job == 0:
+                    os.setpgid(0, 0)
+                    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+                    os.tcsetpgrp(0, os.getpgrp())
+                    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+                    os.execv(CTL, [CTL] + args)
+                try:
+                    os.setpgid(job, job)
+                except OSError:
+                    pass
+                os.write(pw, b"%d\n" % job)
+                while True:
+                    _, st = os.waitpid(job, os.WUNTRACED)
+                    if os.WIFEXITED(st):
+                        os._exit(os.WEXITSTATUS(st))
+                    if os.WIFSIGNALED(st):
+                        os._exit(128 + os.WTERMSIG(st))
+            except BaseException:
+                os._exit(99)
+        os.close(pw)
+        self.job = int(os.read(pr, 32))
+        os.close(pr)
+        self.out = b""
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.status = None
+
+    def _read(self):
+        while True:
+            try:
+                b = os.read(self.master, 4096)
+            except OSError:
+                return
+            if not b:
+                return
+            with self.lock:
+                self.out += b
+
+    def text(self):
+        with self.lock:
+            return self.out.decode(errors="replace")
+
+    def lflag(self):
+        try:
+            return termios.tcgetattr(self.master)[3]
+        except termios.error:
+            return None
+
+    def raw(self):
+        f = self.lflag()
+        return f is not None and not f & (termios.ICANON | termios.ECHO)
+
+    def cooked(self):
+        f = self.lflag()
+        return f is not None and f & termios.ICANON and f & termios.ECHO
+
+    def job_state(self):
+        try:
+            with open("/proc/%d/stat" % self.job) as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return None
+
+    def wait(self, timeout):
+        """The job's exit status, or None if it is still running after timeout seconds."""
+        end = time.time() + timeout
+        while time.time() < end:
+            pid, st = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.WEXITSTATUS(st) if os.WIFEXITED(st) else -1
+                return self.status
+            time.sleep(0.05)
+        return None
+
+    def kill(self):
+        if self.status is None:
+            for p in (self.job, self.pid):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.wait(5)
+        self.reader.join(2)
+        os.close(self.master)
+
+
+class SilentServer:
+    """A control socket that accepts and reads, but never answers: a VM busy for ever."""
+
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.bind(path)
+        self.s.listen(8)
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.conns.append(self.s.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.s.close()
+        for k in self.conns:
+            k.close()
+
+
+def last_frame(text):
+    """The last screen top drew, as plain lines."""
+    frame = text.rsplit("\x1b[H\x1b[J", 1)[-1]
+    return [ln.rstrip("\r") for ln in ESC.sub("", frame).split("\n")]
+
+
+def test_top_tty(sock):
+    """top on a terminal: raw mode while it runs, a screen that fits the terminal, the
+    terminal back for a suspend, raw again after, and restored when q quits."""
+    t = Pty([sock, "top"])
+    try:
+        check(wait_for(lambda: "resident" in t.text(), 10), "top (tty): draws a screen")
+        check(t.raw() and "\x1b[?25l" in t.text(), "top (tty): raw mode, cursor hidden")
+        frame = last_frame(t.text())
+        check(any(re.match(r"^ +faults/s +- *$", ln) for ln in frame),
+              "top (tty): faults/s is '-' on the first screen (%r)" % frame)
+        n = len(t.text())
+        fcntl.ioctl(t.master, termios.TIOCSWINSZ, struct.pack("HHHH", 5, 30, 0, 0))  # SIGWINCH
+        check(wait_for(lambda: "\x1b[H\x1b[J" in t.text()[n:] and "resident" in t.text()[n:], 5),
+              "top (tty): redraws after a resize")
+        time.sleep(0.3)
+        frame = last_frame(t.text())
+        check(len(frame) <= 5 and max(len(ln) for ln in frame) <= 30,
+              "top (tty): a 5x30 terminal gets at most 5 lines of 30 columns (%r)" % frame)
+        n = len(t.text())
+        os.kill(t.job, signal.SIGTSTP)
+        check(wait_for(lambda: t.job_state() == "T", 5), "top (tty): Ctrl-Z stops it")
+        check(wait_for(lambda: t.cooked() and "\x1b[?25h" in t.text()[n:], 3),
+              "top (tty): the terminal is restored while it is stopped (cursor shown)")
+        os.kill(t.job, signal.SIGCONT)
+        check(wait_for(lambda: t.job_state() not in ("T", None) and t.raw(), 5),
+              "top (tty): after SIGCONT it is raw again")
+        n = len(t.text())
+        check(wait_for(lambda: "resident" in t.text()[n:], 5), "top (tty): and redraws")
+        os.write(t.master, b"q")
+        check(t.wait(5) == 0, "top (tty): q quits with status 0")
+        # the pty reader may still be catching up with top's last bytes when it exits
+        check(wait_for(lambda: "\x1b[?25h" in t.text()[n:], 3), "top (tty): q restores the cursor")
+    finally:
+        t.kill()
+
+
+def test_top_interrupt(tmp):
+    """top waiting for an answer that does not come: q, Ctrl-C and SIGTERM still end it."""
+    path = os.path.join(tmp, "silent.sock")
+    srv = SilentServer(path)
+    try:
+        t = Pty([path, "top"])
+        try:
+            time.sleep(0.5)
+            check(t.raw(), "top (tty, VM busy): raw mode while waiting")
+            os.write(t.master, b"q")
+            check(t.wait(3) == 0, "top (tty, VM busy): q quits while waiting for an answer")
+            check(t.cooked() and wait_for(lambda: "\x1b[?25h" in t.text(), 3),
+                  "top (tty, VM busy): terminal restored")
+        finally:
+            t.kill()
+        t = Pty([path, "top"])
+        try:
+            time.sleep(0.5)
+            os.write(t.master, b"\x03")  # Ctrl-C: SIGINT from the terminal
+            check(t.wait(3) == 0, "top (tty, VM busy): Ctrl-C quits while waiting for an answer")
+            check(t.cooked(), "top (tty, VM busy): Ctrl-C restores the terminal")
+        finally:
+            t.kill()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            p = subprocess.Popen([CTL, path, "top"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(0.5)
+            p.send_signal(sig)
+            try:
+                p.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            check(p.returncode == 0, "top (no tty, VM busy): %s ends it at once (status %s)"
+                  % (signal.Signals(sig).name, p.returncode))
+    finally:
+        srv.close()
+
+
+def test_api_in_use(sock, c):
+    """--api on the socket of a running VM must fail and leave that VM's socket alone."""
+    p = subprocess.run([UFVM, "run", "--api", sock, GUEST], capture_output=True, text=True, timeout=30)
+    check(p.returncode == 1 and sock in p.stderr and "in use by a running ufvm" in p.stderr,
+          "--api on a live VM's socket: status 1, says it is in use (%s)" % p.stderr.strip())
+    check(os.path.exists(sock) and c.call({"cmd": "stats"}).get("ok") is True,
+          "--api on a live VM's socket: the running VM keeps its socket")
+    # a stale socket (nobody listening) is replaced
+    stale = os.path.join(os.path.dirname(sock), "stale.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(stale)
+    s.close()
+    p = subprocess.run([UFVM, "run", "--api", stale, "--cmdline", "hot=1 cold=0 rounds=1", GUEST],
+                       capture_output=True, text=True, timeout=30)
+    check(p.returncode == 0 and not os.path.exists(stale),
+          "--api on a stale socket: replaced, and removed at exit (%s)" % p.stderr.strip()[-200:])
+
+
+def test_signals(tmp):
+    """SIGINT and SIGTERM stop the VM the orderly way (status 128 + N): the socket goes too."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        sock = os.path.join(tmp, "sig.sock")
+        vm = subprocess.Popen([UFVM, "run", "--mem", "64M", "--api", sock, "--cmdline",
+                               "hot=1 cold=0 rounds=60000", GUEST], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        try:
+            if not wait_socket(vm, sock):
+                check(False, "%s: ufvm opened its socket (%s)" % (signal.Signals(sig).name,
+                                                                   vm.stderr.read().decode()[-300:]))
+                continue
+            vm.send_signal(sig)
+            vm.wait(timeout=10)
+            check(vm.returncode == 128 + sig, "%s ends ufvm with status 128 + %d (%s)"
+                  % (signal.Signals(sig).name, sig, vm.returncode))
+            check(not os.path.exists(sock), "%s: the socket file is removed" % signal.Signals(sig).name)
+        finally:
+            if vm.poll() is None:
+                vm.kill()
+                vm.wait()
+
+
+def start_top(sock):
+    """top without a terminal, to see it through the VM's end."""
+    return subprocess.Popen([CTL, sock, "top"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_dirty(tmp):
@@ -289,6 +724,58 @@ def test_dirty(tmp):
                 vm.wait()
 
 
+def run_vm(tmp, sock, out_path):
+    """The long hotcold VM: every request, ufvmctl, top, then stop with a status."""
+    with open(out_path, "wb") as out:
+        vm = subprocess.Popen([UFVM, "run", "--mem", "128M", "--api", sock, "--cmdline",
+                               "hot=8 cold=16 rounds=60000", GUEST], stdout=out, stderr=subprocess.STDOUT)
+    top = None
+    try:
+        if not wait_socket(vm, sock):
+            # /dev/kvm is usable (main checked): a VM that cannot serve its socket is a failure
+            with open(out_path) as f:
+                check(False, "ufvm opened its socket (%s)" % f.read()[-500:])
+            return
+        check(stat.S_IMODE(os.stat(sock).st_mode) == 0o600, "the socket is mode 0600")
+        time.sleep(0.3)  # let the guest write its sets
+        c = Client(sock)
+        pager = c.call({"cmd": "stats"}).get("pager")
+        check(pager is not None or not os.access("/dev/userfaultfd", os.R_OK | os.W_OK),
+              "the pager runs (it can open /dev/userfaultfd)")
+        test_requests(c, out_path)
+        test_pause_swap(c, out_path, pager)
+        test_malformed(c)
+        test_multibyte(c)
+        test_oversized(c)
+        test_clients(sock)
+        test_fairness(sock)
+        test_api_in_use(sock, c)
+        test_ufvmctl(sock, tmp, pager)
+        test_top_tty(sock)
+        check(c.call({"cmd": "stats"}).get("ok") is True, "the first client is still served")
+        a = c.call({"cmd": "dirty"})
+        check(a.get("ok") is False and "not available" in a.get("error", ""), "dirty without --dirty-track")
+        top = start_top(sock)
+        time.sleep(0.5)
+        rc, out, _ = ctl(sock, "stop", "7")
+        check(rc == 0 and out.strip() == "stopping", "ufvmctl stop 7")
+        vm.wait(timeout=20)
+        check(vm.returncode == 7, "ufvm exits with the status given to stop (got %s)" % vm.returncode)
+        check(not os.path.exists(sock), "the socket file is removed at exit")
+        try:
+            out, err = top.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            top.kill()
+            out, err = top.communicate()
+        check(top.returncode == 0 and "the VM has ended" in out and not err,
+              "top: the VM's end is said on stdout, status 0 (%s, %r)" % (top.returncode, err.strip()))
+    finally:
+        for p in (top, vm):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def main():
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         skip("/dev/kvm is missing or not accessible")
@@ -302,37 +789,9 @@ def main():
     check(p.returncode == 1 and notsock in p.stderr and "not a socket" in p.stderr,
           "--api on a regular file: status 1, names the path (%s)" % p.stderr.strip())
 
-    with open(out_path, "wb") as out:
-        vm = subprocess.Popen([UFVM, "run", "--mem", "128M", "--api", sock, "--cmdline",
-                               "hot=8 cold=16 rounds=60000", GUEST], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(200):
-            if os.path.exists(sock) or vm.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not os.path.exists(sock):
-            with open(out_path) as f:
-                skip("ufvm did not open its socket: " + f.read()[-500:])
-        check(stat.S_IMODE(os.stat(sock).st_mode) == 0o600, "the socket is mode 0600")
-        time.sleep(0.3)  # let the guest write its sets
-        c = Client(sock)
-        test_requests(c, out_path)
-        test_malformed(c)
-        test_oversized(c)
-        test_clients(sock)
-        test_ufvmctl(sock, tmp)
-        check(c.call({"cmd": "stats"}).get("ok") is True, "the first client is still served")
-        a = c.call({"cmd": "dirty"})
-        check(a.get("ok") is False and "not available" in a.get("error", ""), "dirty without --dirty-track")
-        rc, out, _ = ctl(sock, "stop", "7")
-        check(rc == 0 and out.strip() == "stopping", "ufvmctl stop 7")
-        vm.wait(timeout=20)
-        check(vm.returncode == 7, "ufvm exits with the status given to stop (got %s)" % vm.returncode)
-        check(not os.path.exists(sock), "the socket file is removed at exit")
-    finally:
-        if vm.poll() is None:
-            vm.kill()
-            vm.wait()
+    run_vm(tmp, sock, out_path)
+    test_top_interrupt(tmp)
+    test_signals(tmp)
     test_dirty(tmp)
     if failures:
         print("%d check(s) failed" % len(failures))

@@ -1,5 +1,6 @@
 /* conn.c: ufvmctl's connection to the control socket: one JSON line out, one in */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@ int uc_connect(struct uc *c, const char *path)
 
 	memset(c, 0, sizeof(*c));
 	c->path = path;
+	c->cancel_fd = -1;
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, path);
@@ -40,15 +42,49 @@ void uc_close(struct uc *c)
 	c->buf = NULL;
 }
 
-static int send_all(int fd, const char *s, size_t n)
+/*
+ * Wait until the socket is ready for events. With a cancel callback the wait
+ * is sliced (100 ms) so that a signal or a key is seen at once, even one that
+ * arrived just before poll(). 0, -ECANCELED or -errno.
+ */
+static int wait_fd(struct uc *c, short events)
+{
+	for (;;) {
+		struct pollfd pf[2] = {{.fd = c->fd, .events = events},
+				       {.fd = c->cancel_fd, .events = POLLIN}};
+		int n = poll(pf, c->cancel_fd >= 0 ? 2 : 1, c->cancel ? 100 : -1);
+
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (c->cancel && c->cancel(c))
+			return -ECANCELED;
+		if (n > 0 && (pf[1].revents & (POLLHUP | POLLERR | POLLNVAL)))
+			c->cancel_fd = -1; /* a terminal that went away: stop watching it */
+		if (n > 0 && pf[0].revents)
+			return 0;
+	}
+}
+
+/* A peer that is gone, as one error: the VM ended or dropped us. */
+static int gone(int err)
+{
+	return err == -ECONNRESET || err == -EPIPE ? -EPIPE : err;
+}
+
+static int send_all(struct uc *c, const char *s, size_t n)
 {
 	while (n) {
-		ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+		ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 
-		if (w < 0 && errno == EINTR)
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			int err = wait_fd(c, POLLOUT);
+
+			if (err)
+				return err;
 			continue;
+		}
 		if (w < 0)
-			return -errno;
+			return gone(-errno);
 		s += w;
 		n -= (size_t)w;
 	}
@@ -71,16 +107,28 @@ static ssize_t recv_line(struct uc *c)
 			c->buf = n;
 			c->cap += c->cap > 65536 ? c->cap : 65536;
 		}
-		r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-		if (r < 0 && errno == EINTR)
-			return -EINTR;
+		r = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			int err = wait_fd(c, POLLIN);
+
+			if (err)
+				return err;
+			continue;
+		}
 		if (r < 0)
-			return -errno;
+			return gone(-errno);
 		if (r == 0)
-			return -ECONNRESET;
+			return -EPIPE;
 		c->len += (size_t)r;
 	}
 	return nl - c->buf;
+}
+
+static const char *err_text(int err)
+{
+	return err == -EPIPE	   ? "the VM closed the connection (has it ended?)"
+	       : err == -ECANCELED ? "interrupted"
+				   : strerror(-err);
 }
 
 json_t *uc_call(struct uc *c, json_t *req, const char **why)
@@ -93,26 +141,25 @@ json_t *uc_call(struct uc *c, json_t *req, const char **why)
 	int err;
 
 	json_decref(req);
+	c->err = -ENOMEM;
 	if (!s) {
 		*why = "out of memory";
 		return NULL;
 	}
-	err = send_all(c->fd, s, strlen(s));
+	err = send_all(c, s, strlen(s));
 	if (!err)
-		err = send_all(c->fd, "\n", 1);
+		err = send_all(c, "\n", 1);
 	free(s);
 	if (err) {
-		snprintf(msg, sizeof(msg), "send failed: %s (has the VM ended?)", strerror(-err));
+		snprintf(msg, sizeof(msg), "send failed: %s", err_text(err));
+		c->err = err;
 		*why = msg;
 		return NULL;
 	}
-	do
-		n = recv_line(c);
-	while (n == -EINTR);
+	n = recv_line(c);
 	if (n < 0) {
-		snprintf(msg, sizeof(msg), "no answer: %s",
-			 n == -ECONNRESET ? "the VM closed the connection (has it ended?)"
-					  : strerror((int)-n));
+		snprintf(msg, sizeof(msg), "no answer: %s", err_text((int)n));
+		c->err = (int)n;
 		*why = msg;
 		return NULL;
 	}
@@ -122,9 +169,11 @@ json_t *uc_call(struct uc *c, json_t *req, const char **why)
 	if (!json_is_object(ans)) {
 		snprintf(msg, sizeof(msg), "answer is not a JSON object: %s", jerr.text);
 		json_decref(ans);
+		c->err = -EBADMSG;
 		*why = msg;
 		return NULL;
 	}
+	c->err = 0;
 	return ans;
 }
 

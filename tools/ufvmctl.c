@@ -81,6 +81,47 @@ static void print_stats(json_t *a)
 	       (unsigned long long)uc_u64(pg, "swapin_all_pages"));
 }
 
+/* young and dirty counts, and the idle ages of the pages with content. */
+static void print_pagemap_summary(const uint8_t *st, int64_t n, json_t *a)
+{
+	static const char *const bucket[] = {"0",     "1",     "2-3",	 "4-7", "8-15",
+					     "16-31", "32-63", "64-127", "128+"};
+	uint64_t young = 0, dirty = 0, hist[9] = {0}, aged = 0;
+	uint8_t *age = NULL;
+	int64_t na = uc_pagemap_decode(a, "age", &age);
+	unsigned top = 0;
+
+	for (int64_t i = 0; i < n; i++) {
+		unsigned s = st[i] & 0x0f, b = 0;
+
+		young += (st[i] & 0x10) != 0;
+		dirty += (st[i] & 0x20) != 0;
+		if (na != n || s < 1 || s > 4) /* no age, or no content: new, absent */
+			continue;
+		for (unsigned v = age[i]; v && b < 8; v >>= 1)
+			b++;
+		hist[b]++;
+		aged++;
+	}
+	if (json_string_value(json_object_get(a, "source")) &&
+	    !strcmp(json_string_value(json_object_get(a, "source")), "pst"))
+		printf("flags     young %llu, dirty %llu\n", (unsigned long long)young,
+		       (unsigned long long)dirty);
+	if (na == n && aged) {
+		for (unsigned b = 0; b < 9; b++)
+			if (hist[b])
+				top = b;
+		printf("idle age  (scan intervals, pages with content):");
+		for (unsigned b = 0; b <= top; b++)
+			printf(" %s: %llu%s", bucket[b], (unsigned long long)hist[b],
+			       b < top ? "," : "");
+		printf("\n");
+	} else if (na != n) {
+		printf("idle age  - (access sampling is off)\n");
+	}
+	free(age);
+}
+
 /* Runs of equal state, one line each (at most 40, then a count). */
 static void print_pagemap(json_t *a)
 {
@@ -98,6 +139,7 @@ static void print_pagemap(json_t *a)
 	json_object_foreach(json_object_get(a, "counts"), key, v)
 	    printf(" %s %lld", key, (long long)json_integer_value(v));
 	printf("\n");
+	print_pagemap_summary(st, n, a);
 	for (int64_t i = 0, j; i < n; i = j) {
 		unsigned s = st[i] & 0x0f;
 
@@ -128,8 +170,12 @@ static void print_wss(json_t *a)
 	{
 		printf("%s%llus: %s", i ? ", " : "", (unsigned long long)uc_u64(w, "seconds"),
 		       uc_bytes(uc_u64(w, "pages") * 4096, b1, sizeof(b1)));
-		if (uc_u64(w, "covered_ms") + 500 < uc_u64(w, "seconds") * 1000)
-			printf(" (over %.1f s so far)", (double)uc_u64(w, "covered_ms") / 1000);
+		/* a window longer than the VM's sampling history, or than stride intervals */
+		if (!uc_u64(w, "covered_ms"))
+			printf(" (no sample yet)");
+		else if (uc_u64(w, "covered_ms") + 500 < uc_u64(w, "seconds") * 1000)
+			printf(" (covers only the last %.1f s)",
+			       (double)uc_u64(w, "covered_ms") / 1000);
 	}
 	printf("\nidle      pages in memory idle >= 2^i intervals of %llu ms:",
 	       (unsigned long long)uc_u64(a, "interval_ms"));
@@ -195,7 +241,11 @@ static void print_ok(const char *cmd, json_t *a)
 	} else if (!strcmp(cmd, "limit")) {
 		uint64_t l = uc_u64(a, "limit_bytes");
 
-		printf("limit: %s\n", l ? uc_bytes(l, b1, sizeof(b1)) : "none");
+		if (l)
+			printf("limit: %s (%llu pages)\n", uc_bytes(l, b1, sizeof(b1)),
+			       (unsigned long long)(l / 4096));
+		else
+			printf("limit: none\n");
 	} else if (!strcmp(cmd, "reclaim")) {
 		printf("reclaim: %llu pages (%s) in %llu ms\n",
 		       (unsigned long long)uc_u64(a, "reclaimed"),

@@ -13,6 +13,14 @@ struct uc {
 	int fd;
 	char *buf; /* bytes received past the last answer */
 	size_t len, cap;
+	int err; /* why the last call failed: -errno; -EPIPE: the VM closed the connection */
+	/*
+	 * Optional: asked while a call waits (at least every 100 ms, after every
+	 * signal, and whenever cancel_fd is readable); true abandons the call with
+	 * -ECANCELED. cancel_fd is -1 when there is none.
+	 */
+	bool (*cancel)(struct uc *c);
+	int cancel_fd;
 };
 
 /* Connect to the control socket; -errno. */
@@ -21,7 +29,8 @@ void uc_close(struct uc *c);
 /*
  * Send req (a JSON object; reference stolen) and return the answer object, or
  * NULL with *why set (static or in a buffer that lives until the next call)
- * when the connection failed or the answer is not JSON.
+ * and c->err when the connection failed, the call was cancelled or the answer
+ * is not JSON (-EBADMSG).
  */
 json_t *uc_call(struct uc *c, json_t *req, const char **why);
 /* Shortcut for {"cmd": cmd}. */
@@ -34,7 +43,8 @@ int64_t uc_pagemap_decode(json_t *ans, const char *field, uint8_t **out);
 /* "12.3 MiB" style, into buf. */
 const char *uc_bytes(uint64_t b, char *buf, size_t n);
 
-/* top.c: live view until q / Ctrl-C (tty) or `iterations` lines (0 = forever). */
+/* top.c: live view until q, Ctrl-C or SIGTERM, `iterations` samples (0 = forever) or
+ * the VM's end (status 0, said on stdout); 1 when a request fails. */
 int uc_top(struct uc *c, unsigned iterations);
 /* heatmap.c: sample page states for `seconds`, write a PNG; exit status. */
 int uc_heatmap(struct uc *c, const char *png, double seconds, unsigned interval_ms);

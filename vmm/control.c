@@ -15,13 +15,22 @@
 
 #define CTL_MAX_CLIENTS 16
 #define CTL_LINE_MAX	65536	       /* longest request, newline excluded */
-#define CTL_OUT_SLOW	(1u << 20)     /* stop reading a client that does not read its answers */
+#define CTL_ROUND_LINES 4	       /* requests answered per client per poll round */
+#define CTL_OUT_SLOW	(1u << 20)     /* stop serving a client that does not read its answers */
 #define CTL_OUT_MAX	(256ull << 20) /* ... and drop it past this */
+
+/* Answers that need no JSON library, hence cannot fail to be built. */
+static const char too_long_err[] = "{\"ok\":false,\"error\":\"request too long: more than "
+				   "65536 bytes before the newline\"}\n";
+static const char too_many_err[] = "{\"ok\":false,\"error\":\"too many clients (16)\"}\n";
+static const char internal_err[] = "{\"ok\":false,\"error\":\"internal: the answer could "
+				   "not be built (out of memory?)\"}\n";
 
 struct ctl_client {
 	int fd;
 	bool discarding; /* inside an oversized line: drop bytes up to its newline */
 	bool eof;	 /* the client shut down its side: close once its answers are out */
+	bool ready;	 /* in holds a complete line not yet answered */
 	size_t inlen;
 	char in[CTL_LINE_MAX + 1];
 	char *out; /* answers not yet sent: out[outoff..outlen) */
@@ -48,10 +57,17 @@ static void client_close(struct ctl *c, unsigned i)
 /* Queue bytes for a client; false when it must be dropped. */
 static bool client_queue(struct ctl_client *k, const char *buf, size_t len)
 {
-	if (k->outoff == k->outlen)
-		k->outoff = k->outlen = 0;
-	if (k->outlen + len > CTL_OUT_MAX)
+	size_t backlog = k->outlen - k->outoff;
+
+	if (backlog + len > CTL_OUT_MAX)
 		return false;
+	if (k->outoff && k->outlen + len > k->outcap) {
+		/* a client that reads as we write may never drain us completely: slide
+		 * what is unsent to the front rather than grow by what was sent */
+		memmove(k->out, k->out + k->outoff, backlog);
+		k->outoff = 0;
+		k->outlen = backlog;
+	}
 	if (k->outlen + len > k->outcap) {
 		size_t cap = k->outcap ? k->outcap : 4096;
 		char *n;
@@ -86,39 +102,46 @@ static bool client_flush(struct ctl_client *k)
 static bool client_answer(struct ctl *c, struct ctl_client *k, const char *line, size_t len)
 {
 	size_t outlen;
-	char *ans;
+	char *ans = ctl_answer(&c->ctx, line, len, &outlen);
 	bool ok;
 
-	ans = ctl_answer(&c->ctx, line, len, &outlen);
-	if (!ans)
-		return false;
+	if (!ans) /* out of memory: say so rather than leave the client waiting */
+		return client_queue(k, internal_err, sizeof(internal_err) - 1);
 	ok = client_queue(k, ans, outlen);
 	free(ans);
 	return ok;
 }
 
-/* Answer every complete line in k->in; false when the client must go. */
-static bool client_lines(struct ctl *c, struct ctl_client *k)
+/*
+ * Answer up to CTL_ROUND_LINES complete lines of k->in, fewer while the
+ * client's unread answers exceed CTL_OUT_SLOW: a client that pipelines many
+ * requests gets its turn like the others, and one that does not read is not
+ * fed more. The rest waits in k->in (k->ready). False when the client must go.
+ */
+static bool client_serve(struct ctl *c, struct ctl_client *k)
 {
 	size_t start = 0;
-	char *nl;
+	unsigned n = 0;
+	char *nl = NULL;
 
-	while ((nl = memchr(k->in + start, '\n', k->inlen - start))) {
+	while (n < CTL_ROUND_LINES && k->outlen - k->outoff < CTL_OUT_SLOW &&
+	       (nl = memchr(k->in + start, '\n', k->inlen - start))) {
 		size_t len = (size_t)(nl - (k->in + start));
 
-		if (k->discarding)
+		if (k->discarding) {
 			k->discarding = false; /* the tail of an oversized line */
-		else if (!client_answer(c, k, k->in + start, len))
-			return false;
+		} else {
+			if (!client_answer(c, k, k->in + start, len))
+				return false;
+			n++;
+		}
 		start += len + 1;
 	}
 	memmove(k->in, k->in + start, k->inlen - start);
 	k->inlen -= start;
-	if (k->inlen > CTL_LINE_MAX) { /* no newline within the limit */
-		static const char e[] = "{\"ok\": false, \"error\": \"request too long: more "
-					"than 65536 bytes before the newline\"}\n";
-
-		if (!k->discarding && !client_queue(k, e, sizeof(e) - 1))
+	k->ready = memchr(k->in, '\n', k->inlen) != NULL;
+	if (!k->ready && k->inlen > CTL_LINE_MAX) { /* no newline within the limit */
+		if (!k->discarding && !client_queue(k, too_long_err, sizeof(too_long_err) - 1))
 			return false;
 		k->discarding = true;
 		k->inlen = 0;
@@ -126,10 +149,14 @@ static bool client_lines(struct ctl *c, struct ctl_client *k)
 	return true;
 }
 
-static bool client_read(struct ctl *c, struct ctl_client *k)
+/* Read what fits; the lines are answered by client_serve. */
+static bool client_read(struct ctl_client *k)
 {
-	ssize_t n = recv(k->fd, k->in + k->inlen, sizeof(k->in) - k->inlen, MSG_DONTWAIT);
+	ssize_t n;
 
+	if (k->eof || k->inlen == sizeof(k->in))
+		return true; /* full of complete lines: served first */
+	n = recv(k->fd, k->in + k->inlen, sizeof(k->in) - k->inlen, MSG_DONTWAIT);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 	if (n == 0) {
@@ -137,7 +164,7 @@ static bool client_read(struct ctl *c, struct ctl_client *k)
 		return true;
 	}
 	k->inlen += (size_t)n;
-	return client_lines(c, k);
+	return true;
 }
 
 static void ctl_accept(struct ctl *c)
@@ -150,9 +177,8 @@ static void ctl_accept(struct ctl *c)
 	for (i = 0; i < CTL_MAX_CLIENTS && c->cl[i]; i++)
 		;
 	if (i == CTL_MAX_CLIENTS) {
-		static const char e[] = "{\"ok\": false, \"error\": \"too many clients (16)\"}\n";
-
-		(void)!send(fd, e, sizeof(e) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)!send(fd, too_many_err, sizeof(too_many_err) - 1,
+			    MSG_NOSIGNAL | MSG_DONTWAIT);
 		close(fd);
 		return;
 	}
@@ -164,6 +190,12 @@ static void ctl_accept(struct ctl *c)
 	c->cl[i]->fd = fd;
 }
 
+/* Can the client be served now, without waiting for it? */
+static bool client_servable(const struct ctl_client *k)
+{
+	return k->ready && k->outlen - k->outoff < CTL_OUT_SLOW;
+}
+
 static void *ctl_thread(void *arg)
 {
 	struct ctl *c = arg;
@@ -172,6 +204,7 @@ static void *ctl_thread(void *arg)
 
 	for (;;) {
 		nfds_t n = 2;
+		bool busy = false; /* a client has requests waiting: poll without blocking */
 
 		pf[0] = (struct pollfd){.fd = c->stop_pipe[0], .events = POLLIN};
 		pf[1] = (struct pollfd){.fd = c->lfd, .events = POLLIN};
@@ -180,13 +213,16 @@ static void *ctl_thread(void *arg)
 
 			if (!k)
 				continue;
+			busy |= client_servable(k);
 			pf[n].fd = k->fd;
-			pf[n].events =
-			    (!k->eof && k->outlen - k->outoff < CTL_OUT_SLOW ? POLLIN : 0) |
-			    (k->outoff < k->outlen ? POLLOUT : 0);
+			pf[n].events = (!k->eof && k->inlen < sizeof(k->in) &&
+						k->outlen - k->outoff < CTL_OUT_SLOW
+					    ? POLLIN
+					    : 0) |
+				       (k->outoff < k->outlen ? POLLOUT : 0);
 			who[n++] = (int)i;
 		}
-		if (poll(pf, n, -1) < 0) {
+		if (poll(pf, n, busy ? 0 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
@@ -198,16 +234,50 @@ static void *ctl_thread(void *arg)
 			bool ok = true;
 
 			if (pf[j].revents & (POLLIN | POLLHUP | POLLERR))
-				ok = client_read(c, k);
+				ok = client_read(k);
+			if (ok)
+				ok = client_serve(c, k);
 			if (ok)
 				ok = client_flush(k);
-			if (!ok || (k->eof && k->outoff == k->outlen))
+			if (!ok || (k->eof && !k->ready && k->outoff == k->outlen))
 				client_close(c, (unsigned)who[j]);
 		}
 		if (pf[1].revents & POLLIN)
 			ctl_accept(c);
 	}
 	return NULL;
+}
+
+/*
+ * A socket file at the path: replace it only if it is stale. A server that
+ * accepts (or whose backlog is full) is a running ufvm; only ECONNREFUSED says
+ * that nobody listens. 0 when the path is free now.
+ */
+static int socket_in_use(const struct sockaddr_un *sa, const char **why)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), err;
+
+	if (fd < 0) {
+		*why = "socket";
+		return -errno;
+	}
+	err = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 ? errno : 0;
+	close(fd);
+	if (err == ECONNREFUSED) {
+		if (unlink(sa->sun_path) < 0 && errno != ENOENT) {
+			*why = "removing the stale socket";
+			return -errno;
+		}
+		return 0;
+	}
+	if (err == ENOENT)
+		return 0; /* gone meanwhile */
+	if (!err || err == EAGAIN || err == EINPROGRESS) {
+		*why = "in use by a running ufvm (stop it, or choose another path)";
+		return -EADDRINUSE;
+	}
+	*why = "an existing socket there cannot be checked (is it in use?)";
+	return -err;
 }
 
 static int ctl_listen(struct ctl *c, const char **why)
@@ -227,7 +297,9 @@ static int ctl_listen(struct ctl *c, const char **why)
 			*why = "exists and is not a socket";
 			return -EEXIST;
 		}
-		unlink(c->path); /* a stale socket from an earlier run */
+		err = socket_in_use(&sa, why);
+		if (err)
+			return err;
 	}
 	c->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (c->lfd < 0) {

@@ -13,12 +13,61 @@ typedef json_t *(*ctl_fn)(struct ctl_ctx *c, json_t *req);
 
 #define CTL_PAGER(c) ((c)->vm->mem->pager)
 
+/*
+ * Copy at most max bytes of src into dst (cap >= 4 bytes) as whole, valid UTF-8
+ * characters: an invalid byte becomes '?', a cut is marked "...". Answers must
+ * be valid UTF-8 (jansson refuses anything else), and a quoted argument must
+ * not crowd out the message around it.
+ */
+static void utf8_copy(char *dst, size_t cap, const char *src, size_t max)
+{
+	const unsigned char *s = (const unsigned char *)src;
+	size_t o = 0;
+
+	if (max > cap - 4)
+		max = cap - 4; /* room for the "..." and the NUL */
+	while (*s) {
+		unsigned n = *s < 0x80			? 1
+			     : *s >= 0xc2 && *s <= 0xdf ? 2
+			     : *s >= 0xe0 && *s <= 0xef ? 3
+			     : *s >= 0xf0 && *s <= 0xf4 ? 4
+							: 0;
+		bool ok = n > 0;
+
+		for (unsigned i = 1; ok && i < n; i++)
+			ok = (s[i] & 0xc0) == 0x80;
+		/* no overlong forms, surrogates or code points past U+10FFFF */
+		if (ok && n == 3)
+			ok = !(*s == 0xe0 && s[1] < 0xa0) && !(*s == 0xed && s[1] >= 0xa0);
+		if (ok && n == 4)
+			ok = !(*s == 0xf0 && s[1] < 0x90) && !(*s == 0xf4 && s[1] >= 0x90);
+		if (!ok)
+			n = 1;
+		if (o + n > max) {
+			memcpy(dst + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (ok)
+			memcpy(dst + o, s, n);
+		else
+			dst[o] = '?';
+		o += n;
+		s += n;
+	}
+	dst[o] = '\0';
+}
+
+/* An error answer; fmt has one %s for arg, which is quoted up to 128 bytes.
+ * NULL only when out of memory (ctl_answer answers that too). */
 static json_t *err_json(const char *fmt, const char *arg)
 {
-	char msg[256];
+	char quoted[136], msg[512], clean[520];
 
-	snprintf(msg, sizeof(msg), fmt, arg);
-	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
+	utf8_copy(quoted, sizeof(quoted), arg, 128);
+	snprintf(msg, sizeof(msg), fmt, quoted);
+	utf8_copy(clean, sizeof(clean), msg, sizeof(clean) - 8); /* in case snprintf cut it */
+	return json_pack("{s:b, s:s}", "ok", 0, "error", clean);
 }
 
 static json_t *ok_json(void)
@@ -173,7 +222,8 @@ static json_t *req_limit(struct ctl_ctx *c, json_t *req)
 	err = mm_pager_set_limit(p, bytes);
 	if (err < 0)
 		return err_json("bad argument: %s", "'bytes' must be 0 (no limit) or at least 4M");
-	return json_pack("{s:b, s:I}", "ok", 1, "limit_bytes", (json_int_t)bytes);
+	/* the limit counts whole pages: answer the one in effect */
+	return json_pack("{s:b, s:I}", "ok", 1, "limit_bytes", (json_int_t)(bytes / 4096 * 4096));
 }
 
 static json_t *req_reclaim(struct ctl_ctx *c, json_t *req)
@@ -235,9 +285,7 @@ static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
 	err = out ? mm_pager_swapout_all(p, json_is_true(pf) ? MM_SWAPIN_PREFETCH
 							     : MM_SWAPIN_ON_DEMAND)
 		  : mm_pager_swapin_all(p);
-	/* the pager resumes the vCPUs it paused: keep a requested pause in force */
-	if (c->paused && vm_pause(c->vm) < 0)
-		c->paused = false;
+	/* pauses nest: the pager lifts only its own, a client's `pause` stays in force */
 	if (err < 0)
 		return err_json(out ? "swap-out failed: %s" : "swap-in failed: %s", strerror(-err));
 	mm_pager_get_stats(p, &b);
@@ -322,28 +370,46 @@ static const struct {
     {"stop", req_stop, "status"},
 };
 
-/* Unknown keys are errors: a typo must not pass for a default. */
-static json_t *check_keys(json_t *req, const char *args)
+/* Is key one of the space-separated words of args? (exactly: "first count" is no key) */
+static bool key_listed(const char *key, const char *args)
+{
+	size_t n = strlen(key);
+
+	for (const char *p = args + strspn(args, " "); *p; p += strspn(p, " ")) {
+		size_t len = strcspn(p, " ");
+
+		if (len == n && !memcmp(p, key, n))
+			return true;
+		p += len;
+	}
+	return false;
+}
+
+/* Unknown keys are errors: a typo must not pass for a default. False with *e
+ * (the answer, NULL when it could not be built) when a key is unknown. */
+static bool keys_known(json_t *req, const char *args, json_t **e)
 {
 	const char *key;
 	json_t *v;
 
 	json_object_foreach(req, key, v)
 	{
-		const char *hit = strstr(args, key);
-		size_t n = strlen(key);
-
-		if (!strcmp(key, "cmd") || !strcmp(key, "id"))
+		if (!strcmp(key, "cmd") || !strcmp(key, "id") || key_listed(key, args))
 			continue;
-		if (!n || !hit || (hit != args && hit[-1] != ' ') || (hit[n] && hit[n] != ' '))
-			return err_json("bad argument: unknown key '%s'", key);
+		*e = err_json("bad argument: unknown key '%s'", key);
+		return false;
 	}
-	return NULL;
+	return true;
+}
+
+static json_t *internal_err(void)
+{
+	return err_json("internal: %s", "the answer could not be built (out of memory?)");
 }
 
 static json_t *dispatch(struct ctl_ctx *c, json_t *req)
 {
-	json_t *cmd = json_object_get(req, "cmd"), *e;
+	json_t *cmd = json_object_get(req, "cmd"), *e = NULL;
 
 	if (!json_is_object(req))
 		return err_json("malformed request: %s", "not a JSON object");
@@ -352,8 +418,10 @@ static json_t *dispatch(struct ctl_ctx *c, json_t *req)
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (strcmp(cmds[i].name, json_string_value(cmd)))
 			continue;
-		e = check_keys(req, cmds[i].args);
-		return e ? e : cmds[i].fn(c, req);
+		if (!keys_known(req, cmds[i].args, &e))
+			return e ? e : internal_err(); /* never run a request whose check failed */
+		e = cmds[i].fn(c, req);
+		return e ? e : internal_err();
 	}
 	return err_json("unknown command '%s' (expected stats, limit, reclaim, pause, resume, "
 			"swapout, swapin, wss, pagemap, dirty, balloon or stop)",
@@ -373,22 +441,24 @@ char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen
 		resp = err_json("malformed request: %s", why);
 	} else {
 		resp = dispatch(c, req);
-		id = json_is_object(req) ? json_object_get(req, "id") : NULL;
-		if (resp && id)
-			json_object_set(resp, "id", id);
 	}
+	if (!resp)
+		resp = internal_err();
+	id = json_is_object(req) ? json_object_get(req, "id") : NULL;
+	if (resp && id)
+		json_object_set(resp, "id", id);
 	s = resp ? json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
 	json_decref(resp);
 	json_decref(req);
 	if (!s)
-		return NULL;
-	*outlen = strlen(s) + 1;
-	n = realloc(s, *outlen + 1);
+		return NULL; /* out of memory: the server answers with a constant */
+	*outlen = strlen(s);
+	n = realloc(s, *outlen + 2);
 	if (!n) {
 		free(s);
 		return NULL;
 	}
-	n[*outlen - 1] = '\n';
+	n[(*outlen)++] = '\n';
 	n[*outlen] = '\0';
 	return n;
 }
