@@ -84,8 +84,9 @@ static void set_resident(struct mm_pager *p, uint64_t pfn, uint64_t touched)
 		return;
 	if (pfn == touched)
 		mm_access_touch(p, pfn);
-	/* Mapped writable: the swap copy goes stale, unless the dirty log says otherwise. */
-	if (!p->ops.harvest_dirty || !(e->flags & PST_F_SLOT)) {
+	/* Mapped writable: the swap copy goes stale, unless the dirty log or the
+	 * write-protect tracking (wp.c) will tell when it does. */
+	if (!mm_clean_tracked(p) || !(e->flags & PST_F_SLOT)) {
 		mm_slot_free(p, e);
 		e->flags |= PST_F_DIRTY;
 	}
@@ -93,14 +94,15 @@ static void set_resident(struct mm_pager *p, uint64_t pfn, uint64_t touched)
 	e->age = 0;
 }
 
-int mm_map_run(struct mm_pager *p, uint64_t pfn, uint64_t n, uint64_t *mapped)
+/* Map [pfn, pfn+n) (all with the same `wp`): 0, or an error with *mapped pages done. */
+static int map_run(struct mm_pager *p, uint64_t pfn, uint64_t n, bool wp, uint64_t *mapped)
 {
 	uint64_t done = 0, i;
-	int rc = uffd_continue(&p->uffd, p->mem->hva + pfn * MM_PAGE, n * MM_PAGE, &done);
+	int rc = uffd_continue(&p->uffd, p->mem->hva + pfn * MM_PAGE, n * MM_PAGE, wp, &done);
 
 	/* EEXIST: some page is already mapped; map the rest one by one. */
 	for (i = pfn + done / MM_PAGE; rc == UFFD_EXISTS && i < pfn + n; i++) {
-		rc = uffd_continue(&p->uffd, p->mem->hva + i * MM_PAGE, MM_PAGE, &done);
+		rc = uffd_continue(&p->uffd, p->mem->hva + i * MM_PAGE, MM_PAGE, wp, &done);
 		if (rc == UFFD_EXISTS || rc == UFFD_OK)
 			rc = i + 1 < pfn + n ? UFFD_EXISTS : UFFD_OK;
 		else
@@ -120,17 +122,52 @@ int mm_map_run(struct mm_pager *p, uint64_t pfn, uint64_t n, uint64_t *mapped)
 	return rc < 0 ? rc : -EIO;
 }
 
+static bool needs_wp(const struct mm_pager *p, uint64_t pfn)
+{
+	return p->wp && (p->pst.e[pfn].flags & PST_F_SLOT);
+}
+
+/*
+ * Pages with a clean swap copy are mapped write-protected (wp.c), the others
+ * writable: a protected page costs its first write a (kernel-resolved) fault.
+ * A tracked page may have been written and zapped since it was last mapped:
+ * mm_wp_sync settles that first, or the new protected mapping would hide it.
+ */
+int mm_map_run(struct mm_pager *p, uint64_t pfn, uint64_t n, uint64_t *mapped)
+{
+	uint64_t i = pfn, sub = 0;
+	int err = 0;
+
+	mm_wp_sync(p, pfn, n);
+	*mapped = 0;
+	while (i < pfn + n && !err) {
+		uint64_t j = i + 1;
+		bool wp = needs_wp(p, i);
+
+		while (j < pfn + n && needs_wp(p, j) == wp)
+			j++;
+		err = map_run(p, i, j - i, wp, &sub);
+		for (uint64_t k = i; wp && k < i + sub; k++)
+			p->pst.e[k].flags |= PST_F_WP;
+		*mapped += sub;
+		i = j;
+	}
+	return err;
+}
+
 static int zero_fill(struct mm_pager *p, uint64_t start, uint64_t n, uint64_t touched)
 {
 	uint64_t done = 0;
-	int rc = uffd_copy(&p->uffd, p->mem->hva + start * MM_PAGE, zeros, n * MM_PAGE, &done);
+	int rc =
+	    uffd_copy(&p->uffd, p->mem->hva + start * MM_PAGE, zeros, n * MM_PAGE, false, &done);
 
 	for (uint64_t i = start; i < start + done / MM_PAGE; i++)
 		set_resident(p, i, touched);
 	if (rc == UFFD_EXISTS) {
 		/* Content appeared behind our back (a write to the memfd): map it. */
 		for (uint64_t i = start + done / MM_PAGE; i < start + n; i++) {
-			rc = uffd_copy(&p->uffd, p->mem->hva + i * MM_PAGE, zeros, MM_PAGE, &done);
+			rc = uffd_copy(&p->uffd, p->mem->hva + i * MM_PAGE, zeros, MM_PAGE, false,
+				       &done);
 			if (rc == UFFD_EXISTS)
 				rc = mm_map_run(p, i, 1, &done) == 0 ? UFFD_OK : UFFD_RETRY;
 			if (rc != UFFD_OK)

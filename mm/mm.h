@@ -60,6 +60,9 @@ enum pst_state {
 #define PST_F_SLOT  0x04 /* `slot` holds a valid copy of the page */
 #define PST_F_SEEN  0x08 /* access sampling: touched since its sample's zap (access.c) */
 #define PST_F_RA    0x10 /* read ahead from swap, not touched yet (fault.c) */
+#define PST_F_WP                                                                                   \
+	0x20 /* with SLOT: mapped write-protected since the copy was made,                         \
+	      * so the page's PTE tells whether it was written (wp.c) */
 
 struct pst_entry {
 	uint32_t slot; /* swap slot, valid with PST_F_SLOT */
@@ -118,16 +121,18 @@ int64_t uffd_probe(void);
 void uffd_close(struct uffd *u);
 /* Why open failed, with what to do: for a user-facing message. */
 const char *uffd_strerror(int err);
-int uffd_register(struct uffd *u, void *addr, uint64_t len, bool minor);
+/* MISSING, and MINOR and WP (write-protect, for clean tracking: mm/wp.c) as asked. */
+int uffd_register(struct uffd *u, void *addr, uint64_t len, bool minor, bool wp);
 int uffd_unregister(struct uffd *u, void *addr, uint64_t len);
 /*
  * Resolve [dst, dst+len) by copying from src; *done gets bytes installed.
  * Neither this nor uffd_continue wakes the faulting threads: the caller
  * finishes its bookkeeping first, then calls uffd_wake.
  */
-int uffd_copy(struct uffd *u, void *dst, const void *src, uint64_t len, uint64_t *done);
-/* Map pages already in the page cache (minor faults); *done as above. */
-int uffd_continue(struct uffd *u, void *addr, uint64_t len, uint64_t *done);
+int uffd_copy(struct uffd *u, void *dst, const void *src, uint64_t len, bool wp, uint64_t *done);
+/* Map pages already in the page cache (minor faults); *done as above. wp: map them
+ * write-protected (UFFDIO_*_MODE_WP), so the first write shows in the pagemap. */
+int uffd_continue(struct uffd *u, void *addr, uint64_t len, bool wp, uint64_t *done);
 int uffd_wake(struct uffd *u, void *addr, uint64_t len);
 /* Read up to max pending events: the count (0 if none), or -errno (-ESRCH: uffd gone). */
 int uffd_read(struct uffd *u, void *msgs, int max);
@@ -269,6 +274,7 @@ struct mm_pager_opts {
 	bool mem_auto;		   /* --mem-limit auto: proactive reclaim of idle pages */
 	unsigned auto_target_pct;  /* max % of time spent on refaults (swap-in); 0 = 1 */
 	unsigned auto_min_age;	   /* reclaim pages idle >= this many intervals; 0 = 8 */
+	bool wp; /* clean tracking by write-protect where the host has it (wp.c) */
 };
 
 enum mm_swapin_mode { MM_SWAPIN_ON_DEMAND, MM_SWAPIN_PREFETCH };
@@ -409,6 +415,8 @@ struct mm_fault_thread {
 struct mm_pager {
 	struct mm_mem *mem;
 	uint8_t *alias; /* a second, unregistered mapping of the memfd: the pager's view */
+	bool wp;	/* clean tracking by write-protect (wp.c) is on */
+	int pagemap_fd; /* /proc/self/pagemap, for PAGEMAP_SCAN; -1 without wp */
 	struct pst pst;
 	struct mm_region *reg;
 	uint64_t nregions, npages;
@@ -476,6 +484,25 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
  * rather than silently pick one of two contents. Counts stray_pages.
  */
 int mm_stray_page(struct mm_pager *p, uint64_t pfn, const uint8_t *copy);
+/* wp.c: which clean pages the guest wrote, from write-protected PTEs */
+/* After the uffd is open: whether this host can track clean pages by write-protect
+ * (UFFD_FEATURE_WP_ASYNC on shmem and PAGEMAP_SCAN); opens the pagemap if so. */
+uint64_t mm_wp_features(void);
+int mm_wp_start(struct mm_pager *p);
+void mm_wp_stop(struct mm_pager *p);
+/*
+ * Pages of [pfn, pfn+n) (their region locks held) that carry a slot and PST_F_WP
+ * and whose PTE says written since (present and writable, or zapped after a write)
+ * lose the slot and become DIRTY. Call it after a zap and before deciding which
+ * pages are clean, and before re-mapping a page that may have been written.
+ * With clean tracking off, a no-op.
+ */
+void mm_wp_sync(struct mm_pager *p, uint64_t pfn, uint64_t n);
+/* Whether clean pages keep their slot while mapped (KVM's dirty log or wp tracks them). */
+static inline bool mm_clean_tracked(const struct mm_pager *p)
+{
+	return p->wp || p->ops.harvest_dirty;
+}
 /* fault.c */
 /* Readahead feedback: hits (an RA page touched), misses (one evicted untouched). */
 void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses);

@@ -76,7 +76,7 @@ void mm_slot_free(struct mm_pager *p, struct pst_entry *e)
 	pthread_mutex_lock(&p->swap_lock);
 	swap_slot_free(p->swap, e->slot);
 	pthread_mutex_unlock(&p->swap_lock);
-	e->flags &= (uint8_t)~PST_F_SLOT;
+	e->flags &= (uint8_t) ~(PST_F_SLOT | PST_F_WP);
 }
 
 static bool has_content(enum pst_state s)
@@ -105,8 +105,10 @@ bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to)
 		r->nnew++;
 	if (from == PST_SWAPPED)
 		p->swapped--;
-	if (to == PST_SWAPPED)
+	if (to == PST_SWAPPED) {
 		p->swapped++;
+		e->flags &= (uint8_t)~PST_F_WP; /* the content is the slot's alone now */
+	}
 	if (has_content(from) && !has_content(to)) {
 		r->nres--;
 		p->resident--;
@@ -317,6 +319,7 @@ static int setup_tables(struct mm_pager *p, struct mm_mem *mem)
 
 static void teardown(struct mm_pager *p)
 {
+	mm_wp_stop(p);
 	if (p->uffd.fd >= 0) {
 		uffd_unregister(&p->uffd, p->mem->hva, p->mem->size);
 		uffd_close(&p->uffd);
@@ -345,13 +348,17 @@ bool mm_pager_start_failed_swap(void)
 int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pager_opts *o,
 		   const struct mm_host_ops *ops, void *ctx)
 {
+	const uint64_t base_features =
+	    UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_EVENT_REMOVE;
 	struct mm_pager *p = calloc(1, sizeof(*p));
+	bool wp;
 	int err;
 
 	start_failed_swap = false;
 	if (!p)
 		return -ENOMEM;
 	p->uffd.fd = -1;
+	p->pagemap_fd = -1;
 	p->ops = *ops;
 	p->ctx = ctx;
 	err = check_opts(p, o);
@@ -372,13 +379,17 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 			goto err_free;
 		}
 	}
-	err = uffd_open(&p->uffd, UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
-				      UFFD_FEATURE_EVENT_REMOVE);
+	/* with clean tracking by write-protect (wp.c) where the kernel has it: one open */
+	err = !p->o.wp ? -ENOTSUP : uffd_open(&p->uffd, base_features | mm_wp_features());
+	if (err < 0 && err != -EPERM && err != -ENOSYS)
+		err = uffd_open(&p->uffd, base_features);
 	if (err < 0)
 		goto err_free;
-	err = uffd_register(&p->uffd, mem->hva, mem->size, true);
+	wp = (p->uffd.features & mm_wp_features()) == mm_wp_features();
+	err = uffd_register(&p->uffd, mem->hva, mem->size, true, wp);
 	if (err < 0)
 		goto err_free;
+	mm_wp_start(p); /* without it, pages read back from swap are dirty at once */
 	/* Before the fault threads, which record accesses; its first scan is an interval away. */
 	err = mm_access_start(p);
 	if (err < 0)

@@ -156,6 +156,7 @@ int mm_pager_pagemap(struct mm_pager *p, uint64_t first, uint64_t n, uint8_t *st
 
 		stop = stop < end ? stop : end;
 		pthread_mutex_lock(&p->reg[r].lock);
+		mm_wp_sync(p, pfn, stop - pfn); /* DIRTY for what the guest wrote since */
 		for (; pfn < stop; pfn++) {
 			const struct pst_entry *e = &p->pst.e[pfn];
 			uint8_t s = e->state;

@@ -115,6 +115,7 @@ unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8
 	int open_err;
 
 	mm_access_sync_dirty(p, base, npg); /* after the zap: every earlier write is logged */
+	mm_wp_sync(p, base, npg);	    /* ... and shows in the PTEs (wp.c) */
 	uint64_t ra_miss = 0;
 
 	for (unsigned i = 0; i < npg; i++)

@@ -254,8 +254,10 @@ static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *b
 			continue;
 		{
 			uint64_t done = 0, k = 0;
-			int rc = uffd_copy(&p->uffd, p->mem->hva + first * MM_PAGE,
-					   bounce + (i - run) * MM_PAGE, run * MM_PAGE, &done);
+			/* clean copies of their slots: write-protected when wp.c tracks them */
+			int rc =
+			    uffd_copy(&p->uffd, p->mem->hva + first * MM_PAGE,
+				      bounce + (i - run) * MM_PAGE, run * MM_PAGE, p->wp, &done);
 
 			k = done / MM_PAGE;
 			/* EEXIST: a page appeared in the memfd where the table has a hole */
@@ -267,7 +269,7 @@ static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *b
 					rc =
 					    uffd_copy(&p->uffd, p->mem->hva + (first + k) * MM_PAGE,
 						      bounce + (i - run + k) * MM_PAGE,
-						      (run - k) * MM_PAGE, &done);
+						      (run - k) * MM_PAGE, p->wp, &done);
 					k += done / MM_PAGE;
 				}
 			}
@@ -275,12 +277,13 @@ static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *b
 				struct pst_entry *e = &p->pst.e[j];
 
 				mm_page_set(p, j, PST_RESIDENT);
-				if (!p->ops.harvest_dirty) { /* else clean until the dirty log says
-								not */
+				if (!mm_clean_tracked(p)) { /* else clean until a write shows */
 					if (e->flags & PST_F_SLOT) /* freed after the next read */
 						slots[(*nslots)++] = e->slot;
 					e->flags =
 					    (uint8_t)((e->flags & ~PST_F_SLOT) | PST_F_DIRTY);
+				} else if (p->wp) {
+					e->flags |= PST_F_WP; /* mapped protected, above */
 				}
 			}
 			if (rc != UFFD_OK && rc != UFFD_RETRY)

@@ -18,6 +18,9 @@
 #ifndef UFFDIO_REGISTER_MODE_MINOR
 #define UFFDIO_REGISTER_MODE_MINOR ((__u64)1 << 2)
 #endif
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
+#endif
 
 static int uffd_new_fd(void)
 {
@@ -102,11 +105,12 @@ const char *uffd_strerror(int err)
 	}
 }
 
-int uffd_register(struct uffd *u, void *addr, uint64_t len, bool minor)
+int uffd_register(struct uffd *u, void *addr, uint64_t len, bool minor, bool wp)
 {
 	struct uffdio_register r = {
 	    .range = {.start = (uintptr_t)addr, .len = len},
-	    .mode = UFFDIO_REGISTER_MODE_MISSING | (minor ? UFFDIO_REGISTER_MODE_MINOR : 0),
+	    .mode = UFFDIO_REGISTER_MODE_MISSING | (minor ? UFFDIO_REGISTER_MODE_MINOR : 0) |
+		    (wp ? UFFDIO_REGISTER_MODE_WP : 0),
 	};
 
 	return ioctl(u->fd, UFFDIO_REGISTER, &r) < 0 ? -errno : 0;
@@ -141,7 +145,7 @@ static int map_errno(int e)
  * the mm is changing (a REMOVE event is pending): UFFD_RETRY, and the caller
  * must go back to reading events, or it would spin forever.
  */
-int uffd_copy(struct uffd *u, void *dst, const void *src, uint64_t len, uint64_t *done)
+int uffd_copy(struct uffd *u, void *dst, const void *src, uint64_t len, bool wp, uint64_t *done)
 {
 	struct uffdio_copy c;
 	uint64_t off = 0;
@@ -150,7 +154,8 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, uint64_t len, uint64_t
 		c = (struct uffdio_copy){.dst = (uintptr_t)dst + off,
 					 .src = (uintptr_t)src + off,
 					 .len = len - off,
-					 .mode = UFFDIO_COPY_MODE_DONTWAKE};
+					 .mode = UFFDIO_COPY_MODE_DONTWAKE |
+						 (wp ? UFFDIO_COPY_MODE_WP : 0)};
 		if (ioctl(u->fd, UFFDIO_COPY, &c) == 0) {
 			off = len;
 			break;
@@ -166,7 +171,7 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, uint64_t len, uint64_t
 	return off >= len ? UFFD_OK : map_errno(errno);
 }
 
-int uffd_continue(struct uffd *u, void *addr, uint64_t len, uint64_t *done)
+int uffd_continue(struct uffd *u, void *addr, uint64_t len, bool wp, uint64_t *done)
 {
 	struct uffdio_continue c;
 	uint64_t off = 0;
@@ -174,7 +179,7 @@ int uffd_continue(struct uffd *u, void *addr, uint64_t len, uint64_t *done)
 	for (;;) {
 		c = (struct uffdio_continue){
 		    .range = {.start = (uintptr_t)addr + off, .len = len - off},
-		    .mode = UFFDIO_CONTINUE_MODE_DONTWAKE};
+		    .mode = UFFDIO_CONTINUE_MODE_DONTWAKE | (wp ? UFFDIO_CONTINUE_MODE_WP : 0)};
 		if (ioctl(u->fd, UFFDIO_CONTINUE, &c) == 0) {
 			off = len;
 			break;

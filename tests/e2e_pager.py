@@ -165,6 +165,17 @@ def swapout(ufvm, g, f, extra, memfd_low=True):
         left >> 10, low >> 10, s.get('swapout_all_pages', 0), s.get('swapout_all_ns', 0) // 10**6)
 
 
+def case_clean_tracking_wp(ufvm, g, f):
+    """--clean-tracking wp: pages memtouch only reads back (its verify passes) keep their
+    swap copy and are dropped without a write; its write passes still reach swap."""
+    r, msg = limited(ufvm, g, 'memtouch.elf', 'mib=64 passes=3', 1, f,
+                     extra=['--clean-tracking', 'wp'])
+    s = r.stats or {}
+    drops, out = s.get('clean_drops', 0), s.get('swapout_pages', 0)
+    expect(drops > 8192, 'only %d clean drops (%d pages written)' % (drops, out), f)
+    return msg + ', %d clean drops, %d pages written' % (drops, out)
+
+
 def case_swapout_on_demand(ufvm, g, f):
     r, s, msg = swapout(ufvm, g, f, [])
     expect(s.get('faults_swapin', 0) > 0, 'verify did not swap in on demand', f)

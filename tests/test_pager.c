@@ -276,6 +276,79 @@ static void test_strays(void)
 	/* the blocked helper and this pager die with the process */
 }
 
+/* Fill pages [first, first+n) to version ver, from a helper thread. */
+struct fill_job {
+	struct mm_mem *m;
+	uint64_t first, n;
+	uint32_t *ver, v;
+};
+
+static void *fill_some(void *arg)
+{
+	struct fill_job *f = arg;
+
+	for (uint64_t pg = f->first; pg < f->first + f->n; pg++)
+		fill(f->m, pg, f->ver[pg] = f->v);
+	return NULL;
+}
+
+/*
+ * Clean tracking by write-protect (wp.c): pages read back from swap keep their
+ * slot; the ones written since are written out again, the others dropped. A page
+ * written and then zapped (no PTE left to say so) must not pass for clean when it
+ * is mapped again.
+ */
+static void test_clean_tracking(void)
+{
+	const uint64_t npages = 64;
+	uint32_t ver[64] = {0};
+	struct mm_pager_opts o = {.fault_threads = 1, .wp = true};
+	struct mm_pager_stats st;
+	struct mm_pager *p = NULL;
+	struct mm_mem m;
+	struct job all = {.m = &m, .first = 0, .npages = npages, .ver = ver};
+	struct fill_job f = {.m = &m, .ver = ver};
+	uint64_t out0, drops0;
+
+	CHECK(mm_mem_create(&m, 16 * MIB) == 0);
+	for (uint64_t pg = 0; pg < npages; pg++)
+		fill(&m, pg, ver[pg] = 1);
+	CHECK(mm_pager_start(&p, &m, &o, &ops, NULL) == 0);
+	if (!p->wp) {
+		printf("test_pager: clean tracking: skipped (no UFFD_FEATURE_WP_ASYNC or "
+		       "PAGEMAP_SCAN here)\n");
+		mm_pager_stop(p);
+		mm_mem_destroy(&m);
+		return;
+	}
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	CHECK(run_timed(read_all, &all, 20) && all.ok); /* swapped in, clean */
+	f.first = 0, f.n = 10, f.v = 2;
+	CHECK(run_timed(fill_some, &f, 20)); /* 10 written through the protected mapping */
+	f.first = 20, f.n = 1, f.v = 3;
+	CHECK(run_timed(fill_some, &f, 20));
+	CHECK(madvise(m.hva + 20 * PG, PG, MADV_DONTNEED) == 0); /* written, then zapped */
+	f.first = 21, f.n = 1, f.v = 1;				 /* ... and its neighbour */
+	CHECK(madvise(m.hva + 21 * PG, PG, MADV_DONTNEED) == 0); /* only read, then zapped */
+	all.first = 20, all.npages = 2;
+	CHECK(run_timed(read_all, &all, 20) && all.ok); /* mapped again: minor faults */
+	mm_pager_get_stats(p, &st);
+	out0 = st.swapout_pages;
+	drops0 = st.clean_drops;
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	mm_pager_get_stats(p, &st);
+	printf("test_pager: clean tracking: %llu pages written again, %llu dropped clean\n",
+	       (unsigned long long)(st.swapout_pages - out0),
+	       (unsigned long long)(st.clean_drops - drops0));
+	CHECK(st.swapout_pages - out0 == 11); /* 0..9 and 20 */
+	CHECK(st.clean_drops - drops0 == npages - 11);
+	all.first = 0, all.npages = npages;
+	CHECK(run_timed(read_all, &all, 20) && all.ok); /* every page its last version */
+	CHECK(fatals == 0);
+	mm_pager_stop(p);
+	mm_mem_destroy(&m);
+}
+
 /* Writers race eviction under a limit; every page's last version must survive. */
 static void test_reclaim(void)
 {
@@ -402,6 +475,7 @@ int main(void)
 	setvbuf(stdout, NULL, _IONBF, 0);
 	test_faults();
 	test_minor_batch();
+	test_clean_tracking();
 	test_reclaim();
 	test_errors();
 	fatals = 0;

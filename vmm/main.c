@@ -87,6 +87,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"scan-interval", required_argument, NULL, PAGER_OPT_SCAN_INTERVAL},
 	    {"scan-rate", required_argument, NULL, PAGER_OPT_SCAN_RATE},
 	    {"scan-cpu", required_argument, NULL, PAGER_OPT_SCAN_CPU},
+	    {"clean-tracking", required_argument, NULL, PAGER_OPT_CLEAN},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};

@@ -30,6 +30,10 @@ const char *pager_usage =
     "                    block device, never a file with data in it (default: an\n"
     "                    unlinked file in $TMPDIR)\n"
     "  --swap-direct     swap I/O with O_DIRECT\n"
+    "  --clean-tracking wp|off  wp: pages read back from swap keep their swap\n"
+    "                    copy until the guest writes them (write-protect, where the\n"
+    "                    kernel has UFFD_FEATURE_WP_ASYNC), so evicting them again\n"
+    "                    costs no write; KVM then maps them more slowly (default off)\n"
     "  --chunk SIZE      zero-fill granule on first touch, 4K..2M (default 2M)\n"
     "  --stats[=json]    print the pager's statistics at exit (stderr)\n"
     "  --swapout-at-mark LABEL  at the guest's mark LABEL, pause the vCPUs,\n"
@@ -107,6 +111,11 @@ int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char *
 		return 0;
 	case PAGER_OPT_MARK:
 		pc->swapout_mark = arg;
+		return 0;
+	case PAGER_OPT_CLEAN:
+		if (strcmp(arg, "wp") && strcmp(arg, "off"))
+			return *why = "(use wp or off)", -EINVAL;
+		pc->o.wp = !strcmp(arg, "wp");
 		return 0;
 	case PAGER_OPT_SWAPIN:
 		if (strcmp(arg, "on-demand") && strcmp(arg, "prefetch"))
