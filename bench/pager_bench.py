@@ -84,11 +84,11 @@ def first_touch(build):
 
 
 def smp_rate(out, ncpus, mib):
-    rates = [float(x) for x in re.findall(r'cpu \d+: write ([\d.]+) MiB/s', out)]
-    if len(rates) != ncpus:
-        return None
-    # each vCPU writes mib/ncpus; the VM's throughput is set by the slowest
-    return mib / max((mib / ncpus) / r for r in rates)
+    # the VM's throughput: every vCPU's bytes over the wall-clock span from the first
+    # vCPU's start to the last one's end (a per-vCPU rate would assume they overlap)
+    m = re.search(r'all %d vCPUs wrote \d+ MiB in [\d.]+ ms \(wall clock\): ([\d.]+) MiB/s'
+                  % ncpus, out)
+    return float(m.group(1)) if m else None
 
 
 def scaling(build):
@@ -134,17 +134,17 @@ def swapall(build):
             out.append(s['swapout_all_pages'] * 4096 / s['swapout_all_ns'] * 1e9 / 2**20)
             inn.append(s['swapin_all_pages'] * 4096 / s['swapin_all_ns'] * 1e9 / 2**20)
             size = s['swapout_all_pages'] * 4096 // 2**20
-            flags = ['oflag=direct'] if direct else ['conv=fdatasync']
+            # like for like: O_DIRECT against O_DIRECT; buffered swap I/O (no fsync, read
+            # back while still cached) against dd into and out of the page cache
+            flags = ['oflag=direct'] if direct else []
             w = dd(['if=/dev/zero', 'of=' + path, 'bs=1M', 'count=%d' % size] + flags)
-            if not direct:
-                subprocess.run(['sh', '-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'])
             rd = dd(['if=' + path, 'of=/dev/null', 'bs=1M'] +
                     (['iflag=direct'] if direct else []))
             os.unlink(path)
             ddw.append(size / w)
             ddr.append(size / rd)
         res[direct] = [statistics.median(x) for x in (out, inn, ddw, ddr)]
-        kind = 'O_DIRECT' if direct else 'buffered (dd: fdatasync / cold cache)'
+        kind = 'O_DIRECT' if direct else 'buffered (dd: through the page cache)'
         o, n, w, rd = res[direct]
         say('%s: swap-out %.0f MiB/s vs dd write %.0f MiB/s; swap-in %.0f MiB/s vs dd read '
             '%.0f MiB/s (medians of %d, %d MiB)' % (kind, o, w, n, rd, ROUNDS, size))
