@@ -60,6 +60,7 @@ static void balloon_drop(struct vio_balloon *b, gpa_t gpa, uint64_t len)
 		(void)balloon_drop_hook(balloon_drop_arg, gpa, len);
 	else
 		(void)vio_balloon_drop(b->vdev.mem, gpa, len);
+	mm_mark_written(b->vdev.mem, gpa, len); /* now zeros: changed, unseen by KVM's log */
 }
 
 /* Queue indexes are compacted: a queue whose feature was not negotiated takes no index. */

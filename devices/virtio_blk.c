@@ -225,6 +225,9 @@ static void blk_run(struct vio_blk *b, unsigned n, unsigned q)
 		struct vio_buf *st = &r->chain.b[r->chain.n - 1];
 
 		st->hva[st->len - 1] = r->status;
+		for (unsigned k = 0; k < r->chain.n; k++) /* data read in, and the status */
+			if (r->chain.b[k].writable)
+				mm_mark_written(b->vdev.mem, r->chain.b[k].gpa, r->chain.b[k].len);
 		vio_push(&b->vdev, q, r->chain.head, r->written + 1);
 	}
 	if (n)

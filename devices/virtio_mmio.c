@@ -150,6 +150,7 @@ void vio_push(struct vio_dev *d, unsigned qi, uint16_t head, uint32_t len)
 	memcpy(used + 4 + 8ULL * (q->used_idx % q->size), &e, sizeof(e));
 	q->used_idx++;
 	__atomic_store_n((uint16_t *)(used + 2), q->used_idx, __ATOMIC_RELEASE);
+	mm_mark_written(d->mem, q->used, 4 + 8ULL * q->size); /* KVM's log sees no host write */
 }
 
 static void vio_reset(struct vio_dev *d)

@@ -67,12 +67,21 @@ int mm_copy_from_guest(const struct mm_mem *m, void *dst, gpa_t src, uint64_t le
 	return 0;
 }
 
+void mm_mark_written(const struct mm_mem *m, gpa_t gpa, uint64_t len)
+{
+	if (!m->host_dirty || !len)
+		return;
+	for (uint64_t pfn = gpa / 4096; pfn <= (gpa + len - 1) / 4096; pfn++)
+		__atomic_fetch_or(&m->host_dirty[pfn / 64], 1ULL << (pfn % 64), __ATOMIC_RELAXED);
+}
+
 int mm_copy_to_guest(const struct mm_mem *m, gpa_t dst, const void *src, uint64_t len)
 {
 	void *p = mm_gpa(m, dst, len);
 
 	if (!p)
 		return -EFAULT;
+	mm_mark_written(m, dst, len);
 	if (m->pager)
 		return mm_pager_copy(m->pager, dst, (void *)src, len, true);
 	memcpy(p, src, len);

@@ -18,6 +18,9 @@ struct mm_mem {
 	uint8_t *hva;		/* MAP_SHARED mapping of the whole memfd */
 	uint64_t size;		/* bytes, a multiple of 2 MiB */
 	struct mm_pager *pager; /* set while a pager serves hva; host copies go through it */
+	/* Optional, set by KVM dirty tracking (vmm/dirty.c): one bit per page, set (atomically)
+	 * for every write by the VMM itself, which KVM's log does not see. */
+	uint64_t *host_dirty;
 };
 
 /* Create a memfd of `size` bytes and map it shared. size must be a multiple of 2 MiB. */
@@ -39,6 +42,9 @@ void *mm_gpa(const struct mm_mem *m, gpa_t gpa, uint64_t len);
  */
 int mm_copy_from_guest(const struct mm_mem *m, void *dst, gpa_t src, uint64_t len);
 int mm_copy_to_guest(const struct mm_mem *m, gpa_t dst, const void *src, uint64_t len);
+/* The VMM wrote [gpa, gpa+len) through a pointer from mm_gpa (a device): tell the dirty
+ * log's consumers (mm_copy_to_guest does it itself). The range must have passed mm_gpa. */
+void mm_mark_written(const struct mm_mem *m, gpa_t gpa, uint64_t len);
 
 /* ---- page-state table (pst.c) --------------------------------------------
  * One 8-byte entry per 4 KiB guest page: the secondary-MMU bookkeeping. The
@@ -274,7 +280,8 @@ struct mm_pager_opts {
 	bool mem_auto;		   /* --mem-limit auto: proactive reclaim of idle pages */
 	unsigned auto_target_pct;  /* max % of time spent on refaults (swap-in); 0 = 1 */
 	unsigned auto_min_age;	   /* reclaim pages idle >= this many intervals; 0 = 8 */
-	bool wp; /* clean tracking by write-protect where the host has it (wp.c) */
+	bool wp;	  /* clean tracking by write-protect where the host has it (wp.c) */
+	unsigned spin_us; /* fault threads watch for more faults this long before sleeping */
 };
 
 enum mm_swapin_mode { MM_SWAPIN_ON_DEMAND, MM_SWAPIN_PREFETCH };

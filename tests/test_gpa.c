@@ -34,6 +34,22 @@ int main(void)
 	CHECK(mm_copy_from_guest(&m, out, sz - 16, 16) == 0 && memcmp(out, buf, 16) == 0);
 	CHECK(mm_copy_to_guest(&m, sz - 15, buf, 16) == -EFAULT);
 	CHECK(mm_copy_from_guest(&m, out, UINT64_MAX - 3, 16) == -EFAULT);
+
+	/* the VMM's own writes, for KVM dirty tracking's consumers: exactly the pages touched */
+	{
+		uint64_t bits[64] = {0}; /* 4096 pages = 16 MiB */
+
+		m.host_dirty = bits;
+		CHECK(mm_copy_to_guest(&m, 4096 * 70 - 3, buf, 6) == 0);  /* pages 69 and 70 */
+		mm_mark_written(&m, 4096 * 200, 4096);			  /* page 200 only */
+		mm_mark_written(&m, 4096 * 300, 0);			  /* nothing */
+		CHECK(mm_copy_to_guest(&m, sz - 15, buf, 16) == -EFAULT); /* refused: no mark */
+		CHECK(bits[1] == (1ULL << 5 | 1ULL << 6) && bits[3] == 1ULL << 8);
+		bits[1] = bits[3] = 0;
+		for (int i = 0; i < 64; i++)
+			CHECK(bits[i] == 0);
+		m.host_dirty = NULL;
+	}
 	mm_mem_destroy(&m);
 	CHECK_DONE();
 }

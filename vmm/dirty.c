@@ -78,9 +78,11 @@ int dirty_init(struct dirty *d, struct vm *vm, enum dirty_mode want, const char 
 	d->pending = calloc((d->npages + 63) / 64, 8);
 	d->scratch = calloc((d->npages + 63) / 64, 8);
 	d->pager_pending = calloc((d->npages + 63) / 64, 8);
+	d->host = calloc((d->npages + 63) / 64, 8);
 	*why = "out of memory";
-	if (!d->pending || !d->scratch || !d->pager_pending)
+	if (!d->pending || !d->scratch || !d->pager_pending || !d->host)
 		return -ENOMEM;
+	vm->mem->host_dirty = d->host; /* the VMM's own writes, which KVM does not log */
 	if (d->mode == DIRTY_RING) {
 		*why = "this host's KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)";
 		if (ring <= 0)
@@ -179,6 +181,12 @@ static int64_t harvest(struct dirty *d, uint64_t *pend, uint64_t *out)
 			d->pager_pending[i] |= d->scratch[i];
 		}
 	}
+	for (uint64_t i = 0; i < words; i++) { /* and what the VMM wrote itself */
+		uint64_t h = __atomic_exchange_n(&d->host[i], 0, __ATOMIC_RELAXED);
+
+		d->pending[i] |= h;
+		d->pager_pending[i] |= h;
+	}
 	for (uint64_t i = 0; i < words; i++) {
 		n += __builtin_popcountll(pend[i]);
 		out[i] |= pend[i];
@@ -206,6 +214,9 @@ void dirty_destroy(struct dirty *d)
 	for (unsigned v = 0; v < UFVM_MAX_CPUS; v++)
 		if (d->ring[v])
 			munmap(d->ring[v], d->ring_bytes);
+	if (d->vm->mem->host_dirty == d->host)
+		d->vm->mem->host_dirty = NULL;
+	free(d->host);
 	free(d->pending);
 	free(d->scratch);
 	free(d->pager_pending);

@@ -37,6 +37,7 @@ enum {
 	PAGER_OPT_SCAN_RATE,
 	PAGER_OPT_SCAN_CPU,
 	PAGER_OPT_CLEAN,
+	PAGER_OPT_SPIN,
 	PAGER_OPT_END
 };
 
@@ -48,6 +49,7 @@ struct pager_cli {
 	bool prefetch;		  /* --swapin prefetch */
 	const char *test_fail;	  /* --test-swap-fail (TEST ONLY) */
 	bool scan_set;		  /* --scan-interval given (MS or off) */
+	bool spin_set;		  /* --fault-spin given */
 };
 
 struct vmm_opts {
@@ -92,6 +94,7 @@ struct kvm {
 	int run_size; /* KVM_GET_VCPU_MMAP_SIZE */
 	struct kvm_cpuid2 *cpuid;
 	bool has_1g_pages;
+	int max_vcpus; /* KVM_CAP_MAX_VCPUS, or <= 0 when the host does not say */
 };
 
 /* Open /dev/kvm and check the API version and every capability ufvm uses.
@@ -255,6 +258,7 @@ struct dirty {
 	uint64_t *pending;	 /* dirty since the last dirty_harvest, one bit per page */
 	uint64_t *scratch;	 /* KVM_GET_DIRTY_LOG's buffer */
 	uint64_t *pager_pending; /* the same for the pager's consumer (dirty_harvest_pager) */
+	uint64_t *host;		 /* the VMM's own writes (mm_mem.host_dirty), atomic words */
 	struct kvm_dirty_gfn *ring[UFVM_MAX_CPUS];
 	uint32_t fetch[UFVM_MAX_CPUS];
 	unsigned ring_bytes, ring_n;
