@@ -168,8 +168,16 @@ static int zero_fill(struct mm_pager *p, uint64_t start, uint64_t n, uint64_t to
 		for (uint64_t i = start + done / MM_PAGE; i < start + n; i++) {
 			rc = uffd_copy(&p->uffd, p->mem->hva + i * MM_PAGE, zeros, MM_PAGE, false,
 				       &done);
-			if (rc == UFFD_EXISTS)
-				rc = mm_map_run(p, i, 1, &done) == 0 ? UFFD_OK : UFFD_RETRY;
+			if (rc == UFFD_EXISTS) {
+				int err = mm_map_run(p, i, 1, &done);
+
+				/* only EAGAIN is worth a retry: a gone uffd or an I/O error
+				 * must stop the VM, not defer the fault for ever */
+				rc = err == 0	      ? UFFD_OK
+				     : err == -EAGAIN ? UFFD_RETRY
+				     : err == -ESRCH  ? UFFD_GONE
+						      : err;
+			}
 			if (rc != UFFD_OK)
 				break;
 			set_resident(p, i, touched);
@@ -533,6 +541,30 @@ static void retry_deferred(struct mm_fault_thread *ft)
 	ft->ndeferred = handle_batch(ft, ft->deferred, ft->ndeferred, true);
 }
 
+/*
+ * After a burst, watch the uffd for o.spin_us more before sleeping in poll():
+ * a vCPU that faults again soon (a guest sweeping swapped memory) then finds
+ * the handler awake, and the wake-up of a sleeping thread, which costs tens of
+ * microseconds on nested hosts, is saved. Only worth it with a core to spare,
+ * which the VMM decides (mm_pager_opts.spin_us). True with msgs read into *n.
+ */
+static bool spin_for_more(struct mm_fault_thread *ft, struct uffd_msg *msgs, int *n)
+{
+	struct mm_pager *p = ft->p;
+	uint64_t end;
+
+	if (!p->o.spin_us || ft->ndeferred)
+		return false;
+	end = mm_now_ns() + p->o.spin_us * 1000ULL;
+	while ((*n = uffd_read(&p->uffd, msgs, 64)) == 0 && mm_now_ns() < end &&
+	       !atomic_load(&p->fstop))
+		__builtin_ia32_pause();
+	if (*n <= 0)
+		return false;
+	handle_batch(ft, msgs, (unsigned)*n, false);
+	return true;
+}
+
 static void *fault_main(void *arg)
 {
 	struct mm_fault_thread *ft = arg;
@@ -559,8 +591,10 @@ static void *fault_main(void *arg)
 				     "ufvm: pager: cannot start the reclaim thread: swap-out "
 				     "request dropped");
 		retry_deferred(ft);
-		while ((n = uffd_read(&p->uffd, msgs, 64)) > 0)
-			handle_batch(ft, msgs, (unsigned)n, false);
+		do {
+			while ((n = uffd_read(&p->uffd, msgs, 64)) > 0)
+				handle_batch(ft, msgs, (unsigned)n, false);
+		} while (n == 0 && spin_for_more(ft, msgs, &n));
 		if (n < 0 && !atomic_load(&p->fstop)) {
 			mm_pager_die(p, "ufvm: pager: userfaultfd read failed: %s", strerror(-n));
 			break;

@@ -77,6 +77,10 @@ int kvm_open(struct kvm *k, const char **why)
 			goto err_close;
 		}
 	}
+	/* KVM_CAP_MAX_VCPUS is the hard limit (NR_VCPUS the recommended one); 0: not said */
+	k->max_vcpus = ioctl(k->fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+	if (k->max_vcpus <= 0)
+		k->max_vcpus = ioctl(k->fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
 	k->run_size = ioctl(k->fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (k->run_size < (int)sizeof(struct kvm_run)) {
 		*why = "KVM_GET_VCPU_MMAP_SIZE";

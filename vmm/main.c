@@ -88,6 +88,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"scan-rate", required_argument, NULL, PAGER_OPT_SCAN_RATE},
 	    {"scan-cpu", required_argument, NULL, PAGER_OPT_SCAN_CPU},
 	    {"clean-tracking", required_argument, NULL, PAGER_OPT_CLEAN},
+	    {"fault-spin", required_argument, NULL, PAGER_OPT_SPIN},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -224,6 +225,12 @@ static int run(const struct vmm_opts *o)
 					 : "this host's KVM lacks a feature ufvm needs");
 		free(image);
 		return VMM_EXIT_USAGE;
+	}
+	if (k.max_vcpus > 0 && o->cpus > (unsigned)k.max_vcpus) {
+		fprintf(stderr, "ufvm: --cpus %u: this host's KVM takes at most %d vCPUs per VM\n",
+			o->cpus, k.max_vcpus);
+		status = VMM_EXIT_USAGE;
+		goto out_kvm;
 	}
 	status = VMM_EXIT_INTERNAL;
 	err = mm_mem_create(&mem, o->mem);
