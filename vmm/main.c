@@ -196,138 +196,170 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	return -1;
 }
 
-static int run(const struct vmm_opts *o)
-{
+/* One run's pieces, torn down in reverse by run_end whatever was set up. */
+struct run {
+	const struct vmm_opts *o;
 	struct kvm k;
-	struct mm_mem mem = {.memfd = -1};
+	bool kvm_open, vm_made;
+	struct mm_mem mem;
+	uint8_t *image; /* the ELF guest's file, until it is in guest RAM */
+	size_t image_len;
 	struct elf_image img;
 	struct vm vm;
-	struct ctl *ctl = NULL;
-	struct dirty dirty = {0};
-	uint8_t *image = NULL;
-	size_t image_len = 0;
+	struct dirty dirty;
+	struct linux_boot lb; /* Linux guests */
+	struct pager_glue pg;
+	struct ctl *ctl;
+};
+
+/* The guest's files, /dev/kvm, guest RAM with the guest in it. An exit status or 0. */
+static int run_load(struct run *r)
+{
+	const struct vmm_opts *o = r->o;
 	const char *why = "";
-	struct linux_boot lb = {0}; /* Linux guests */
-	struct pager_glue pg = {0};
 	int err, status;
 
-	status = o->kernel ? linux_boot_read(&lb, o)
-			   : vmm_read_file("guest image", o->guest, MAX_IMAGE, &image, &image_len);
-	if (status) {
-		linux_boot_end(&lb);
+	status = o->kernel
+		     ? linux_boot_read(&r->lb, o)
+		     : vmm_read_file("guest image", o->guest, MAX_IMAGE, &r->image, &r->image_len);
+	if (status)
 		return status;
-	}
-	err = kvm_open(&k, &why);
+	err = kvm_open(&r->k, &why);
 	if (err) {
 		fprintf(stderr, "ufvm: /dev/kvm: %s: %s (%s)\n", why, strerror(-err),
 			err == -ENOENT	 ? "load the kvm module or run on a host with KVM"
 			: err == -EACCES ? "run as root or add yourself to the kvm group"
 					 : "this host's KVM lacks a feature ufvm needs");
-		free(image);
 		return VMM_EXIT_USAGE;
 	}
-	if (k.max_vcpus > 0 && o->cpus > (unsigned)k.max_vcpus) {
+	r->kvm_open = true;
+	if (r->k.max_vcpus > 0 && o->cpus > (unsigned)r->k.max_vcpus) {
 		fprintf(stderr, "ufvm: --cpus %u: this host's KVM takes at most %d vCPUs per VM\n",
-			o->cpus, k.max_vcpus);
-		status = VMM_EXIT_USAGE;
-		goto out_kvm;
+			o->cpus, r->k.max_vcpus);
+		return VMM_EXIT_USAGE;
 	}
-	status = VMM_EXIT_INTERNAL;
-	err = mm_mem_create(&mem, o->mem);
+	err = mm_mem_create(&r->mem, o->mem);
 	if (err) {
 		fprintf(stderr, "ufvm: guest RAM (%llu bytes): %s\n", (unsigned long long)o->mem,
 			strerror(-err));
-		goto out_kvm;
+		return VMM_EXIT_INTERNAL;
 	}
-	if (o->kernel) { /* Linux guests */
-		status = linux_boot_load(&lb, &mem, o);
-		if (status)
-			goto out_mem;
-		status = VMM_EXIT_INTERNAL;
-	}
-	err = o->kernel ? 0 : elf_load(image, image_len, &mem, &img, &why);
-	free(image); /* the image is in guest RAM now: don't keep a second copy for the run */
-	image = NULL;
+	if (o->kernel)
+		return linux_boot_load(&r->lb, &r->mem, o);
+	err = elf_load(r->image, r->image_len, &r->mem, &r->img, &why);
+	free(r->image); /* the image is in guest RAM now: don't keep a second copy for the run */
+	r->image = NULL;
 	if (err) {
 		fprintf(stderr, "ufvm: guest image %s: %s\n", o->guest, why);
-		status = VMM_EXIT_USAGE;
-		goto out_mem;
+		return VMM_EXIT_USAGE;
 	}
-	err = vm_create(&vm, &k, &mem, o);
+	return 0;
+}
+
+/* The VM, its devices and dirty log, its vCPUs, and what the VMM writes into guest RAM. */
+static int run_build(struct run *r)
+{
+	const struct vmm_opts *o = r->o;
+	const char *why = "";
+	int err, status, khz;
+
+	err = vm_create(&r->vm, &r->k, &r->mem, o);
 	if (err) {
 		fprintf(stderr, "ufvm: cannot create the VM: %s\n", strerror(-err));
-		goto out_mem;
+		return VMM_EXIT_INTERNAL;
 	}
-	if (o->kernel && (status = linux_boot_vm(&lb, &vm, o)) != 0)
-		goto out_vm;
-	status = VMM_EXIT_INTERNAL;
+	r->vm_made = true;
+	if (o->kernel && (status = linux_boot_vm(&r->lb, &r->vm, o)) != 0)
+		return status;
 	if (o->dirty != DIRTY_OFF) {
-		err = dirty_init(&dirty, &vm, o->dirty, &why);
+		err = dirty_init(&r->dirty, &r->vm, o->dirty, &why);
 		if (err) {
 			fprintf(stderr, "ufvm: dirty tracking (%s): %s: %s\n",
 				dirty_mode_name(o->dirty), why, strerror(-err));
-			goto out_vm;
+			return VMM_EXIT_INTERNAL;
 		}
-		vm.dirty = &dirty;
+		r->vm.dirty = &r->dirty;
 	}
 	for (unsigned i = 0; i < o->cpus; i++) {
-		err = vcpu_create(&vm, i);
+		err = vcpu_create(&r->vm, i);
 		if (!err && o->kernel)
-			err = linux_setup_vcpu(vm.vcpus[i].fd, &k, i, o->cpus, &lb.li);
+			err = linux_setup_vcpu(r->vm.vcpus[i].fd, &r->k, i, o->cpus, &r->lb.li);
 		else if (!err)
-			err = x86_setup_vcpu(vm.vcpus[i].fd, &k, i, img.entry);
+			err = x86_setup_vcpu(r->vm.vcpus[i].fd, &r->k, i, r->img.entry);
 		if (err) {
 			fprintf(stderr, "ufvm: vCPU %u: set-up failed: %s\n", i, strerror(-err));
-			goto out_vm;
+			return VMM_EXIT_INTERNAL;
 		}
 	}
-	{
-		int khz = ioctl(vm.vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
-
-		err = o->kernel
-			  ? 0
-			  : x86_setup_guest(&mem, &k, o->cpus, o->cmdline, &img, khz > 0 ? khz : 0);
-	}
+	if (o->kernel)
+		return 0;
+	khz = ioctl(r->vm.vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+	err = x86_setup_guest(&r->mem, &r->k, o->cpus, o->cmdline, &r->img, khz > 0 ? khz : 0);
 	if (err) {
 		fprintf(stderr, "ufvm: guest set-up failed: %s\n", strerror(-err));
-		goto out_vm;
+		return VMM_EXIT_INTERNAL;
 	}
-	if (o->verbose && !o->kernel)
+	if (o->verbose)
 		fprintf(stderr, "ufvm: %s: entry 0x%llx, image end 0x%llx, %llu MiB, %u vCPU(s)\n",
-			o->guest, (unsigned long long)img.entry, (unsigned long long)img.end,
+			o->guest, (unsigned long long)r->img.entry, (unsigned long long)r->img.end,
 			(unsigned long long)(o->mem >> 20), o->cpus);
-	if (vm.dirty && (err = dirty_start(&dirty, &why)) != 0) {
-		fprintf(stderr, "ufvm: dirty tracking (%s): %s: %s\n", dirty_mode_name(dirty.mode),
-			why, strerror(-err));
-		goto out_vm;
+	return 0;
+}
+
+/* What serves the running VM: the dirty rings, the pager (after the VMM's own writes
+ * to guest RAM), the control socket. */
+static int run_services(struct run *r)
+{
+	const char *why = "";
+	int err, status;
+
+	if (r->vm.dirty && (err = dirty_start(&r->dirty, &why)) != 0) {
+		fprintf(stderr, "ufvm: dirty tracking (%s): %s: %s\n",
+			dirty_mode_name(r->dirty.mode), why, strerror(-err));
+		return VMM_EXIT_INTERNAL;
 	}
-	status = pager_glue_start(&pg, &o->pager, &vm, &mem); /* after guest RAM is written */
+	status = pager_glue_start(&r->pg, &r->o->pager, &r->vm, &r->mem);
 	if (status)
-		goto out_vm;
-	status = VMM_EXIT_INTERNAL;
-	if (o->api) {
-		err = ctl_start(&ctl, o->api, &vm, &why);
-		if (err) {
-			fprintf(stderr, "ufvm: control socket %s: %s: %s\n", o->api, why,
-				strerror(-err));
-			goto out_vm;
-		}
+		return status;
+	if (r->o->api && (err = ctl_start(&r->ctl, r->o->api, &r->vm, &why)) != 0) {
+		fprintf(stderr, "ufvm: control socket %s: %s: %s\n", r->o->api, why,
+			strerror(-err));
+		return VMM_EXIT_INTERNAL;
 	}
-	status = vm_run(&vm);
-	if (vmm_stop_signal)
-		fprintf(stderr, "ufvm: %s: the VM was stopped\n", strsignal(vmm_stop_signal));
-	ctl_stop(ctl); /* before the pager goes: requests use it */
-out_vm:
-	pager_glue_stop(&pg); /* --stats, after every vCPU is gone */
-	linux_boot_end(&lb);  /* devices go before the VM fd */
-	dirty_destroy(&dirty);
-	vm_destroy(&vm);
-out_mem:
-	mm_mem_destroy(&mem);
-out_kvm:
-	kvm_close(&k);
-	free(image);
-	linux_boot_end(&lb);
+	return 0;
+}
+
+static void run_end(struct run *r)
+{
+	ctl_stop(r->ctl);	 /* before the pager goes: requests use it */
+	pager_glue_stop(&r->pg); /* --stats, after every vCPU is gone */
+	linux_boot_end(&r->lb);	 /* devices go before the VM fd */
+	dirty_destroy(&r->dirty);
+	if (r->vm_made)
+		vm_destroy(&r->vm);
+	mm_mem_destroy(&r->mem);
+	if (r->kvm_open)
+		kvm_close(&r->k);
+	free(r->image);
+}
+
+static int run(const struct vmm_opts *o)
+{
+	struct run r = {.o = o, .mem = {.memfd = -1}};
+	int status;
+
+	status = run_load(&r);
+	if (!status)
+		status = run_build(&r);
+	if (!status)
+		status = run_services(&r);
+	if (!status) {
+		status = vm_run(&r.vm);
+		if (vmm_stop_signal)
+			fprintf(stderr, "ufvm: %s: the VM was stopped\n",
+				strsignal(vmm_stop_signal));
+	}
+	run_end(&r);
 	return status;
 }
 
