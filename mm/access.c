@@ -16,7 +16,7 @@
  *   every page of phase k % stride: clear YOUNG and SEEN; RESIDENT ones are
  *     zapped (MADV_DONTNEED: clear_young) and become UNMAPPED
  *   a page touched since (a minor fault, UFFDIO_CONTINUE; or a first touch,
- *     a swap-in) comes back RESIDENT with YOUNG|SEEN and age 0 (fault.c)
+ *     a swap-in) comes back RESIDENT with YOUNG|SEEN and age 0 (resolve.c)
  *   UNMAPPED or SWAPPED pages not YOUNG: age + 1 (idle one more interval)
  *
  * Only 1/stride of the pages is re-tested per interval, so a page the guest

@@ -4,6 +4,7 @@
 
 #include <linux/userfaultfd.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -65,7 +66,7 @@ enum pst_state {
 #define PST_F_DIRTY 0x02 /* may differ from its swap copy (or has none) */
 #define PST_F_SLOT  0x04 /* `slot` holds a valid copy of the page */
 #define PST_F_SEEN  0x08 /* access sampling: touched since its sample's zap (access.c) */
-#define PST_F_RA    0x10 /* read ahead from swap, not touched yet (fault.c) */
+#define PST_F_RA    0x10 /* read ahead from swap, not touched yet (resolve.c) */
 #define PST_F_WP                                                                                   \
 	0x20 /* with SLOT: mapped write-protected since the copy was made,                         \
 	      * so the page's PTE tells whether it was written (wp.c) */
@@ -437,7 +438,7 @@ struct mm_pager {
 	unsigned ra_cluster;	     /* readahead cluster for non-sequential swap-ins */
 	uint64_t ra_hits, ra_misses; /* feedback since the last adjustment */
 	_Atomic uint64_t resident, swapped;
-	/* pages fault threads are about to map (fault.c, budget_take): with several
+	/* pages fault threads are about to map (resolve.c, budget_take): with several
 	 * threads, each checking the limit alone would let each overshoot it by a chunk */
 	_Atomic uint64_t reserved;
 	atomic_bool stop, dead, stalled, warned_write, warned_open, warned_full, warned_rc;
@@ -511,6 +512,29 @@ static inline bool mm_clean_tracked(const struct mm_pager *p)
 	return p->wp || p->ops.harvest_dirty;
 }
 /* fault.c */
+/* Start the p->nft fault threads on the registered uffd; -errno. */
+int mm_fault_start(struct mm_pager *p);
+void mm_fault_stop(struct mm_pager *p);
+/* resolve.c: one fault resolved by its page's state (the table: fault.c) */
+enum mm_resolved {
+	MM_DONE, /* resolved and woken, or the VM stopped (mm_pager_die): forget it */
+	MM_DEFER /* retry later: no room under the limit (reclaim kicked), or EAGAIN */
+};
+/* Map the zeros that zero-fill copies from; must be called before the first
+ * mm_resolve_new (mm_fault_start does). Idempotent; -errno. */
+int mm_resolve_init(void);
+/*
+ * Resolve a fault on page pfn of guest RAM, its region lock held: new for a NEW
+ * page, minor for RESIDENT or UNMAPPED, swapin for SWAPPED (with ft's readahead
+ * window and ios). The pages mapped are accounted resident before being woken.
+ */
+enum mm_resolved mm_resolve_new(struct mm_pager *p, uint64_t pfn);
+enum mm_resolved mm_resolve_minor(struct mm_pager *p, uint64_t pfn);
+enum mm_resolved mm_resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn);
+/* Page pfn was just mapped (region lock held): RESIDENT, YOUNG, age 0, and DIRTY
+ * (slot freed) unless its clean copy stays tracked; an access is recorded only
+ * for pfn == touched, the page the guest faulted on (neighbours are not SEEN). */
+void mm_set_resident(struct mm_pager *p, uint64_t pfn, uint64_t touched);
 /* Readahead feedback: hits (an RA page touched), misses (one evicted untouched). */
 void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses);
 /*
@@ -519,8 +543,6 @@ void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses);
  * -EAGAIN: an event must be read first (defer); -ENOENT: no page in the memfd.
  */
 int mm_map_run(struct mm_pager *p, uint64_t pfn, uint64_t n, uint64_t *mapped);
-int mm_fault_start(struct mm_pager *p);
-void mm_fault_stop(struct mm_pager *p);
 /* reclaim.c */
 int mm_reclaim_start(struct mm_pager *p); /* only with a limit: see mm_reclaim_ensure */
 int mm_reclaim_ensure(struct mm_pager *p);
@@ -537,7 +559,7 @@ uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
 /*
  * The same eviction in steps, so that whole-VM swap-out can overlap one
  * group's write with the next group's zap and the previous group's punch
- * (swapall.c); all with evict_lock and the regions' locks held:
+ * (swapout.c); all with evict_lock and the regions' locks held:
  * mm_evict_zap: step 1, chooses the victims into vic (npg + 1 bytes) and zaps
  *   them; false if there is none;
  * mm_evict_prepare: step 2, marks them WRITEBACK and gives the dirty ones slots;
@@ -550,6 +572,25 @@ unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8
 			  struct swap_io *ios, int *err);
 uint64_t mm_evict_finish(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic,
 			 struct swap_io *ios, unsigned nio, int *err);
+/* swapout.c: the worker of the whole-VM pipelines (swapout.c, swapin.c)
+ * A helper thread: it runs one I/O job at a time while the caller does the CPU
+ * side (zap, punch, install) of another group. Without the thread a job simply
+ * runs in line when started. */
+struct mm_worker {
+	void (*fn)(void *arg);
+	void *arg;
+	sem_t go, done;
+	pthread_t tid;
+	bool threaded;
+};
+/* Never fails: if the thread cannot be had, jobs run in line in mm_worker_start. */
+void mm_worker_open(struct mm_worker *w);
+/* Run fn(arg) on the thread; the job started before must have been waited for. */
+void mm_worker_start(struct mm_worker *w, void (*fn)(void *), void *arg);
+/* Wait for the job started last (one must have been started). */
+void mm_worker_wait(struct mm_worker *w);
+/* Stop the thread, after mm_worker_wait for the last job. */
+void mm_worker_close(struct mm_worker *w);
 /* access.c */
 int mm_access_start(struct mm_pager *p); /* after the fault and reclaim threads */
 void mm_access_stop(struct mm_pager *p);

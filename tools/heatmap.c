@@ -1,8 +1,6 @@
 /* heatmap.c: `ufvmctl SOCKET heatmap OUT.png`: idle age and state over guest-physical address and
  * time */
-#include <errno.h>
 #include <math.h>
-#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +16,6 @@
 #define STRIP	 24 /* the "now" columns on the right: age, then state */
 #define RIGHT	 (8 + STRIP + 4 + STRIP + 8)
 #define RAMP_W	 168 /* an age ramp in the legend */
-
-struct img {
-	unsigned w, h;
-	uint8_t *px; /* RGB */
-};
 
 /* One sample: when it was asked for (seconds since the first) and its rows' colours. */
 struct shot {
@@ -44,78 +37,6 @@ static const uint8_t state_rgb[7][3] = {
 };
 static const char *const state_name[6] = {"new",       "resident", "unmapped",
 					  "writeback", "swapped",  "absent"};
-
-/*
- * Idle age to colour: warm for pages in memory (pale yellow = just used, then
- * orange, red, purple), cool for swapped ones (pale cyan to dark teal). The ramps
- * run on log2(1 + 4 * age): a row whose pages are idle a quarter of an
- * interval on average already stands apart from a hot one (early on, only the
- * few pages the sampler has tested can have aged), and rows idle 64 intervals
- * and more on average share the darkest colour.
- */
-#define RAMP_STOPS 9
-static const uint8_t warm[RAMP_STOPS][3] = {{255, 250, 165}, {255, 215, 80}, {255, 165, 40},
-					    {240, 105, 40},  {210, 50, 65},  {175, 35, 105},
-					    {140, 30, 125},  {110, 25, 120}, {85, 20, 105}};
-static const uint8_t cool[RAMP_STOPS][3] = {{210, 255, 250}, {150, 240, 235}, {90, 220, 225},
-					    {50, 190, 205},  {30, 160, 185},  {20, 130, 165},
-					    {15, 108, 145},  {10, 88, 125},   {8, 70, 108}};
-
-static double age_pos(double age)
-{
-	double p = log2(1 + 4 * age);
-
-	return p < RAMP_STOPS - 1 ? p : RAMP_STOPS - 1;
-}
-
-static void ramp_at(const uint8_t r[RAMP_STOPS][3], double p, double out[3])
-{
-	unsigned i = (unsigned)p;
-	double f = p - i;
-
-	if (i >= RAMP_STOPS - 1)
-		i = RAMP_STOPS - 2, f = 1;
-	for (int k = 0; k < 3; k++)
-		out[k] = r[i][k] + (r[i + 1][k] - r[i][k]) * f;
-}
-
-/* 3x5 glyphs, rows top to bottom, 3 bits each (MSB left). */
-static unsigned glyph(char ch)
-{
-	static const char *const chars = "0123456789abcdefghijklmnopqrstuvwxyz.-:/()+,";
-	static const unsigned short g[] = {
-	    075557, 026227, 071747, 071717, 055711, 074717, 074757, 071111, 075757, 075717, 025755,
-	    065656, 034443, 065556, 074647, 074644, 034553, 055755, 072227, 011152, 055655, 044447,
-	    057755, 065555, 025552, 065644, 025563, 065655, 034216, 072222, 055557, 055552, 055775,
-	    055255, 055222, 071247, 000002, 000700, 002020, 011244, 024442, 021112, 002720, 000024};
-	const char *p = ch >= 'A' && ch <= 'Z' ? strchr(chars, ch - 'A' + 'a') : strchr(chars, ch);
-
-	return p && ch ? g[p - chars] : 0;
-}
-
-static void fill(struct img *m, unsigned x, unsigned y, unsigned w, unsigned h, const uint8_t *c)
-{
-	for (unsigned j = y; j < y + h && j < m->h; j++)
-		for (unsigned i = x; i < x + w && i < m->w; i++)
-			memcpy(m->px + ((size_t)j * m->w + i) * 3, c, 3);
-}
-
-/* Text at 2x scale: 8 px per character. */
-static void text(struct img *m, unsigned x, unsigned y, const char *s)
-{
-	static const uint8_t ink[3] = {225, 225, 225};
-
-	for (; *s; s++, x += 8)
-		for (unsigned r = 0; r < 5; r++)
-			for (unsigned b = 0; b < 3; b++)
-				if (glyph(*s) >> ((4 - r) * 3 + (2 - b)) & 1)
-					fill(m, x + b * 2, y + r * 2, 2, 2, ink);
-}
-
-static unsigned text_w(const char *s)
-{
-	return 8 * (unsigned)strlen(s);
-}
 
 /*
  * The colour of pages [a, b) of one sample: each group of pages (in memory,
@@ -159,45 +80,17 @@ static void bucket_rgb(const uint8_t *st, const uint8_t *age, uint64_t a, uint64
 		}
 	}
 	if (nmem) {
-		ramp_at(warm, age_pos(mem_age / (double)nmem), c);
+		draw_ramp_at(draw_warm, draw_age_pos(mem_age / (double)nmem), c);
 		for (int k = 0; k < 3; k++)
 			sum[k] += c[k] * (double)nmem;
 	}
 	if (nswap) {
-		ramp_at(cool, age_pos(swap_age / (double)nswap), c);
+		draw_ramp_at(draw_cool, draw_age_pos(swap_age / (double)nswap), c);
 		for (int k = 0; k < 3; k++)
 			sum[k] += c[k] * (double)nswap;
 	}
 	for (int k = 0; k < 3; k++)
 		out[k] = (uint8_t)(sum[k] / (double)n + 0.5);
-}
-
-static int write_png(const struct img *m, const char *path)
-{
-	FILE *f = fopen(path, "wb");
-	png_structp png =
-	    f ? png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL) : NULL;
-	png_infop info = png ? png_create_info_struct(png) : NULL;
-	int err = -EIO;
-
-	if (!info)
-		goto out;
-	if (setjmp(png_jmpbuf(png)))
-		goto out;
-	png_init_io(png, f);
-	png_set_IHDR(png, info, m->w, m->h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-		     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-	png_write_info(png, info);
-	for (unsigned y = 0; y < m->h; y++)
-		png_write_row(png, m->px + (size_t)y * m->w * 3);
-	png_write_end(png, NULL);
-	err = 0;
-out:
-	if (png)
-		png_destroy_write_struct(&png, info ? &info : NULL);
-	if (f && fclose(f) != 0 && !err)
-		err = -errno;
-	return f ? err : -errno;
 }
 
 /* One pagemap sample: the state bytes (and ages, or NULL); page count or -1. */
@@ -292,7 +185,7 @@ static uint64_t row_pages(uint64_t npages, uint64_t sample_pages)
 }
 
 /* The time axis: real seconds since the first sample, at a round step. */
-static void time_axis(struct img *m, unsigned y, double total)
+static void time_axis(struct draw_img *m, unsigned y, double total)
 {
 	static const double steps[] = {0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300};
 	static const uint8_t tick[3] = {160, 160, 160};
@@ -308,78 +201,79 @@ static void time_axis(struct img *m, unsigned y, double total)
 		unsigned x = LEFT + (unsigned)(k * step / total * MAIN_W + 0.5);
 
 		snprintf(s, sizeof(s), step < 1 ? "%.1fs" : "%.0fs", k * step);
-		fill(m, x, y, 1, 5, tick);
-		if (x + text_w(s) / 2 < LEFT + MAIN_W + 16)
-			text(m, x > text_w(s) / 2 ? x - text_w(s) / 2 : 0, y + 7, s);
+		draw_fill(m, x, y, 1, 5, tick);
+		if (x + draw_text_w(s) / 2 < LEFT + MAIN_W + 16)
+			draw_text(m, x > draw_text_w(s) / 2 ? x - draw_text_w(s) / 2 : 0, y + 7, s);
 	}
 }
 
 /* One ramp in the legend, labelled with mean ages. */
-static unsigned legend_ramp(struct img *m, unsigned x, unsigned y, const char *name,
-			    const uint8_t r[RAMP_STOPS][3])
+static unsigned legend_ramp(struct draw_img *m, unsigned x, unsigned y, const char *name,
+			    const uint8_t r[DRAW_RAMP_STOPS][3])
 {
 	static const double marks[] = {0, 1, 4, 16};
 
-	text(m, x, y + 1, name);
-	x += text_w(name) + 8;
+	draw_text(m, x, y + 1, name);
+	x += draw_text_w(name) + 8;
 	for (unsigned i = 0; i < RAMP_W; i++) {
 		double c[3];
 		uint8_t px[3];
 
-		ramp_at(r, (double)i / (RAMP_W - 1) * (RAMP_STOPS - 1), c);
+		draw_ramp_at(r, (double)i / (RAMP_W - 1) * (DRAW_RAMP_STOPS - 1), c);
 		for (int k = 0; k < 3; k++)
 			px[k] = (uint8_t)(c[k] + 0.5);
-		fill(m, x + i, y, 1, 12, px);
+		draw_fill(m, x + i, y, 1, 12, px);
 	}
 	for (unsigned i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
 		char s[8];
-		unsigned at = x + (unsigned)(age_pos(marks[i]) / (RAMP_STOPS - 1) * (RAMP_W - 1));
+		unsigned at =
+		    x + (unsigned)(draw_age_pos(marks[i]) / (DRAW_RAMP_STOPS - 1) * (RAMP_W - 1));
 
 		snprintf(s, sizeof(s), "%.0f", marks[i]);
-		text(m, i ? at - text_w(s) / 2 : at, y + 15, s);
+		draw_text(m, i ? at - draw_text_w(s) / 2 : at, y + 15, s);
 	}
-	text(m, x + RAMP_W - text_w("64+"), y + 15, "64+");
+	draw_text(m, x + RAMP_W - draw_text_w("64+"), y + 15, "64+");
 	return x + RAMP_W + 24;
 }
 
 /* Axes, legend and title around the plotted area. */
-static void decorate(struct img *m, uint64_t npages, unsigned rows, unsigned rh, double total,
+static void decorate(struct draw_img *m, uint64_t npages, unsigned rows, unsigned rh, double total,
 		     unsigned nshots, bool ages, uint64_t interval_ms)
 {
 	unsigned x = 4, y = TOP + rows * rh;
 	char s[96];
 
-	text(m, 4, 6,
-	     ages ? "ufvm idle age by address and time: warm in memory, cool swapped"
-		  : "ufvm page state by address and time");
+	draw_text(m, 4, 6,
+		  ages ? "ufvm idle age by address and time: warm in memory, cool swapped"
+		       : "ufvm page state by address and time");
 	for (unsigned q = 0; q <= 4; q++) {
 		snprintf(s, sizeof(s), "%llum", (unsigned long long)(npages * 4096 * q / 4 >> 20));
-		text(m, 4, TOP + rows * rh * q / 4 - (q ? 10 : 0), s);
+		draw_text(m, 4, TOP + rows * rh * q / 4 - (q ? 10 : 0), s);
 	}
 	time_axis(m, y + 2, total);
 	snprintf(s, sizeof(s), "%u samples in %.1f s", nshots, total);
-	text(m, LEFT + MAIN_W - text_w(s), y + 24, s);
-	text(m, LEFT + MAIN_W + 8 + STRIP + 2 - text_w("now") / 2, TOP - 12, "now");
+	draw_text(m, LEFT + MAIN_W - draw_text_w(s), y + 24, s);
+	draw_text(m, LEFT + MAIN_W + 8 + STRIP + 2 - draw_text_w("now") / 2, TOP - 12, "now");
 	y = m->h - 54;
 	if (ages) {
-		x = legend_ramp(m, x, y, "in memory", warm);
-		x = legend_ramp(m, x, y, "swapped", cool);
+		x = legend_ramp(m, x, y, "in memory", draw_warm);
+		x = legend_ramp(m, x, y, "swapped", draw_cool);
 		if (interval_ms)
 			snprintf(s, sizeof(s), "mean idle age, x %llu ms",
 				 (unsigned long long)interval_ms);
 		else
 			snprintf(s, sizeof(s), "mean idle age, scans");
-		text(m, 4, y - 16, s);
-		text(m, 4 + text_w(s) + 16, y - 16, "right: now, age then state");
+		draw_text(m, 4, y - 16, s);
+		draw_text(m, 4 + draw_text_w(s) + 16, y - 16, "right: now, age then state");
 	}
 	x = 4;
 	y = m->h - 18;
-	text(m, x, y + 1, "state:");
-	x += text_w("state:") + 8;
+	draw_text(m, x, y + 1, "state:");
+	x += draw_text_w("state:") + 8;
 	for (unsigned i = 0; i < 6; i++) {
-		fill(m, x, y, 12, 12, state_rgb[i]);
-		text(m, x + 16, y + 1, state_name[i]);
-		x += 16 + text_w(state_name[i]) + 12;
+		draw_fill(m, x, y, 12, 12, state_rgb[i]);
+		draw_text(m, x + 16, y + 1, state_name[i]);
+		x += 16 + draw_text_w(state_name[i]) + 12;
 	}
 }
 
@@ -395,7 +289,7 @@ static void shade(const uint8_t *st, const uint8_t *age, uint64_t npages, unsign
 }
 
 /* Draw the samples, each from its own time to the next one's (real time, not slots). */
-static void plot(struct img *m, const struct shot *sh, unsigned n, double total, unsigned rows,
+static void plot(struct draw_img *m, const struct shot *sh, unsigned n, double total, unsigned rows,
 		 unsigned rh)
 {
 	for (unsigned i = 0; i < n; i++) {
@@ -408,7 +302,7 @@ static void plot(struct img *m, const struct shot *sh, unsigned n, double total,
 		if (x1 > MAIN_W)
 			x1 = MAIN_W;
 		for (unsigned r = 0; r < rows && x0 < x1; r++)
-			fill(m, LEFT + x0, TOP + r * rh, x1 - x0, rh, sh[i].rgb + r * 3);
+			draw_fill(m, LEFT + x0, TOP + r * rh, x1 - x0, rh, sh[i].rgb + r * 3);
 	}
 }
 
@@ -425,7 +319,7 @@ int uc_heatmap(struct uc *c, const char *png, double seconds, unsigned interval_
 	uint64_t scan_ms, sample_pages, per = 1;
 	struct shot *sh = NULL;
 	const char *why = "out of memory";
-	struct img m = {0};
+	struct draw_img m = {0};
 	int64_t npages = -1;
 	int err, status = 1;
 
@@ -485,15 +379,15 @@ int uc_heatmap(struct uc *c, const char *png, double seconds, unsigned interval_
 			goto fail;
 		shade(last, NULL, (uint64_t)npages, rows, per, true, now);
 		for (unsigned r = 0; r < rows; r++) {
-			fill(&m, LEFT + MAIN_W + 8, TOP + r * rh, STRIP, rh,
-			     sh[nshots - 1].rgb + r * 3);
-			fill(&m, LEFT + MAIN_W + 8 + STRIP + 4, TOP + r * rh, STRIP, rh,
-			     now + r * 3);
+			draw_fill(&m, LEFT + MAIN_W + 8, TOP + r * rh, STRIP, rh,
+				  sh[nshots - 1].rgb + r * 3);
+			draw_fill(&m, LEFT + MAIN_W + 8 + STRIP + 4, TOP + r * rh, STRIP, rh,
+				  now + r * 3);
 		}
 		free(now);
 	}
 	decorate(&m, (uint64_t)npages, rows, rh, total, nshots, last_age != NULL, scan_ms);
-	err = write_png(&m, png);
+	err = draw_write_png(&m, png);
 	if (err) {
 		fprintf(stderr, "ufvmctl: %s: cannot write: %s\n", png, strerror(-err));
 		goto out;

@@ -49,4 +49,26 @@ int uc_top(struct uc *c, unsigned iterations);
 /* heatmap.c: sample page states for `seconds`, write a PNG; exit status. */
 int uc_heatmap(struct uc *c, const char *png, double seconds, unsigned interval_ms);
 
+/* draw.c: the heatmap's drawing primitives; coordinates are pixels, clipped to the image */
+struct draw_img {
+	unsigned w, h;
+	uint8_t *px; /* RGB, w * h * 3 bytes, rows top to bottom */
+};
+/* A w x h rectangle of colour c (3 bytes) at (x, y). */
+void draw_fill(struct draw_img *m, unsigned x, unsigned y, unsigned w, unsigned h,
+	       const uint8_t *c);
+/* Text in a 3x5 font at 2x scale, 10 px high with its top at y: letters (either case),
+ * digits and .-:/()+, (anything else is a space). */
+void draw_text(struct draw_img *m, unsigned x, unsigned y, const char *s);
+unsigned draw_text_w(const char *s); /* its width: 8 px per character */
+/* The idle-age ramps (warm: in memory, cool: swapped), DRAW_RAMP_STOPS colours each. */
+#define DRAW_RAMP_STOPS 9
+extern const uint8_t draw_warm[DRAW_RAMP_STOPS][3], draw_cool[DRAW_RAMP_STOPS][3];
+/* A mean idle age's position on a ramp, 0 .. DRAW_RAMP_STOPS - 1. */
+double draw_age_pos(double age);
+/* The colour at position p (0 .. DRAW_RAMP_STOPS - 1) of ramp r, interpolated. */
+void draw_ramp_at(const uint8_t r[DRAW_RAMP_STOPS][3], double p, double out[3]);
+/* Write m as an 8-bit RGB PNG file; 0 or -errno (-EIO when libpng fails). */
+int draw_write_png(const struct draw_img *m, const char *path);
+
 #endif

@@ -29,6 +29,10 @@
 #define LINUX_IOAPIC	  0xfec00000ULL
 #define LINUX_LAPIC	  0xfee00000ULL
 
+/* The bzImage setup header's magic and boot flag (the zero page carries them too). */
+#define LINUX_HDR_MAGIC 0x53726448 /* "HdrS" */
+#define LINUX_BOOT_FLAG 0xaa55
+
 enum linux_kind { LINUX_BZIMAGE, LINUX_VMLINUX, LINUX_PVH };
 
 struct linux_image {
@@ -41,9 +45,17 @@ struct linux_image {
 	uint32_t cmdline_max;	     /* longest command line the kernel accepts, without NUL */
 };
 
+/* ---- linux.c: the kernel image ---- */
 /* Pure: the kind of kernel in k[0..len) and its header checks. -ENOEXEC/-EINVAL + *why. */
 int linux_parse(const uint8_t *k, size_t len, struct linux_image *out, const char **why);
+/* True when /dev/kvm is PVM (guest CPL 0 emulated: stock kernels cannot boot). */
+bool linux_host_is_pvm(void);
+/* Format a reason into a thread-local buffer (valid until the thread's next call) for
+ * *why and return err: the loader's errors, for linux.c and linux_setup.c. */
+int linux_fail(const char **why, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
+/* ---- linux_setup.c: guest RAM, the VM and vCPUs set up for the kernel ---- */
 /*
  * Place a parsed kernel, the initrd (may be NULL/0) and every boot structure in
  * guest RAM: zero page or PVH start info, e820 map, MP table for `cpus` vCPUs,
@@ -62,8 +74,6 @@ int linux_vm_setup(int vm_fd, const char **why);
  * the boot vCPU only: the others wait for INIT/SIPI in the in-kernel LAPIC. */
 int linux_setup_vcpu(int vcpu_fd, const struct kvm *k, unsigned index, unsigned cpus,
 		     const struct linux_image *li);
-/* True when /dev/kvm is PVM (guest CPL 0 emulated: stock kernels cannot boot). */
-bool linux_host_is_pvm(void);
 
 /* ---- linux_boot.c: the top level of a Linux guest's run (prints its own errors) ---- */
 struct linux_boot {

@@ -1,0 +1,384 @@
+/* linux_setup.c: what ufvm sets up for Linux: kernel, initrd, boot structures, vCPU entry state */
+#include <errno.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include <asm/bootparam.h>
+
+#include "vmm/linux.h"
+
+#define E820_RAM      1
+#define E820_RESERVED 2
+#define PVH_MAGIC     0x336ec578
+
+/* GDT selectors of the boot protocol: __BOOT_CS, __BOOT_DS; 0x08 is PVH's 32-bit code */
+#define SEL_CODE32 0x08
+#define SEL_CODE64 0x10
+#define SEL_DATA   0x18
+#define SEL_TSS	   0x20
+
+/* RAM below the EBDA, the reserved hole up to 1 MiB, RAM above. */
+static unsigned lx_e820(uint64_t mem, struct boot_e820_entry *e)
+{
+	e[0] = (struct boot_e820_entry){0, LINUX_EBDA, E820_RAM};
+	e[1] = (struct boot_e820_entry){LINUX_EBDA, LINUX_HIGH - LINUX_EBDA, E820_RESERVED};
+	e[2] = (struct boot_e820_entry){LINUX_HIGH, mem - LINUX_HIGH, E820_RAM};
+	return 3;
+}
+
+static uint8_t lx_checksum(const uint8_t *p, size_t n)
+{
+	uint8_t s = 0;
+
+	while (n--)
+		s += *p++;
+	return (uint8_t)-s;
+}
+
+/* An Intel MP table (spec 1.4) so SMP guests find every vCPU without ACPI. */
+static void lx_mptable(const struct mm_mem *mem, unsigned cpus)
+{
+	uint8_t *base = mm_gpa(mem, LINUX_MPTABLE, 0x1000);
+	uint8_t *fp = base, *cfg = base + 16, *p = cfg + 44;
+	uint32_t cfg_gpa = (uint32_t)LINUX_MPTABLE + 16, lapic = (uint32_t)LINUX_LAPIC;
+	uint32_t ioapic_addr = (uint32_t)LINUX_IOAPIC;
+	uint16_t entries = 0, cfg_len;
+	uint8_t ioapic_id = (uint8_t)cpus;
+
+	memset(base, 0, 0x1000);
+	for (unsigned i = 0; i < cpus; i++, entries++, p += 20) {
+		uint32_t sig = 0x600, feat = 0x201; /* family 6; FPU, APIC */
+
+		p[0] = 0; /* processor */
+		p[1] = (uint8_t)i;
+		p[2] = 0x14;				/* local APIC version */
+		p[3] = (uint8_t)(1 | (i == 0 ? 2 : 0)); /* enabled, boot processor */
+		memcpy(p + 4, &sig, 4);
+		memcpy(p + 8, &feat, 4);
+	}
+	memcpy(p, "\x01\x00ISA   ", 8); /* bus 0: ISA */
+	p += 8, entries++;
+	p[0] = 2, p[1] = ioapic_id, p[2] = 0x11, p[3] = 1; /* IOAPIC, enabled */
+	memcpy(p + 4, &ioapic_addr, 4);
+	p += 8, entries++;
+	for (unsigned irq = 0; irq < 24; irq++, p += 8, entries++) {
+		/* KVM's default routing: GSI n is IOAPIC pin n */
+		p[0] = 3, p[1] = 0 /* INT */, p[4] = 0 /* ISA */, p[5] = (uint8_t)irq;
+		p[6] = ioapic_id, p[7] = (uint8_t)irq;
+	}
+	p[0] = 4, p[1] = 3 /* ExtINT */, p[6] = 0, p[7] = 0; /* PIC -> BSP LINT0 */
+	p += 8, entries++;
+	p[0] = 4, p[1] = 1 /* NMI */, p[6] = 0xff, p[7] = 1; /* all LINT1 */
+	p += 8, entries++;
+	cfg_len = (uint16_t)(p - cfg);
+
+	memcpy(cfg, "PCMP", 4);
+	memcpy(cfg + 4, &cfg_len, 2);
+	cfg[6] = 4; /* spec revision 1.4 */
+	memcpy(cfg + 8, "UFVM    ", 8);
+	memcpy(cfg + 16, "000000000000", 12);
+	memcpy(cfg + 34, &entries, 2);
+	memcpy(cfg + 36, &lapic, 4);
+	cfg[7] = lx_checksum(cfg, cfg_len);
+
+	memcpy(fp, "_MP_", 4);
+	memcpy(fp + 4, &cfg_gpa, 4);
+	fp[8] = 1; /* length in 16-byte units */
+	fp[9] = 4;
+	fp[10] = lx_checksum(fp, 16);
+}
+
+/* [0, 4 GiB) identity-mapped with 2 MiB pages: the kernel, zero page, command line,
+ * initrd and the MMIO windows are all covered whatever the RAM size. */
+static void lx_page_tables(const struct mm_mem *mem)
+{
+	uint64_t *pml4 = mm_gpa(mem, LINUX_PGTABLE, 0x1000);
+	uint64_t *pdpt = mm_gpa(mem, LINUX_PGTABLE + 0x1000, 0x1000);
+	uint64_t *pd = mm_gpa(mem, LINUX_PGTABLE + 0x2000, 0x4000);
+
+	memset(pml4, 0, 0x6000);
+	pml4[0] = (LINUX_PGTABLE + 0x1000) | 0x3;
+	for (uint64_t g = 0; g < 4; g++)
+		pdpt[g] = (LINUX_PGTABLE + 0x2000 + g * 0x1000) | 0x3;
+	for (uint64_t i = 0; i < 4 * 512; i++)
+		pd[i] = (i << 21) | 0x83; /* present, writable, 2 MiB */
+}
+
+static void lx_gdt(const struct mm_mem *mem)
+{
+	uint64_t gdt[6] = {
+	    [SEL_CODE32 / 8] = 0x00cf9b000000ffffULL, /* 32-bit code, flat */
+	    [SEL_CODE64 / 8] = 0x00af9b000000ffffULL, /* 64-bit code */
+	    [SEL_DATA / 8] = 0x00cf93000000ffffULL,   /* data, flat */
+	    [SEL_TSS / 8] = 0x0000890000000067ULL,    /* 32-bit TSS at 0, limit 0x67 */
+	};
+
+	mm_copy_to_guest(mem, LINUX_GDT, gdt, sizeof(gdt));
+}
+
+static void lx_zero_page(const struct mm_mem *mem, const uint8_t *k, size_t klen,
+			 const struct linux_image *li)
+{
+	struct boot_params *bp = mm_gpa(mem, LINUX_ZERO_PAGE, sizeof(*bp));
+
+	memset(bp, 0, sizeof(*bp));
+	if (li->kind == LINUX_BZIMAGE) {
+		/* the setup header runs from 0x1f1 to the end its jump instruction gives */
+		size_t end = 0x202 + k[0x201];
+
+		if (end > klen)
+			end = klen;
+		if (end > 0x1f1 + sizeof(bp->hdr))
+			end = 0x1f1 + sizeof(bp->hdr);
+		memcpy(&bp->hdr, k + 0x1f1, end - 0x1f1);
+		/* fields the boot loader writes, whatever the file held */
+		bp->hdr.setup_data = 0;
+		bp->hdr.hardware_subarch = 0; /* a normal PC */
+		bp->hdr.hardware_subarch_data = 0;
+	} else {
+		bp->hdr.boot_flag = LINUX_BOOT_FLAG;
+		bp->hdr.header = LINUX_HDR_MAGIC;
+		bp->hdr.kernel_alignment = 0x1000000;
+	}
+	bp->hdr.type_of_loader = 0xff; /* undefined boot loader */
+	bp->hdr.vid_mode = 0xffff;     /* "normal" */
+	bp->hdr.loadflags |= CAN_USE_HEAP;
+	bp->hdr.heap_end_ptr = 0xfe00;
+	bp->hdr.cmd_line_ptr = (uint32_t)LINUX_CMDLINE;
+	bp->hdr.ramdisk_image = (uint32_t)li->initrd;
+	bp->hdr.ramdisk_size = (uint32_t)li->initrd_len;
+	if (li->kind == LINUX_BZIMAGE)
+		bp->hdr.code32_start = (uint32_t)li->load;
+	bp->e820_entries = (uint8_t)lx_e820(mem->size, bp->e820_table);
+}
+
+/* The PVH start info (xen/include/public/arch-x86/hvm/start_info.h, version 1). */
+struct pvh_start_info {
+	uint32_t magic, version, flags, nr_modules;
+	uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
+	uint32_t memmap_entries, reserved;
+};
+struct pvh_module {
+	uint64_t paddr, size, cmdline_paddr, reserved;
+};
+struct pvh_memmap {
+	uint64_t addr, size;
+	uint32_t type, reserved;
+};
+
+static void lx_pvh_info(const struct mm_mem *mem, const struct linux_image *li)
+{
+	struct boot_e820_entry e[4];
+	unsigned n = lx_e820(mem->size, e);
+	struct pvh_start_info si = {
+	    .magic = PVH_MAGIC,
+	    .version = 1,
+	    .nr_modules = li->initrd_len ? 1 : 0,
+	    .modlist_paddr = li->initrd_len ? LINUX_PVH_INFO + 0x40 : 0,
+	    .cmdline_paddr = LINUX_CMDLINE,
+	    .memmap_paddr = LINUX_PVH_INFO + 0x100,
+	    .memmap_entries = n,
+	};
+	struct pvh_module m = {.paddr = li->initrd, .size = li->initrd_len};
+
+	mm_copy_to_guest(mem, LINUX_PVH_INFO, &si, sizeof(si));
+	mm_copy_to_guest(mem, LINUX_PVH_INFO + 0x40, &m, sizeof(m));
+	for (unsigned i = 0; i < n; i++) {
+		struct pvh_memmap mm = {e[i].addr, e[i].size, e[i].type, 0};
+
+		mm_copy_to_guest(mem, LINUX_PVH_INFO + 0x100 + i * sizeof(mm), &mm, sizeof(mm));
+	}
+}
+
+static int lx_place_kernel(const struct mm_mem *mem, const uint8_t *k, size_t klen,
+			   struct linux_image *li, const char **why)
+{
+	struct elf_image img;
+	uint64_t setup;
+	uint8_t *dst;
+	int err;
+
+	if (li->kind != LINUX_BZIMAGE) {
+		/* vmlinux: PT_LOAD segments at their physical addresses, anywhere from 1 MiB
+		 * up (the boot structures live below) */
+		err = elf_load_at(k, klen, mem, LINUX_HIGH, &img, why);
+		if (err)
+			return linux_fail(why, err, "vmlinux: %s", *why);
+		li->load = LINUX_HIGH;
+		li->load_end = img.end;
+		if (li->kind == LINUX_PVH && li->entry >= (1ULL << 32))
+			return linux_fail(why, -EINVAL, "PVH entry 0x%llx lies above 4 GiB",
+					  (unsigned long long)li->entry);
+		return 0;
+	}
+	if (li->load_end > mem->size)
+		return linux_fail(why, -E2BIG,
+				  "kernel needs RAM up to %llu MiB (loaded at 0x%llx, init_size "
+				  "included) but guest RAM is %llu MiB: try a larger --mem",
+				  (unsigned long long)((li->load_end + (1 << 20) - 1) >> 20),
+				  (unsigned long long)li->load,
+				  (unsigned long long)(mem->size >> 20));
+	setup = ((uint64_t)(k[0x1f1] ? k[0x1f1] : 4) + 1) * 512;
+	dst = mm_gpa(mem, li->load, klen - setup);
+	if (!dst) /* parse checked it; the gate decides all the same */
+		return linux_fail(why, -E2BIG, "kernel at 0x%llx does not fit in guest RAM",
+				  (unsigned long long)li->load);
+	memcpy(dst, k + setup, klen - setup);
+	return 0;
+}
+
+/* The initrd goes as high as the kernel allows, page-aligned, above the kernel. */
+static int lx_place_initrd(const struct mm_mem *mem, const uint8_t *k, const uint8_t *initrd,
+			   size_t ilen, struct linux_image *li, const char **why)
+{
+	uint64_t top = mem->size, max = 0x37ffffff;
+
+	li->initrd = li->initrd_len = 0;
+	if (!initrd)
+		return 0;
+	if (ilen == 0)
+		return linux_fail(why, -EINVAL, "initrd is empty");
+	if (li->kind == LINUX_BZIMAGE)
+		memcpy(&max, k + 0x22c, 4); /* initrd_addr_max */
+	if (top > max + 1)
+		top = max + 1;
+	if (ilen > top || ((top - ilen) & ~0xfffULL) < li->load_end)
+		return linux_fail(why, -E2BIG,
+				  "initrd (%zu bytes) does not fit in guest RAM between the kernel "
+				  "(ends at 0x%llx) and 0x%llx: try a larger --mem",
+				  ilen, (unsigned long long)li->load_end, (unsigned long long)top);
+	li->initrd = (top - ilen) & ~0xfffULL;
+	li->initrd_len = ilen;
+	return mm_copy_to_guest(mem, li->initrd, initrd, ilen) < 0
+		   ? linux_fail(why, -E2BIG, "initrd does not fit in guest RAM")
+		   : 0;
+}
+
+int linux_load(const struct mm_mem *mem, const uint8_t *k, size_t klen, const uint8_t *initrd,
+	       size_t ilen, unsigned cpus, struct linux_image *li, const char **why)
+{
+	int err;
+
+	if (mem->size > LINUX_MAX_MEM || mem->size < (16ULL << 20))
+		return linux_fail(why, -EINVAL, "Linux guests take 16M..3G of RAM (--mem)");
+	if (cpus == 0 || cpus > UFVM_MAX_CPUS)
+		return linux_fail(why, -EINVAL, "bad vCPU count %u", cpus);
+	err = lx_place_kernel(mem, k, klen, li, why);
+	if (err)
+		return err;
+	err = lx_place_initrd(mem, k, initrd, ilen, li, why);
+	if (err)
+		return err;
+	memset(mm_gpa(mem, 0, LINUX_HIGH), 0, 0x10000); /* GDT .. page tables */
+	lx_gdt(mem);
+	lx_page_tables(mem);
+	lx_mptable(mem, cpus);
+	lx_zero_page(mem, k, klen, li);
+	li->boot_params = LINUX_ZERO_PAGE;
+	if (li->kind == LINUX_PVH) {
+		lx_pvh_info(mem, li);
+		li->boot_params = LINUX_PVH_INFO;
+	}
+	return 0;
+}
+
+int linux_set_cmdline(const struct mm_mem *mem, const struct linux_image *li, const char *cmdline)
+{
+	size_t n = strlen(cmdline);
+
+	if (n > li->cmdline_max || n >= LINUX_CMDLINE_MAX)
+		return -E2BIG;
+	return mm_copy_to_guest(mem, LINUX_CMDLINE, cmdline, n + 1);
+}
+
+int linux_vm_setup(int vm_fd, const char **why)
+{
+	uint64_t idmap = LINUX_IDMAP_ADDR;
+	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+
+	if (ioctl(vm_fd, KVM_SET_TSS_ADDR, (unsigned long)LINUX_TSS_ADDR) < 0)
+		return linux_fail(why, -errno, "KVM_SET_TSS_ADDR");
+	if (ioctl(vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		return linux_fail(why, -errno, "KVM_SET_IDENTITY_MAP_ADDR");
+	if (ioctl(vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return linux_fail(why, -errno, "KVM_CREATE_IRQCHIP");
+	if (ioctl(vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return linux_fail(why, -errno, "KVM_CREATE_PIT2");
+	return 0;
+}
+
+static int lx_set_cpuid(int fd, const struct kvm *k, unsigned index, unsigned cpus)
+{
+	struct kvm_cpuid2 *c = k->cpuid;
+	size_t sz = sizeof(*c) + c->nent * sizeof(c->entries[0]);
+	struct kvm_cpuid2 *mine = __builtin_alloca(sz);
+
+	memcpy(mine, c, sz);
+	for (unsigned i = 0; i < mine->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &mine->entries[i];
+
+		if (e->function == 1) {
+			e->ebx = (e->ebx & 0x0000ffff) | (index << 24) | ((cpus & 0xff) << 16);
+			e->edx |= 1u << 28; /* HTT: the logical processor count is valid */
+			e->ecx |= 1u << 31; /* running on a hypervisor */
+		}
+		if (e->function == 0xb || e->function == 0x1f)
+			e->edx = index;
+		/* 0x40000000.. (KVM's signature and paravirtual features) pass through as KVM
+		 * reports them */
+	}
+	return ioctl(fd, KVM_SET_CPUID2, mine) < 0 ? -errno : 0;
+}
+
+static void lx_seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool l, bool db)
+{
+	*s = (struct kvm_segment){.base = 0,
+				  .limit = 0xffffffff,
+				  .selector = sel,
+				  .type = type,
+				  .present = 1,
+				  .dpl = 0,
+				  .db = db,
+				  .s = 1,
+				  .l = l,
+				  .g = 1};
+}
+
+int linux_setup_vcpu(int fd, const struct kvm *k, unsigned index, unsigned cpus,
+		     const struct linux_image *li)
+{
+	bool pvh = li->kind == LINUX_PVH;
+	struct kvm_sregs sr;
+	struct kvm_regs r = {.rflags = 0x2};
+	int err = lx_set_cpuid(fd, k, index, cpus);
+
+	if (err || index != 0)
+		return err;
+	if (ioctl(fd, KVM_GET_SREGS, &sr) < 0)
+		return -errno;
+	lx_seg(&sr.cs, pvh ? SEL_CODE32 : SEL_CODE64, 0xb, !pvh, pvh);
+	lx_seg(&sr.ds, SEL_DATA, 0x3, false, true);
+	sr.es = sr.fs = sr.gs = sr.ss = sr.ds;
+	sr.tr = (struct kvm_segment){.selector = SEL_TSS, .limit = 0x67, .type = 0xb, .present = 1};
+	sr.gdt.base = LINUX_GDT;
+	sr.gdt.limit = 6 * 8 - 1;
+	sr.idt.base = 0;
+	sr.idt.limit = 0;
+	if (pvh) {	       /* 32-bit protected mode, paging off, %ebx = start info */
+		sr.cr0 = 0x11; /* PE, ET */
+		sr.cr4 = 0;
+		sr.efer = 0;
+		r.rbx = li->boot_params;
+	} else {		     /* 64-bit mode on identity page tables, %rsi = zero page */
+		sr.cr0 = 0x80000031; /* PE, ET, NE, PG */
+		sr.cr3 = LINUX_PGTABLE;
+		sr.cr4 = 0x20;	 /* PAE */
+		sr.efer = 0x500; /* LME, LMA */
+		r.rsi = li->boot_params;
+	}
+	if (ioctl(fd, KVM_SET_SREGS, &sr) < 0)
+		return -errno;
+	r.rip = li->entry;
+	r.rsp = LINUX_STACK;
+	return ioctl(fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
+}
