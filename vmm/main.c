@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,8 @@ static void usage(FILE *f)
 		   "                    rounded up to 2M)\n"
 		   "  --cpus N          vCPUs, 1..64 (default 1)\n"
 		   "  --cmdline STRING  command line handed to the guest\n"
+		   "  --pin CPU         run every ufvm thread on CPU: on nested hosts a fault\n"
+		   "                    then costs no cross-CPU wake-up (best for one vCPU)\n"
 		   "  -v, --verbose     log marks and set-up details to stderr\n"
 		   "  --api PATH        serve the control socket at PATH (mode 0600), for\n"
 		   "                    ufvmctl: stats, pause, swap-out, ... (docs/API.md)\n"
@@ -56,7 +59,7 @@ static int bad_arg(const char *fmt, const char *a, const char *b)
 	return VMM_EXIT_USAGE;
 }
 
-enum { OPT_MEM = 256, OPT_CPUS, OPT_CMDLINE, OPT_API = 300, OPT_DIRTY };
+enum { OPT_MEM = 256, OPT_CPUS, OPT_CMDLINE, OPT_PIN, OPT_API = 300, OPT_DIRTY };
 enum { OPT_KERNEL = 400, OPT_INITRD, OPT_APPEND, OPT_DISK, OPT_NO_BALLOON }; /* Linux guests */
 
 /* Returns -1 to continue, or an exit status. */
@@ -66,6 +69,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"mem", required_argument, NULL, OPT_MEM},
 	    {"cpus", required_argument, NULL, OPT_CPUS},
 	    {"cmdline", required_argument, NULL, OPT_CMDLINE},
+	    {"pin", required_argument, NULL, OPT_PIN},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"api", required_argument, NULL, OPT_API},
 	    {"dirty-track", optional_argument, NULL, OPT_DIRTY},
@@ -118,6 +122,12 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 			break;
 		case 'v':
 			o->verbose++;
+			break;
+		case OPT_PIN:
+			if (cli_parse_uint(optarg, 0, CPU_SETSIZE - 1, &o->pin_cpu) < 0)
+				return bad_arg("--pin: invalid CPU '%s'%s", optarg,
+					       " (a CPU number, e.g. 0)");
+			o->pin = true;
 			break;
 		case OPT_API:
 			o->api = optarg;
@@ -348,6 +358,17 @@ static int run(const struct vmm_opts *o)
 	struct run r = {.o = o, .mem = {.memfd = -1}};
 	int status;
 
+	if (o->pin) { /* before any thread: they all inherit it */
+		cpu_set_t one;
+
+		CPU_ZERO(&one);
+		CPU_SET(o->pin_cpu, &one);
+		if (sched_setaffinity(0, sizeof(one), &one) < 0) {
+			fprintf(stderr, "ufvm: --pin %u: %s (this host's CPUs: 0..%ld)\n",
+				o->pin_cpu, strerror(errno), sysconf(_SC_NPROCESSORS_ONLN) - 1);
+			return VMM_EXIT_USAGE;
+		}
+	}
 	status = run_load(&r);
 	if (!status)
 		status = run_build(&r);

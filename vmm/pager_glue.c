@@ -1,5 +1,6 @@
 /* pager_glue.c: the pager's command-line options, its host callbacks, SIGUSR1 and --stats */
 #include <errno.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,8 +32,8 @@ const char *pager_usage =
     "                    unlinked file in $TMPDIR)\n"
     "  --swap-direct     swap I/O with O_DIRECT\n"
     "  --fault-spin US   fault threads watch for the next fault US microseconds\n"
-    "                    before sleeping (default 200 when the host has two cores\n"
-    "                    per vCPU, else 0)\n"
+    "                    before sleeping (default 200 when ufvm may use two CPUs\n"
+    "                    per vCPU, else 0: with --pin, 0)\n"
     "  --clean-tracking wp|off  wp: pages read back from swap keep their swap\n"
     "                    copy until the guest writes them (write-protect, where the\n"
     "                    kernel has UFFD_FEATURE_WP_ASYNC), so evicting them again\n"
@@ -244,6 +245,16 @@ static struct pager_glue_hooks {
 } hooks = {
     {.fatal = on_fatal, .warn = on_warn, .pause_vcpus = on_pause, .resume_vcpus = on_resume}};
 
+/* CPUs this process may run on (--pin makes it one). */
+static long usable_cpus(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		return CPU_COUNT(&set);
+	return sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 /* The balloon's drop (Linux guests): the pages given away leave the pager's books too. */
 static int on_balloon_drop(void *arg, gpa_t gpa, uint64_t len)
 {
@@ -272,7 +283,7 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 	 * random swap-ins ran in 10 s instead of 19 with one vCPU on two cores, while
 	 * two vCPUs on two cores went from 2.3 s to 4.0 s (bench/README.md). */
 	if (!pc->spin_set)
-		o.spin_us = sysconf(_SC_NPROCESSORS_ONLN) >= 2L * vm->ncpus ? 200 : 0;
+		o.spin_us = usable_cpus() >= 2L * vm->ncpus ? 200 : 0;
 	ops = hooks.ops;
 	/* Devices of Linux guests (on_io) write guest RAM through pointers, unseen by
 	 * KVM's log: only ELF guests, whose host writes all use mm_copy_to_guest. */

@@ -53,8 +53,10 @@ struct pager_cli {
 };
 
 struct vmm_opts {
-	uint64_t mem;	       /* guest RAM, bytes (rounded up to 2 MiB) */
-	unsigned cpus;	       /* 1..UFVM_MAX_CPUS */
+	uint64_t mem;  /* guest RAM, bytes (rounded up to 2 MiB) */
+	unsigned cpus; /* 1..UFVM_MAX_CPUS */
+	bool pin;      /* --pin CPU: every thread on pin_cpu */
+	unsigned pin_cpu;
 	const char *cmdline;   /* guest command line, may be "" */
 	const char *guest;     /* path of the guest ELF */
 	int verbose;	       /* print marks and set-up details */
