@@ -385,7 +385,8 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 		err = uffd_open(&p->uffd, base_features);
 	if (err < 0)
 		goto err_free;
-	wp = (p->uffd.features & mm_wp_features()) == mm_wp_features();
+	/* UFFDIO_API answers every feature the kernel has, asked for or not */
+	wp = p->o.wp && (p->uffd.features & mm_wp_features()) == mm_wp_features();
 	err = uffd_register(&p->uffd, mem->hva, mem->size, true, wp);
 	if (err < 0)
 		goto err_free;
