@@ -205,6 +205,10 @@ struct swap_io {
  * If io_uring itself fails (not an io), every io fails with that error and
  * the store stays unusable: close it.
  */
+/* Where a swap file without a path goes: $TMPDIR, else /tmp. */
+const char *swap_default_dir(void);
+/* The swap file as messages name it: its path, or "(an unlinked file in DIR)". */
+void swap_describe(const char *path, char *buf, size_t len);
 int swap_write(struct swap_store *s, struct swap_io *ios, unsigned n);
 int swap_read(struct swap_store *s, struct swap_io *ios, unsigned n);
 
@@ -493,10 +497,12 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
  */
 int mm_stray_page(struct mm_pager *p, uint64_t pfn, const uint8_t *copy);
 /* wp.c: which clean pages the guest wrote, from write-protected PTEs */
-/* After the uffd is open: whether this host can track clean pages by write-protect
- * (UFFD_FEATURE_WP_ASYNC on shmem and PAGEMAP_SCAN); opens the pagemap if so. */
+/* The uffd features clean tracking needs (asked for with --clean-tracking wp). */
 uint64_t mm_wp_features(void);
-int mm_wp_start(struct mm_pager *p);
+/* After the uffd is open, before guest RAM is registered: p->wp says whether clean pages
+ * are tracked by write-protect (asked for, UFFD_FEATURE_WP_ASYNC on shmem and
+ * PAGEMAP_SCAN there); opens the pagemap if so. */
+void mm_wp_start(struct mm_pager *p);
 void mm_wp_stop(struct mm_pager *p);
 /*
  * Pages of [pfn, pfn+n) (their region locks held) that carry a slot and PST_F_WP

@@ -258,14 +258,7 @@ static int check_opts(struct mm_pager *p, const struct mm_pager_opts *o)
 	    (p->o.chunk & (p->o.chunk - 1)))
 		return -EINVAL;
 	p->chunk_pages = p->o.chunk / MM_PAGE;
-	if (p->o.swap_path) {
-		snprintf(p->swap_name, sizeof(p->swap_name), "%s", p->o.swap_path);
-	} else {
-		const char *dir = getenv("TMPDIR");
-
-		snprintf(p->swap_name, sizeof(p->swap_name), "(an unlinked file in %s)",
-			 dir && *dir ? dir : "/tmp");
-	}
+	swap_describe(p->o.swap_path, p->swap_name, sizeof(p->swap_name));
 	p->ra_max = p->o.readahead_max ? p->o.readahead_max : 256;
 	p->ra_cluster = 8;
 	if (p->ra_max > MM_REGION_PAGES)
@@ -351,7 +344,6 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 	const uint64_t base_features =
 	    UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_EVENT_REMOVE;
 	struct mm_pager *p = calloc(1, sizeof(*p));
-	bool wp;
 	int err;
 
 	start_failed_swap = false;
@@ -379,18 +371,16 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 			goto err_free;
 		}
 	}
-	/* with clean tracking by write-protect (wp.c) where the kernel has it: one open */
-	err = !p->o.wp ? -ENOTSUP : uffd_open(&p->uffd, base_features | mm_wp_features());
-	if (err < 0 && err != -EPERM && err != -ENOSYS)
+	/* with --clean-tracking wp, ask for its features too; without them, go on without */
+	err = uffd_open(&p->uffd, base_features | (p->o.wp ? mm_wp_features() : 0));
+	if (err < 0 && p->o.wp && err != -EPERM && err != -ENOSYS)
 		err = uffd_open(&p->uffd, base_features);
 	if (err < 0)
 		goto err_free;
-	/* UFFDIO_API answers every feature the kernel has, asked for or not */
-	wp = p->o.wp && (p->uffd.features & mm_wp_features()) == mm_wp_features();
-	err = uffd_register(&p->uffd, mem->hva, mem->size, true, wp);
+	mm_wp_start(p); /* sets p->wp; without it, pages read back from swap are dirty at once */
+	err = uffd_register(&p->uffd, mem->hva, mem->size, true, p->wp);
 	if (err < 0)
 		goto err_free;
-	mm_wp_start(p); /* without it, pages read back from swap are dirty at once */
 	/* Before the fault threads, which record accesses; its first scan is an interval away. */
 	err = mm_access_start(p);
 	if (err < 0)

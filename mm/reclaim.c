@@ -250,6 +250,14 @@ uint64_t mm_evict_regions(struct mm_pager *p, uint64_t r0, unsigned nreg, bool f
 	return mm_evict(p, r0 * MM_REGION_PAGES, nreg * MM_REGION_PAGES, p->rc_vic, err);
 }
 
+/* Stalled lifts the limit (faults get room without reclaim); either way deferred faults
+ * must look again. */
+static void set_stalled(struct mm_pager *p, bool stalled)
+{
+	atomic_store(&p->stalled, stalled);
+	mm_wake_faults(p);
+}
+
 static void reclaim_run(struct mm_pager *p)
 {
 	uint64_t idle = 0, freed;
@@ -259,24 +267,11 @@ static void reclaim_run(struct mm_pager *p)
 	MM_STAT_ADD(p, reclaim_runs, 1);
 	/* With access sampling, the longest-idle pages go first; the clock does the rest. */
 	if (p->sampling && p->resident > p->low &&
-	    mm_reclaim_coldest(p, p->resident - p->low, 1, false, &err)) {
-		atomic_store(&p->stalled, false);
-		mm_wake_faults(p);
-	}
-	if (err) {
-		atomic_store(&p->stalled, true);
-		mm_wake_faults(p);
-		pthread_mutex_unlock(&p->evict_lock);
-		return;
-	}
-	while (p->resident > p->low && !atomic_load(&p->stop)) {
+	    mm_reclaim_coldest(p, p->resident - p->low, 1, false, &err))
+		set_stalled(p, false);
+	while (!err && p->resident > p->low && idle < 3 * p->nregions && !atomic_load(&p->stop)) {
 		uint64_t r = p->hand;
 
-		if (idle >= 3 * p->nregions) {
-			atomic_store(&p->stalled, true); /* lift the limit: never hang a vCPU */
-			mm_wake_faults(p);
-			break;
-		}
 		p->hand = (p->hand + 1) % p->nregions;
 		idle++;
 		if (!p->reg[r].nres)
@@ -286,16 +281,14 @@ static void reclaim_run(struct mm_pager *p)
 		mm_region_unlock(p, r);
 		if (freed) {
 			idle = 0;
-			atomic_store(&p->stalled, false);
-			mm_wake_faults(p);
-		}
-		if (err) { /* the swap file fails (full, EIO): stall now, retry after a backoff,
-			    * rather than re-zap and re-write every region in vain */
-			atomic_store(&p->stalled, true);
-			mm_wake_faults(p);
-			break;
+			set_stalled(p, false);
 		}
 	}
+	/* Three revolutions without progress, or a write that failed (the swap file is
+	 * full or failing: re-zapping and re-writing every region would be in vain): lift
+	 * the limit, so no vCPU hangs, until reclaim_main's back-off retries. */
+	if (err || idle >= 3 * p->nregions)
+		set_stalled(p, true);
 	pthread_mutex_unlock(&p->evict_lock);
 }
 

@@ -82,15 +82,28 @@ bool swap_slot_in_use(const struct swap_store *s, uint64_t slot)
 }
 
 /* An unlinked file under $TMPDIR: O_TMPFILE, or mkstemp + unlink where unsupported. */
-static int open_tmpfile(bool direct)
+const char *swap_default_dir(void)
 {
 	const char *dir = getenv("TMPDIR");
+
+	return dir && *dir ? dir : "/tmp";
+}
+
+void swap_describe(const char *path, char *buf, size_t len)
+{
+	if (path)
+		snprintf(buf, len, "%s", path);
+	else
+		snprintf(buf, len, "(an unlinked file in %s)", swap_default_dir());
+}
+
+static int open_tmpfile(bool direct)
+{
+	const char *dir = swap_default_dir();
 	int dflag = direct ? O_DIRECT : 0;
 	char *tmpl;
 	int fd;
 
-	if (!dir || !*dir)
-		dir = "/tmp";
 	fd = open(dir, O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC | dflag, 0600);
 	if (fd >= 0)
 		return fd;

@@ -106,7 +106,7 @@ void mm_wp_sync(struct mm_pager *p, uint64_t pfn, uint64_t n)
 		written(p, i, pfn + n - i); /* cannot tell: every tracked page is dirty */
 }
 
-int mm_wp_start(struct mm_pager *p)
+void mm_wp_start(struct mm_pager *p)
 {
 	uint64_t need = mm_wp_features();
 	struct wp_region r;
@@ -114,20 +114,20 @@ int mm_wp_start(struct mm_pager *p)
 
 	p->pagemap_fd = -1;
 	p->wp = false;
+	/* the uffd's features are all this kernel has, whatever was asked for */
 	if (!p->o.wp || (p->uffd.features & need) != need)
-		return 0;
+		return;
 	p->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (p->pagemap_fd < 0)
-		return 0; /* no clean tracking: pages read back from swap count as dirty */
+		return; /* no clean tracking: pages read back from swap count as dirty */
 	a.start = (uintptr_t)p->mem->hva;
 	a.end = a.start + MM_PAGE;
 	a.return_mask = WP_PAGE_IS_WRITTEN;
 	if (ioctl(p->pagemap_fd, WP_PAGEMAP_SCAN, &a) < 0) {
 		mm_wp_stop(p);
-		return 0;
+		return;
 	}
 	p->wp = true;
-	return 0;
 }
 
 void mm_wp_stop(struct mm_pager *p)

@@ -55,6 +55,12 @@ static void client_close(struct ctl *c, unsigned i)
 }
 
 /* Queue bytes for a client; false when it must be dropped. */
+/* The client's answers not yet sent stay under CTL_OUT_SLOW: it may be fed more. */
+static bool client_reads(const struct ctl_client *k)
+{
+	return k->outlen - k->outoff < CTL_OUT_SLOW;
+}
+
 static bool client_queue(struct ctl_client *k, const char *buf, size_t len)
 {
 	size_t backlog = k->outlen - k->outoff;
@@ -124,7 +130,7 @@ static bool client_serve(struct ctl *c, struct ctl_client *k)
 	unsigned n = 0;
 	char *nl = NULL;
 
-	while (n < CTL_ROUND_LINES && k->outlen - k->outoff < CTL_OUT_SLOW &&
+	while (n < CTL_ROUND_LINES && client_reads(k) &&
 	       (nl = memchr(k->in + start, '\n', k->inlen - start))) {
 		size_t len = (size_t)(nl - (k->in + start));
 
@@ -193,7 +199,7 @@ static void ctl_accept(struct ctl *c)
 /* Can the client be served now, without waiting for it? */
 static bool client_servable(const struct ctl_client *k)
 {
-	return k->ready && k->outlen - k->outoff < CTL_OUT_SLOW;
+	return k->ready && client_reads(k);
 }
 
 static void *ctl_thread(void *arg)
@@ -215,11 +221,9 @@ static void *ctl_thread(void *arg)
 				continue;
 			busy |= client_servable(k);
 			pf[n].fd = k->fd;
-			pf[n].events = (!k->eof && k->inlen < sizeof(k->in) &&
-						k->outlen - k->outoff < CTL_OUT_SLOW
-					    ? POLLIN
-					    : 0) |
-				       (k->outoff < k->outlen ? POLLOUT : 0);
+			pf[n].events =
+			    (!k->eof && k->inlen < sizeof(k->in) && client_reads(k) ? POLLIN : 0) |
+			    (k->outoff < k->outlen ? POLLOUT : 0);
 			who[n++] = (int)i;
 		}
 		if (poll(pf, n, busy ? 0 : -1) < 0) {

@@ -181,13 +181,12 @@ static int64_t harvest(struct dirty *d, uint64_t *pend, uint64_t *out)
 			d->pager_pending[i] |= d->scratch[i];
 		}
 	}
-	for (uint64_t i = 0; i < words; i++) { /* and what the VMM wrote itself */
+	for (uint64_t i = 0; i < words; i++) {
+		/* and what the VMM wrote itself, for both consumers */
 		uint64_t h = __atomic_exchange_n(&d->host[i], 0, __ATOMIC_RELAXED);
 
 		d->pending[i] |= h;
 		d->pager_pending[i] |= h;
-	}
-	for (uint64_t i = 0; i < words; i++) {
 		n += __builtin_popcountll(pend[i]);
 		out[i] |= pend[i];
 		pend[i] = 0;

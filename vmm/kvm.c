@@ -101,6 +101,32 @@ err_close:
 	return err;
 }
 
+int kvm_set_vcpu_cpuid(int fd, const struct kvm *k, unsigned index, unsigned linux_cpus)
+{
+	struct kvm_cpuid2 *c = k->cpuid;
+	size_t sz = sizeof(*c) + c->nent * sizeof(c->entries[0]);
+	struct kvm_cpuid2 *mine = __builtin_alloca(sz);
+
+	memcpy(mine, c, sz);
+	for (unsigned i = 0; i < mine->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &mine->entries[i];
+
+		if (e->function == 1 && linux_cpus) {
+			e->ebx =
+			    (e->ebx & 0x0000ffff) | (index << 24) | ((linux_cpus & 0xff) << 16);
+			e->edx |= 1u << 28; /* HTT: the logical processor count is valid */
+			e->ecx |= 1u << 31; /* running on a hypervisor */
+		} else if (e->function == 1) {
+			e->ebx = (e->ebx & 0x00ffffff) | (index << 24);
+		}
+		if (e->function == 0xb || e->function == 0x1f)
+			e->edx = index;
+		/* 0x40000000.. (KVM's signature and paravirtual features) pass through as KVM
+		 * reports them */
+	}
+	return ioctl(fd, KVM_SET_CPUID2, mine) < 0 ? -errno : 0;
+}
+
 void kvm_close(struct kvm *k)
 {
 	free(k->cpuid);

@@ -307,29 +307,6 @@ int linux_vm_setup(int vm_fd, const char **why)
 	return 0;
 }
 
-static int lx_set_cpuid(int fd, const struct kvm *k, unsigned index, unsigned cpus)
-{
-	struct kvm_cpuid2 *c = k->cpuid;
-	size_t sz = sizeof(*c) + c->nent * sizeof(c->entries[0]);
-	struct kvm_cpuid2 *mine = __builtin_alloca(sz);
-
-	memcpy(mine, c, sz);
-	for (unsigned i = 0; i < mine->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &mine->entries[i];
-
-		if (e->function == 1) {
-			e->ebx = (e->ebx & 0x0000ffff) | (index << 24) | ((cpus & 0xff) << 16);
-			e->edx |= 1u << 28; /* HTT: the logical processor count is valid */
-			e->ecx |= 1u << 31; /* running on a hypervisor */
-		}
-		if (e->function == 0xb || e->function == 0x1f)
-			e->edx = index;
-		/* 0x40000000.. (KVM's signature and paravirtual features) pass through as KVM
-		 * reports them */
-	}
-	return ioctl(fd, KVM_SET_CPUID2, mine) < 0 ? -errno : 0;
-}
-
 static void lx_seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool l, bool db)
 {
 	*s = (struct kvm_segment){.base = 0,
@@ -350,7 +327,7 @@ int linux_setup_vcpu(int fd, const struct kvm *k, unsigned index, unsigned cpus,
 	bool pvh = li->kind == LINUX_PVH;
 	struct kvm_sregs sr;
 	struct kvm_regs r = {.rflags = 0x2};
-	int err = lx_set_cpuid(fd, k, index, cpus);
+	int err = kvm_set_vcpu_cpuid(fd, k, index, cpus);
 
 	if (err || index != 0)
 		return err;

@@ -291,8 +291,10 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 		ops.harvest_dirty = on_harvest;
 	err = mm_pager_start(&g->pager, mem, &o, &ops, vm);
 	if (err && mm_pager_start_failed_swap()) { /* a path the user gave: bad input */
-		fprintf(stderr, "ufvm: swap file %s: cannot open: %s\n",
-			pc->o.swap_path ? pc->o.swap_path : "(an unlinked file in $TMPDIR)",
+		char name[160];
+
+		swap_describe(pc->o.swap_path, name, sizeof(name));
+		fprintf(stderr, "ufvm: swap file %s: cannot open: %s\n", name,
 			err == -EEXIST ? "it exists and holds data (ufvm never overwrites a file: "
 					 "remove it or name a new one)"
 			: err == -EINVAL ? "neither a regular file nor a block device, or O_DIRECT "

@@ -36,18 +36,24 @@ static void vm_stop_handler(int sig)
 		__atomic_store_n(&vcpu_self_run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 }
 
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void stop_signal_set(sigset_t *set)
+{
+	sigemptyset(set);
+	for (unsigned i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
+		sigaddset(set, stop_signals[i]);
+}
+
 void vmm_signals_init(void)
 {
 	struct sigaction sa = {.sa_handler = vm_stop_handler};
-	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
 	sigset_t set;
 
 	sigemptyset(&sa.sa_mask);
-	sigemptyset(&set);
-	for (unsigned i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		sigaction(sigs[i], &sa, NULL); /* no SA_RESTART: KVM_RUN returns EINTR */
-		sigaddset(&set, sigs[i]);
-	}
+	for (unsigned i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
+		sigaction(stop_signals[i], &sa, NULL); /* no SA_RESTART: KVM_RUN returns EINTR */
+	stop_signal_set(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
@@ -55,10 +61,7 @@ void vmm_signals_unblock(void)
 {
 	sigset_t set;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
+	stop_signal_set(&set);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 

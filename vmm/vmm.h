@@ -102,6 +102,10 @@ struct kvm {
 /* Open /dev/kvm and check the API version and every capability ufvm uses.
  * On failure *why names the reason (static string); returns -errno. */
 int kvm_open(struct kvm *k, const char **why);
+/* KVM_SET_CPUID2 on vCPU fd: the supported CPUID with this vCPU's APIC ID (leaves 1, 0xb,
+ * 0x1f); linux_cpus > 0 (Linux guests) also sets the logical processor count, HTT and
+ * the hypervisor bit. -errno. */
+int kvm_set_vcpu_cpuid(int fd, const struct kvm *k, unsigned index, unsigned linux_cpus);
 void kvm_close(struct kvm *k);
 
 /* ---- cpuid_cache.c: KVM_GET_SUPPORTED_CPUID's answer across runs ---- */

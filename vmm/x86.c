@@ -202,29 +202,11 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
 	s->g = 1;
 }
 
-static int x86_set_cpuid(int fd, const struct kvm *k, unsigned index)
-{
-	struct kvm_cpuid2 *c = k->cpuid;
-	size_t sz = sizeof(*c) + c->nent * sizeof(c->entries[0]);
-	struct kvm_cpuid2 *mine = __builtin_alloca(sz);
-
-	memcpy(mine, c, sz);
-	for (unsigned i = 0; i < mine->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &mine->entries[i];
-
-		if (e->function == 1)
-			e->ebx = (e->ebx & 0x00ffffff) | (index << 24);
-		if (e->function == 0xb || e->function == 0x1f)
-			e->edx = index;
-	}
-	return ioctl(fd, KVM_SET_CPUID2, mine) < 0 ? -errno : 0;
-}
-
 int x86_setup_vcpu(int fd, const struct kvm *k, unsigned index, uint64_t entry)
 {
 	struct kvm_sregs sr;
 	struct kvm_regs r;
-	int err = x86_set_cpuid(fd, k, index);
+	int err = kvm_set_vcpu_cpuid(fd, k, index, 0);
 
 	if (err)
 		return err;
