@@ -103,6 +103,18 @@ static void vcpu_report_exception(struct vcpu *v)
 	vcpu_print_regs(v->index, &r, &s, " at the fault (rdx was used by the exception stub)");
 }
 
+/* Only ufvm's CPL 0 exception stubs may report through UFVM_EXC_PORT: with
+ * IOPL 3 the guest's own code can reach the port too, and must not forge a
+ * crash report (it is then just an unexpected port). */
+static bool vcpu_at_cpl0(const struct vcpu *v)
+{
+	struct kvm_sregs s;
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
+		return false;
+	return (s.cs.selector & 3) == 0 && s.cs.dpl == 0;
+}
+
 static void vcpu_fail(struct vcpu *v, const char *what)
 {
 	fprintf(stderr, "ufvm: vCPU %u: %s\n", v->index, what);
@@ -128,7 +140,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		/* Linux guests' devices get every port access but a hypercall's 32-bit OUT */
 		if (v->vm->on_io && !hc)
 			return v->vm->on_io(v, v->vm->on_io_ctx);
-		if (port == UFVM_EXC_PORT) {
+		if (port == UFVM_EXC_PORT && vcpu_at_cpl0(v)) {
 			vcpu_report_exception(v);
 			vm_stop(v->vm, VMM_EXIT_CRASH);
 			return false;

@@ -23,8 +23,11 @@
 #define SEL_UCODE  0x20
 #define SEL_TSS(i) (0x28 + 16 * (i))
 
-/* Each TSS carries an I/O permission bitmap that opens only the hypercall
- * ports to CPL 3: guests run with IOPL 0 (as PVM forces anyway), so the bitmap decides. */
+/* Port I/O reaches ufvm on every kind of KVM, by two paths (docs/ABI.md):
+ * on SVM and VMX the guest runs with IOPL 3, so no CPU-side check stands
+ * between it and KVM, which intercepts every port and exits to ufvm; on PVM,
+ * which forces IOPL 0, each TSS's I/O permission bitmap opens the hypercall
+ * ports to CPL 3. ufvm itself refuses every port it does not serve. */
 #define TSS_SIZE	512
 #define TSS_IOMAP	104
 #define TSS_IOMAP_BYTES (UFVM_EXC_PORT / 8 + 1)
@@ -43,6 +46,7 @@
 #define CR4_OSXMMEXCPT (1ULL << 10)
 #define EFER_LME       (1ULL << 8)
 #define EFER_LMA       (1ULL << 10)
+#define X86_RFLAGS_IOPL3 (3ULL << 12)
 
 static uint64_t *table(const struct mm_mem *mem, gpa_t gpa)
 {
@@ -236,7 +240,9 @@ int x86_setup_vcpu(int fd, const struct kvm *k, unsigned index, uint64_t entry)
 	r.rip = entry;
 	r.rsp = UFVM_STACKS_BASE + (uint64_t)(index + 1) * UFVM_STACK_SIZE;
 	r.rdi = UFVM_BOOTINFO_BASE + (uint64_t)index * sizeof(struct ufvm_boot_info);
-	r.rflags = 0x2; /* IOPL 0: the TSS's I/O bitmap alone opens the hypercall ports */
+	/* IOPL 3: QEMU's SVM emulation rejects the I/O bitmap of a busy TSS,
+	 * which VMX requires; KVM intercepts every port anyway (see above) */
+	r.rflags = 0x2 | X86_RFLAGS_IOPL3;
 	return ioctl(fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
 }
 
