@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "tests/check.h"
+#include "boot/boot.h"
 #include "vmm/vmm.h"
 
 #define IMG_SIZE 0x3000

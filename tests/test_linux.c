@@ -6,7 +6,7 @@
 #include <asm/bootparam.h>
 
 #include "tests/check.h"
-#include "vmm/linux.h"
+#include "boot/boot.h"
 
 #define PAYLOAD 0x3000
 

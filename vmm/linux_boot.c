@@ -4,12 +4,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "vmm/linux.h"
 
 #define LINUX_MAX_FILE (1ULL << 30)
+
+/* True when /dev/kvm is PVM (guest CPL 0 emulated: stock kernels cannot boot). */
+static bool linux_host_is_pvm(void)
+{
+	return access("/sys/module/kvm_pvm", F_OK) == 0;
+}
 
 int linux_boot_read(struct linux_boot *lb, const struct vmm_opts *o)
 {

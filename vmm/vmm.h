@@ -117,22 +117,7 @@ struct kvm_cpuid2 *cpuid_cache_load(int kvm_fd);
 /* Keep c for the next run (written whole, then renamed); errors are ignored. */
 void cpuid_cache_store(int kvm_fd, const struct kvm_cpuid2 *c);
 
-/* ---- elf.c: guest image loader ---- */
-
-struct elf_image {
-	uint64_t entry;
-	uint64_t end; /* highest byte loaded (exclusive) */
-};
-
-/* Validate an ELF64 x86-64 static executable held in img[0..len) and place its
- * PT_LOAD segments at their physical addresses in guest RAM, which must be all
- * zeros there (a new memfd): bss is not written, so it costs nothing. On error returns
- * -EINVAL (or -ENOEXEC) and *why says what is wrong; guest RAM may be partly written. */
-int elf_load(const uint8_t *img, size_t len, const struct mm_mem *mem, struct elf_image *out,
-	     const char **why);
-/* elf_load with segments allowed from gpa min up (ELF guests: UFVM_IMAGE_BASE). */
-int elf_load_at(const uint8_t *img, size_t len, const struct mm_mem *mem, gpa_t min,
-		struct elf_image *out, const char **why);
+struct elf_image; /* boot/boot.h */
 
 /* ---- x86.c: page tables, descriptor tables, boot info, initial registers ---- */
 

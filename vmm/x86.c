@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "boot/boot.h"
 #include "vmm/vmm.h"
 
 #define PTE_P	  0x1ULL

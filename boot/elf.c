@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "vmm/vmm.h"
+#include "boot/boot.h"
 
 #define ELF_MAX_PHDRS 64
 

@@ -4,11 +4,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <asm/bootparam.h>
 
-#include "vmm/linux.h"
+#include "boot/boot.h"
 
 #define MIN_PROTOCOL	   0x020c /* 2.12: XLF_KERNEL_64 says the 64-bit entry is there */
 #define ENTRY64_OFFSET	   0x200
@@ -160,9 +159,4 @@ int linux_parse(const uint8_t *k, size_t len, struct linux_image *out, const cha
 	if (len < 0x1f1 + sizeof(struct setup_header))
 		return linux_fail(why, -EINVAL, "bzImage: truncated inside its setup header");
 	return lx_parse_bzimage(k, len, out, why);
-}
-
-bool linux_host_is_pvm(void)
-{
-	return access("/sys/module/kvm_pvm", F_OK) == 0;
 }
