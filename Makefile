@@ -2,7 +2,7 @@
 BUILD ?= build
 MESON_OPTS ?=
 
-.PHONY: all setup build run test bench clean
+.PHONY: all setup build run test bench fuzz clean
 
 all: build
 
@@ -26,5 +26,10 @@ test: build
 bench: build
 	@bench/run.sh $(BUILD)
 
+# AFL++ on every harness of tests/fuzz/ for FUZZ_TIME seconds each (default 60), in build-fuzz
+fuzz:
+	@tools/setup.sh fuzz
+	@tools/fuzz.sh
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-fuzz

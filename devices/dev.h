@@ -176,6 +176,9 @@ struct vio_dev {
  * command line. d->ops, name, priv must be set. */
 int vio_mmio_register(struct dev_ctx *c, struct vio_dev *d, const char **why);
 void vio_mmio_unregister(struct vio_dev *d);
+/* The transport's registers and config space: a dev_io_fn over one 4 KiB window, dev a
+ * struct vio_dev. The bus calls it; tests and fuzzers drive a device through it without KVM. */
+void vio_mmio_io(void *dev, uint64_t off, uint8_t *data, unsigned size, bool write);
 
 /* For back-ends, with d->lock held. vio_pop: 1 when *out holds the next chain, 0 when
  * the queue is empty, -EIO when the device is (now) broken. */

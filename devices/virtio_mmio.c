@@ -313,7 +313,7 @@ static void vio_reg_write(struct vio_dev *d, uint64_t off, uint32_t v)
 	}
 }
 
-static void vio_mmio_io(void *dev, uint64_t off, uint8_t *data, unsigned size, bool write)
+void vio_mmio_io(void *dev, uint64_t off, uint8_t *data, unsigned size, bool write)
 {
 	struct vio_dev *d = dev;
 	uint32_t v = 0;

@@ -1,8 +1,12 @@
 #!/bin/sh
-# setup.sh: install what ufvm needs to build and test on Debian 12, if it is missing.
+# setup.sh: install what ufvm needs to build and test on Debian 12, if it is missing;
+# `setup.sh fuzz` adds what `make fuzz` needs (AFL++ and its clang).
 set -eu
 
 PKGS="meson ninja-build gcc libc6-dev pkg-config liburing-dev libjansson-dev libpng-dev python3 util-linux"
+if [ "${1:-}" = fuzz ]; then
+	PKGS="$PKGS afl++ clang"
+fi
 
 missing=""
 for p in $PKGS; do

@@ -134,6 +134,15 @@ static bool hc_halt(struct vcpu *v)
 	return false;
 }
 
+bool hc_decode_io(const struct kvm_run *run, uint32_t *gpa)
+{
+	if (run->io.direction != KVM_EXIT_IO_OUT || run->io.size != 4 || run->io.count != 1 ||
+	    run->io.port <= UFVM_HC_PORT_BASE || run->io.port >= UFVM_HC_PORT(UFVM_HC_MAX))
+		return false;
+	memcpy(gpa, (const uint8_t *)run + run->io.data_offset, 4);
+	return true;
+}
+
 bool hc_dispatch(struct vcpu *v, uint16_t port, uint32_t gpa)
 {
 	switch (port - UFVM_HC_PORT_BASE) {

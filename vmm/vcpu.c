@@ -132,10 +132,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	case KVM_EXIT_IO: {
 		uint16_t port = run->io.port;
 		uint32_t data = 0;
-
-		bool hc = run->io.direction == KVM_EXIT_IO_OUT && run->io.size == 4 &&
-			  run->io.count == 1 && port > UFVM_HC_PORT_BASE &&
-			  port < UFVM_HC_PORT(UFVM_HC_MAX);
+		bool hc = hc_decode_io(run, &data);
 
 		/* Linux guests' devices get every port access but a hypercall's 32-bit OUT */
 		if (v->vm->on_io && !hc)
@@ -153,7 +150,6 @@ static bool vcpu_handle_exit(struct vcpu *v)
 			vcpu_fail(v, msg);
 			return false;
 		}
-		memcpy(&data, (uint8_t *)run + run->io.data_offset, 4);
 		return hc_dispatch(v, port, data);
 	}
 	case KVM_EXIT_DIRTY_RING_FULL:

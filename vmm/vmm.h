@@ -284,6 +284,9 @@ void dirty_destroy(struct dirty *d); /* after vm_run; a zeroed struct is a no-op
 
 /* ---- hypercall.c ---- */
 
+/* Is this KVM_EXIT_IO a hypercall (a 32-bit OUT, no rep, to a hypercall port)? Then
+ * *gpa is its argument. Pure: the guest picks every field but data_offset (KVM's). */
+bool hc_decode_io(const struct kvm_run *run, uint32_t *gpa);
 /* Handle an OUT to a hypercall port. Returns true to keep running; on a fatal
  * condition it has already called vm_stop with the right status and a message. */
 bool hc_dispatch(struct vcpu *v, uint16_t port, uint32_t gpa);
