@@ -11,6 +11,7 @@
 
 #define MIN_PROTOCOL	   0x020c /* 2.12: XLF_KERNEL_64 says the 64-bit entry is there */
 #define ENTRY64_OFFSET	   0x200
+#define HDR_END_MIN	   0x264 /* init_size's end: a 2.12 header holds every field read here */
 #define XEN_ELFNOTE_PHYS32 18
 
 static _Thread_local char linux_msg[192];
@@ -96,6 +97,12 @@ static int lx_parse_bzimage(const uint8_t *k, size_t len, struct linux_image *li
 		    why, -EINVAL,
 		    "bzImage: boot protocol %u.%02u is older than 2.12 (no 64-bit entry)",
 		    h.version >> 8, h.version & 0xff);
+	/* the header ends where its jump lands: past that lies setup code, not fields */
+	if (0x202u + k[0x201] < HDR_END_MIN)
+		return linux_fail(why, -EINVAL,
+				  "bzImage: setup header ends at 0x%x (the jump at 0x200), "
+				  "before the 2.12 fields it must hold (up to 0x%x)",
+				  0x202u + k[0x201], HDR_END_MIN);
 	if (!(h.xloadflags & XLF_KERNEL_64))
 		return linux_fail(why, -EINVAL,
 				  "bzImage: no 64-bit entry point (XLF_KERNEL_64 clear: "

@@ -41,12 +41,14 @@ static struct setup_header *hdr(void)
 	return (struct setup_header *)(img + 0x1f1);
 }
 
+static const char *parse_why;
+
 static int parse(void)
 {
 	struct linux_image li;
-	const char *why = "";
 
-	return linux_parse(img, sizeof(img), &li, &why);
+	parse_why = "";
+	return linux_parse(img, sizeof(img), &li, &parse_why);
 }
 
 int main(void)
@@ -117,6 +119,15 @@ int main(void)
 	make_bzimage();
 	hdr()->xloadflags = 0;
 	CHECK(parse() == -EINVAL);
+	/* a header whose jump ends it before the 2.12 fields (found by fuzz_kernel): the
+	 * zero page would miss HdrS and the fields ufvm checked */
+	make_bzimage();
+	img[0x201] = 0;
+	CHECK(parse() == -EINVAL && strstr(parse_why, "setup header ends at 0x202"));
+	img[0x201] = 0x61;
+	CHECK(parse() == -EINVAL);
+	img[0x201] = 0x62;
+	CHECK(parse() == 0);
 	make_bzimage();
 	hdr()->syssize = PAYLOAD / 16 + 1;
 	CHECK(parse() == -EINVAL);
