@@ -77,8 +77,12 @@ static enum mm_resolved handle_fault(struct mm_fault_thread *ft, const struct uf
 	mm_region_unlock(p, r);
 	if (rc == MM_DONE)
 		record_latency(p, t0);
-	if (rc == MM_DONE && state == PST_SWAPPED)
-		MM_STAT_ADD(p, refault_ns, mm_now_ns() - t0); /* --mem-limit auto's signal */
+	if (rc == MM_DONE && state == PST_SWAPPED) {
+		uint64_t dt = mm_now_ns() - t0;
+
+		MM_STAT_ADD(p, refault_ns, dt); /* --mem-limit auto's signal */
+		MM_STAT_ADD(p, stall_ns, dt);
+	}
 	if (p->limit_pages && p->resident > p->high)
 		mm_reclaim_kick(p);
 	return rc;
@@ -102,8 +106,19 @@ static enum mm_resolved handle_msg(struct mm_fault_thread *ft, const struct uffd
 	return MM_DONE;
 }
 
+/* Each deferred fault is a blocked vCPU (or VMM thread): their waiting time, summed. */
+static void account_stall(struct mm_fault_thread *ft)
+{
+	uint64_t now = mm_now_ns();
+
+	if (ft->ndeferred && ft->stall_t)
+		MM_STAT_ADD(ft->p, stall_ns, ft->ndeferred * (now - ft->stall_t));
+	ft->stall_t = now;
+}
+
 static void defer(struct mm_fault_thread *ft, const struct uffd_msg *m)
 {
+	account_stall(ft);
 	if (ft->ndeferred == ft->capdeferred) {
 		unsigned cap = ft->capdeferred ? ft->capdeferred * 2 : 64;
 		struct uffd_msg *n = realloc(ft->deferred, cap * sizeof(*n));
@@ -211,6 +226,7 @@ static unsigned handle_batch(struct mm_fault_thread *ft, struct uffd_msg *msgs, 
 
 static void retry_deferred(struct mm_fault_thread *ft)
 {
+	account_stall(ft);
 	ft->ndeferred = handle_batch(ft, ft->deferred, ft->ndeferred, true);
 }
 

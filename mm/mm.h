@@ -315,6 +315,12 @@ struct mm_pager_stats {
 	uint64_t discarded_pages; /* given away by the guest (balloon): back to NEW (discard.c) */
 	uint64_t stray_pages;	  /* found in the memfd where the table had a hole, holding
 				   * zeros or the swap copy (mm_stray_page) */
+	/* Time faults waited for memory, summed over waiting faults (one per blocked vCPU):
+	 * swap-in service plus time deferred (no room under the limit, region busy). The
+	 * pool's pressure signal, as PSI's memory stall time is senpai's. */
+	uint64_t stall_ns;
+	uint64_t reclaim_stalled; /* 1 while reclaim cannot shrink (swap full or failing)
+				   * and the limit is lifted; a gauge, not a counter */
 	uint64_t fault_lat_us[MM_LAT_BUCKETS]; /* service time: event read to resolved */
 };
 
@@ -422,6 +428,7 @@ struct mm_fault_thread {
 	unsigned ndeferred, capdeferred;
 	uint64_t ra_next, ra_win; /* readahead: expected next pfn, window in pages */
 	struct swap_io *ios;
+	uint64_t stall_t; /* when ndeferred was last added to stall_ns */
 };
 
 struct mm_pager {

@@ -436,6 +436,7 @@ void mm_pager_get_stats(struct mm_pager *p, struct mm_pager_stats *st)
 	st->resident_pages = p->resident;
 	st->swapped_pages = p->swapped;
 	st->limit_pages = p->limit_pages;
+	st->reclaim_stalled = p->limit_pages && atomic_load(&p->stalled);
 	st->memfd_bytes = fstat(p->mem->memfd, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
 	pthread_mutex_lock(&p->swap_lock);
 	st->swap_slots_used = p->swap ? swap_slots_used(p->swap) : 0;

@@ -165,6 +165,8 @@ static const struct {
     PSTAT(coldest_pages),
     PSTAT(discarded_pages),
     PSTAT(stray_pages),
+    PSTAT(stall_ns),
+    PSTAT(reclaim_stalled),
 };
 
 static json_t *pager_json(struct mm_pager *p)

@@ -405,6 +405,8 @@ static const struct {
     F(coldest_pages),
     F(discarded_pages),
     F(stray_pages),
+    F(stall_ns),
+    F(reclaim_stalled),
 };
 
 static void print_json(FILE *f, const struct mm_pager_stats *s)
