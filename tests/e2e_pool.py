@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""e2e_pool.py: three small VMs under one pool budget, end to end (pool/README.md).
+
+usage: e2e_pool.py UFVMPOOL UFVM GUESTS_DIR
+
+Checks, waiting for conditions rather than for time:
+- the resident total of the VMs stays within the budget plus one reclaim batch per VM
+  at every decision (the pool's time series) and at every `status`;
+- a VM that exits returns its memory: the others' limits grow to fill the budget;
+- a VM that cannot shrink (every swap write fails) is reported as stuck, with why, while
+  the pool keeps answering and squeezes the others instead;
+- a VM killed with SIGKILL is gone and its memory returns;
+- malformed requests get one-line errors; status, ps, top and plot work from the CLI.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+POOL, UFVM, GUESTS = sys.argv[1:4]
+MiB = 1 << 20
+BUDGET = 56 * MiB
+failures = []
+
+
+def check(cond, what):
+    print(('ok   ' if cond else 'FAIL ') + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def call(path, req):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(path)
+    s.sendall((req if isinstance(req, str) else json.dumps(req)).encode() + b'\n')
+    buf = b''
+    while b'\n' not in buf:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        buf += chunk
+    s.close()
+    return json.loads(buf.split(b'\n')[0])
+
+
+def wait_for(what, cond, timeout=60):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        r = cond()
+        if r:
+            return r
+        time.sleep(0.1)
+    check(False, what + ' (not within %d s)' % timeout)
+    return None
+
+
+def vms(st):
+    return {v['name']: v for v in st['vms']}
+
+
+def batch(limit):
+    return min(2 * MiB, limit // 8)  # reclaim's batch for that limit (mm/README.md)
+
+
+def within_budget(st):
+    up = [v for v in st['vms'] if v['state'] not in ('gone', 'waiting')]
+    if any(v['stuck'] or v['late'] for v in up):
+        return True  # a VM that cannot shrink is charged what it holds: checked apart
+    total = sum(v['resident_bytes'] for v in up)
+    return total <= st['budget_bytes'] + sum(batch(v['limit_bytes']) for v in up)
+
+
+def main():
+    d = tempfile.mkdtemp(prefix='ufvm-e2e-pool.')
+    sock, series = os.path.join(d, 'pool.sock'), os.path.join(d, 'series.jsonl')
+    g = lambda n: os.path.join(GUESTS, n + '.elf')
+    # a: hot/cold, long; b: sequential passes, long; c: one short pass, exits
+    pool = subprocess.Popen(
+        [POOL, 'run', '--budget', '%dM' % (BUDGET // MiB), '--policy', 'static', '--interval',
+         '200', '--stuck', '1500', '--api', sock, '--series', series, '--dir', d, '--ufvm', UFVM,
+         '--start', "a=--mem 64M --cmdline 'hot=6 cold=20 rounds=65000' " + g('hotcold'),
+         '--start', "b=--mem 64M --cmdline 'mib=28 passes=100000' " + g('memtouch'),
+         '--start', "c=--mem 64M --cmdline 'mib=12 passes=40' " + g('memtouch')],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        run(sock, series, d, g)
+    finally:
+        if pool.poll() is None:
+            try:
+                call(sock, {'cmd': 'stop'})
+            except OSError:
+                pool.send_signal(signal.SIGTERM)
+        try:
+            err = pool.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            pool.kill()
+            err = pool.communicate()[1]
+        print('--- pool stderr\n' + err)
+    check(pool.returncode == 0, 'the pool exits 0 after a stop request (got %s)' % pool.returncode)
+    check(not os.path.exists(sock), 'the pool removed its socket')
+    # every decision in the series: resident total within budget + a batch per VM
+    over, n, ts = [], 0, {}
+    for line in open(series):
+        o = json.loads(line)
+        if 'resident_bytes' in o and 'vm' in o:
+            ts.setdefault(o['t'], []).append(o)
+    for t, rows in ts.items():
+        if any(r['state'] in ('stuck', 'late') for r in rows):
+            continue
+        n += 1
+        total = sum(r['resident_bytes'] for r in rows)
+        if total > BUDGET + sum(batch(r['limit_bytes']) for r in rows):
+            over.append((t, total // MiB))
+    check(n > 10 and not over, 'all %d decisions within budget + batch (over: %s)' % (n, over[:5]))
+    png = os.path.join(d, 'pool.png')
+    r = subprocess.run([POOL, 'plot', series, png], capture_output=True, text=True)
+    check(r.returncode == 0 and os.path.getsize(png) > 2000, 'plot writes a PNG: ' + r.stderr)
+    if not failures:
+        subprocess.run(['rm', '-rf', d])
+    print('%d failure(s)' % len(failures))
+    return 1 if failures else 0
+
+
+def run(sock, series, d, g):
+    st = wait_for('the pool socket answers', lambda: os.path.exists(sock) and call(sock, {'cmd': 'status'}))
+    if not st:
+        return
+    wait_for('three VMs up', lambda: sum(v['state'] == 'up' for v in call(sock, {'cmd': 'status'})['vms']) == 3)
+    # static: an equal third each, and the total kept while they run
+    st = wait_for('limits split equally', lambda: (lambda s: s if all(
+        abs(v['limit_bytes'] - BUDGET // 3) <= 4096 for v in s['vms']) else None)(call(sock, {'cmd': 'status'})))
+    samples = []
+    for _ in range(10):
+        st = call(sock, {'cmd': 'status'})
+        samples.append(within_budget(st))
+        time.sleep(0.1)
+    check(all(samples), 'status: resident total within budget + batch while three run')
+
+    # c exits: its memory returns to a and b
+    st = wait_for('c exits', lambda: (lambda s: s if vms(s)['c']['state'] == 'gone' else None)(
+        call(sock, {'cmd': 'status'})))
+    if st:
+        check(vms(st)['c'].get('exit') == {'status': 0}, 'c exited with status 0: %s' % vms(st)['c'].get('exit'))
+    st = wait_for('a and b get the whole budget', lambda: (lambda s: s if abs(
+        vms(s)['a']['limit_bytes'] + vms(s)['b']['limit_bytes'] - BUDGET) <= 8192 else None)(
+        call(sock, {'cmd': 'status'})))
+
+    # d cannot shrink: every swap write fails (ENOSPC)
+    r = call(sock, {'cmd': 'start', 'name': 'd', 'args': [
+        '--mem', '64M', '--test-swap-fail=write:28:0', '--cmdline', 'mib=40 passes=100000',
+        g('memtouch')]})
+    check(r.get('ok') is True, 'start d: %s' % r)
+    st = wait_for('d reported stuck', lambda: (lambda s: s if vms(s)['d']['stuck'] else None)(
+        call(sock, {'cmd': 'status'})))
+    if st:
+        dv = vms(st)['d']
+        check('cannot shrink' in dv['why'], 'd says why: ' + dv['why'])
+        check(any('cannot shrink' in e['what'] for e in st['events'] if e['vm'] == 'd'),
+              'an event reports it')
+        t0 = time.monotonic()
+        call(sock, {'cmd': 'status'})
+        check(time.monotonic() - t0 < 2, 'the pool answers while d is stuck')
+        # the others are squeezed to what d leaves
+        st = wait_for('a and b squeezed to what d leaves', lambda: (lambda s: s if (
+            vms(s)['a']['limit_bytes'] + vms(s)['b']['limit_bytes'] + vms(s)['d']['charge_bytes']
+            <= BUDGET + 8192 or vms(s)['a']['limit_bytes'] == 4 * MiB) else None)(call(sock, {'cmd': 'status'})))
+        # killed: gone, its memory returns
+        os.kill(dv['pid'], signal.SIGKILL)
+        st = wait_for('d gone after SIGKILL', lambda: (lambda s: s if vms(s)['d']['state'] == 'gone' else None)(
+            call(sock, {'cmd': 'status'})))
+        if st:
+            check(vms(st)['d'].get('exit') in ({'signal': 9}, None), 'd was killed by signal 9')
+        wait_for('a and b get the whole budget back', lambda: (lambda s: s if abs(
+            vms(s)['a']['limit_bytes'] + vms(s)['b']['limit_bytes'] - BUDGET) <= 8192 else None)(
+            call(sock, {'cmd': 'status'})))
+
+    # bad requests: one-line errors, nothing changes
+    for req, want in (('not json', 'malformed request'), ('[1]', 'not a JSON object'),
+                      ({'cmd': 'fly'}, 'unknown command'), ({'cmd': 'status', 'x': 1}, "unknown key 'x'"),
+                      ({'cmd': 'start', 'name': 'b', 'args': ['x.elf']}, 'in the pool'),
+                      ({'cmd': 'start', 'name': 'e', 'args': ['--mem-limit', '8M', 'x.elf']}, '--mem-limit'),
+                      ({'cmd': 'start', 'name': 'bad/name', 'args': ['x.elf']}, 'VM name'),
+                      ({'cmd': 'attach', 'name': 'f', 'socket': '/nonexistent.sock'}, 'no such socket'),
+                      ({'cmd': 'set', 'budget': '1M'}, 'at least 4M'),
+                      ({'cmd': 'set', 'policy': 'greedy'}, 'static, wss, tax or pressure'),
+                      ({'cmd': 'detach', 'name': 'a'}, 'cannot detach')):
+        r = call(sock, req)
+        check(r.get('ok') is False and want in r.get('error', ''), 'error for %s: %s' % (req, r.get('error')))
+    r = call(sock, {'cmd': 'mark', 'label': 'checked errors', 'id': 7})
+    check(r == {'ok': True, 'id': 7}, 'mark echoes the id: %s' % r)
+    r = call(sock, {'cmd': 'set', 'policy': 'pressure'})
+    check(r.get('policy') == 'pressure', 'policy switched at run time')
+
+    # the CLI
+    r = subprocess.run([POOL, sock, 'status'], capture_output=True, text=True)
+    check(r.returncode == 0 and 'NAME' in r.stdout and 'pressure' in r.stdout, 'ufvmpool status:\n' + r.stdout)
+    r = subprocess.run([POOL, sock, 'ps'], capture_output=True, text=True)
+    check(r.returncode == 0 and 'RssShmem' in r.stdout and '\na ' in r.stdout, 'ufvmpool ps:\n' + r.stdout)
+    r = subprocess.run([POOL, sock, 'top', '-n', '2'], capture_output=True, text=True, timeout=30)
+    check(r.returncode == 0 and r.stdout.count('NAME') == 2, 'ufvmpool top -n 2 (not a tty): two tables')
+    r = subprocess.run([POOL, sock, 'attach'], capture_output=True, text=True)
+    check(r.returncode == 2, 'bad usage exits 2')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
