@@ -142,8 +142,9 @@ def run(sock, series, d, g):
     check(all(samples), 'status: resident total within budget + batch while three run')
 
     # c exits: its memory returns to a and b
-    st = wait_for('c exits', lambda: (lambda s: s if vms(s)['c']['state'] == 'gone' else None)(
-        call(sock, {'cmd': 'status'})))
+    # (its socket may close before the pool reaps it: wait for both)
+    st = wait_for('c exits', lambda: (lambda s: s if vms(s)['c']['state'] == 'gone' and 'exit' in vms(s)['c']
+                                      else None)(call(sock, {'cmd': 'status'})))
     if st:
         check(vms(st)['c'].get('exit') == {'status': 0}, 'c exited with status 0: %s' % vms(st)['c'].get('exit'))
     st = wait_for('a and b get the whole budget', lambda: (lambda s: s if abs(
