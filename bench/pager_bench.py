@@ -11,6 +11,12 @@ swapall      whole-VM swap-out and prefetch swap-in throughput vs dd
              writing and reading a file of the same size on the same fs  target >= 0.8
 scaling      first-touch throughput of the smp guest, 2 vCPUs / 1        target >= 1.6
 
+    pager_bench.py BUILD_DIR ab BASE_BUILD_DIR
+
+ab           this build against another build of ufvm, both swapping to a file:
+             the overcommit workloads' runtime and whole-VM swap-out/in
+             bandwidth                                         target <= 1.03 / >= 0.97
+
 Rounds alternate the two sides so drift hits both; figures are medians.
 Knobs: BENCH_ROUNDS (5), BENCH_MIB (512; overcommit uses 128), TMPDIR (swap and dd files).
 Exit status: 0 targets met, 1 a target missed, 2 could not measure, 77 skipped.
@@ -306,7 +312,58 @@ def overcommit(build):
     return rc
 
 
+def ab_side(build, args):
+    r = ufvm(build, args)
+    if r.returncode or not r.stats:
+        say('ERROR: %s %s: status %d %s' % (build, ' '.join(args[-2:]), r.returncode,
+                                             r.stderr[-300:]))
+        return None
+    return r
+
+
+def ab(build, base):
+    """This build against another build of ufvm (BENCH_BASE), side by side: the overcommit
+    workloads (runtime) and whole-VM swap-out and prefetch swap-in (bandwidth), both
+    swapping to a file on TMPDIR. Target: no more than 3% slower, or 3% less bandwidth."""
+    swap = os.path.join(TMP, 'ufvm-bench-swap')
+    ok, rows = True, []
+    for name, g, cmdline, _ in WORKLOADS:
+        t = {build: [], base: []}
+        for i in range(ROUNDS):
+            for b in ((build, base) if i % 2 == 0 else (base, build)):
+                r = ab_side(b, ['--mem', '256M', '--mem-limit', '64M', '--stats=json',
+                                '--swap', swap, '--cmdline', cmdline, guest(b, g)])
+                if not r:
+                    return 2
+                t[b].append(r.wall)
+        a, z = statistics.median(t[build]), statistics.median(t[base])
+        say('%s: this build %.2f s, base %.2f s (medians of %d; runs %s / %s)' % (
+            name, a, z, ROUNDS, ' '.join('%.2f' % x for x in t[build]),
+            ' '.join('%.2f' % x for x in t[base])))
+        ok &= verdict('%s time, this build / base' % name, a / z, 1.03, 'lower')
+    mem, bw = '%dM' % (MIB + 256), {build: ([], []), base: ([], [])}
+    for i in range(ROUNDS):
+        for b in ((build, base) if i % 2 == 0 else (base, build)):
+            r = ab_side(b, ['--mem', mem, '--stats=json', '--swapout-at-mark', 'written',
+                            '--swapin', 'prefetch', '--swap', swap, '--cmdline',
+                            'mib=%d pause_ms=4000' % MIB, guest(b, 'memtouch')])
+            if not r:
+                return 2
+            s = r.stats
+            bw[b][0].append(s['swapout_all_pages'] * 4096 / s['swapout_all_ns'] * 1e9 / 2**20)
+            bw[b][1].append(s['swapin_all_pages'] * 4096 / s['swapin_all_ns'] * 1e9 / 2**20)
+    for k, what in ((0, 'whole-VM swap-out'), (1, 'whole-VM prefetch swap-in')):
+        a, z = statistics.median(bw[build][k]), statistics.median(bw[base][k])
+        say('%s of %d MiB: this build %.0f MiB/s, base %.0f MiB/s (medians of %d)' % (
+            what, MIB, a, z, ROUNDS))
+        ok &= verdict('%s bandwidth, this build / base' % what, a / z, 0.97, 'higher')
+    rm_ufvm_swap()
+    return 0 if ok else 1
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[2] == 'ab':
+        return ab(os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[3]))
     if len(sys.argv) != 3 or sys.argv[2] not in ('first-touch', 'overcommit', 'swapall',
                                                  'scaling'):
         print(__doc__)

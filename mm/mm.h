@@ -238,6 +238,30 @@ void swap_slots_put(struct swap_slots *sl, uint64_t slot);
 bool swap_slots_test(const struct swap_slots *sl, uint64_t slot);
 uint64_t swap_slots_count(const struct swap_slots *sl);
 
+/* ---- swap tags (swap_tag.c) --------------------------------------------------
+ * What went out to swap is what comes back: every page written gets a 32-bit
+ * tag, a hash of its content keyed by a per-VM random key and its page number,
+ * kept in memory by slot (4 bytes per slot in use); every page read back is
+ * checked against it. Zeros from a hole, another page's data, a stale or
+ * foreign copy, a flipped bit: each fails the check (but for a 2^-32 chance).
+ * Writers of distinct slots need no lock; a slot's tag is read under the region
+ * lock of the page that owns the slot, as the slot itself is.
+ */
+struct swap_tags {
+	uint32_t *tag; /* one per slot, MAP_NORESERVE: untouched slots cost nothing */
+	size_t bytes;
+	uint64_t nslots, key;
+	uint64_t (*hash)(const void *page, uint64_t seed);
+};
+int swap_tags_init(struct swap_tags *t, uint64_t nslots); /* -ENOMEM */
+void swap_tags_free(struct swap_tags *t);
+uint32_t swap_tag(const struct swap_tags *t, uint64_t pfn, const void *page);
+/* Record the tag of page pfn's content, about to be written to slot. */
+void swap_tags_set(struct swap_tags *t, uint64_t slot, uint64_t pfn, const void *page);
+/* Whether page, read from slot for page pfn, is what was written there. */
+bool swap_tags_check(const struct swap_tags *t, uint64_t slot, uint64_t pfn, const void *page);
+uint64_t swap_tag_hash_avx2(const void *page, uint64_t seed); /* swap_tag_avx2.c */
+
 /* ---- pager (pager.c, fault.c, reclaim.c) -----------------------------------
  * Guest RAM served through userfaultfd: never-touched memory is zero-filled
  * in aligned chunks, a memory limit is kept by a clock reclaim that writes
@@ -305,6 +329,7 @@ struct mm_pager_stats {
 	uint64_t minor_batched; /* minor faults resolved in runs of waiting neighbours */
 	uint64_t reclaim_runs, reclaim_scanned, zapped_pages, max_resident_pages;
 	uint64_t write_errors, read_errors;
+	uint64_t bad_pages; /* read back from swap and not what was written (swap tags) */
 	uint64_t swapout_all_runs, swapout_all_pages, swapout_all_resident_bytes;
 	uint64_t swapout_all_ns, swapin_all_pages, swapin_all_ns;
 	uint64_t host_copies;
@@ -442,6 +467,7 @@ struct mm_pager {
 	struct uffd uffd;
 	struct swap_store *swap;   /* NULL until the first eviction (mm_swap_ensure_locked) */
 	pthread_mutex_t swap_lock; /* the swap store has one owner at a time */
+	struct swap_tags tags;	   /* every page in swap, checked when read back */
 	struct mm_pager_opts o;
 	struct mm_host_ops ops;
 	void *ctx;
@@ -484,6 +510,8 @@ void mm_region_unlock(struct mm_pager *p, uint64_t r);
 /* Move a page (region lock held), keeping counters and swap slots right; false on a bug. */
 bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to);
 void mm_slot_free(struct mm_pager *p, struct pst_entry *e);
+/* Tag every page of ios (all from the pager's view), then write them (takes swap_lock). */
+void mm_swap_write(struct mm_pager *p, struct swap_io *ios, unsigned nio);
 /* Open the swap store at its first use (swap_lock held); -errno if it cannot be. */
 int mm_swap_ensure_locked(struct mm_pager *p);
 void mm_wake_faults(struct mm_pager *p);

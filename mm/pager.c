@@ -146,6 +146,35 @@ int mm_stray_page(struct mm_pager *p, uint64_t pfn, const uint8_t *copy)
 	return -EIO;
 }
 
+void mm_swap_write(struct mm_pager *p, struct swap_io *ios, unsigned nio)
+{
+	for (unsigned k = 0; k < nio; k++) {
+		uint64_t pfn = (uint64_t)((uint8_t *)ios[k].buf - p->alias) / MM_PAGE;
+
+		for (uint32_t j = 0; j < ios[k].npages; j++)
+			swap_tags_set(&p->tags, ios[k].slot + j, pfn + j,
+				      (uint8_t *)ios[k].buf + (uint64_t)j * MM_PAGE);
+	}
+	pthread_mutex_lock(&p->swap_lock);
+	swap_write(p->swap, ios, nio);
+	pthread_mutex_unlock(&p->swap_lock);
+}
+
+/* Page pfn came back from its slot as page: stop the VM unless it is what was written. */
+static int check_tag(struct mm_pager *p, uint64_t pfn, uint64_t slot, const uint8_t *page)
+{
+	if (swap_tags_check(&p->tags, slot, pfn, page))
+		return 0;
+	MM_STAT_ADD(p, bad_pages, 1);
+	MM_STAT_ADD(p, read_errors, 1);
+	mm_pager_die(p,
+		     "ufvm: swap file %s: guest page 0x%llx read back from offset 0x%llx is not "
+		     "what was written there (checksum mismatch; VM stopped)",
+		     p->swap_name, (unsigned long long)(pfn * MM_PAGE),
+		     (unsigned long long)(slot * MM_PAGE));
+	return -EBADMSG;
+}
+
 /* Swapped pages of [pfn, pfn+n) that have a page in the memfd all the same (strays):
  * each is checked against its swap copy before the read writes the copy over it. */
 static int check_strays(struct mm_pager *p, uint64_t pfn, uint64_t n)
@@ -165,6 +194,9 @@ static int check_strays(struct mm_pager *p, uint64_t pfn, uint64_t n)
 		pthread_mutex_lock(&p->swap_lock);
 		err = swap_read(p->swap, &io, 1);
 		pthread_mutex_unlock(&p->swap_lock);
+		if (err < 0)
+			return err;
+		err = check_tag(p, pfn + i, e->slot, copy);
 		if (err < 0)
 			return err;
 		err = mm_stray_page(p, pfn + i, copy);
@@ -209,6 +241,10 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
 		MM_STAT_ADD(p, read_errors, 1);
 		return err;
 	}
+	for (uint64_t i = pfn; i < pfn + n; i++)
+		if (p->pst.e[i].state == PST_SWAPPED &&
+		    (err = check_tag(p, i, p->pst.e[i].slot, dst + i * MM_PAGE)) < 0)
+			return err;
 	MM_STAT_ADD(p, swapin_pages, pages);
 	MM_STAT_ADD(p, swapin_bytes, pages * MM_PAGE);
 	return 0;
@@ -287,6 +323,9 @@ static int setup_tables(struct mm_pager *p, struct mm_mem *mem)
 	err = pst_init(&p->pst, p->npages);
 	if (err < 0)
 		return err;
+	err = swap_tags_init(&p->tags, p->npages); /* one slot per page at most */
+	if (err < 0)
+		return err;
 	p->reg = calloc(p->nregions, sizeof(*p->reg));
 	p->rc_ios = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*p->rc_ios));
 	p->rc_vic = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES + 1, 1);
@@ -324,6 +363,7 @@ static void teardown(struct mm_pager *p)
 	if (p->rc_efd > 0)
 		close(p->rc_efd);
 	mm_access_free(p);
+	swap_tags_free(&p->tags);
 	pst_free(&p->pst);
 	free(p->reg);
 	free(p->rc_ios);

@@ -195,11 +195,8 @@ uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
 {
 	unsigned nio = mm_evict_prepare(p, base, npg, vic, p->rc_ios, err);
 
-	if (nio) {
-		pthread_mutex_lock(&p->swap_lock);
-		swap_write(p->swap, p->rc_ios, nio);
-		pthread_mutex_unlock(&p->swap_lock);
-	}
+	if (nio)
+		mm_swap_write(p, p->rc_ios, nio);
 	return mm_evict_finish(p, base, npg, vic, p->rc_ios, nio, err);
 }
 

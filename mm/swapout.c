@@ -78,9 +78,7 @@ static void swapout_write(void *arg)
 {
 	struct swapout_group *g = arg;
 
-	pthread_mutex_lock(&g->p->swap_lock);
-	swap_write(g->p->swap, g->ios, g->nio);
-	pthread_mutex_unlock(&g->p->swap_lock);
+	mm_swap_write(g->p, g->ios, g->nio);
 }
 
 /* Step 4 for a group whose write has returned, then unlock it. */

@@ -10,10 +10,12 @@ itself as well as from ufvm's own accounting (--stats=json).
 Exit status: 0 passed, 1 failed, 77 skipped (no /dev/kvm or no userfaultfd).
 """
 import argparse
+import ctypes
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,7 @@ import threading
 import time
 
 MIB = 1 << 20
+LIBC = ctypes.CDLL(None, use_errno=True)
 BATCH = 2 * MIB  # one reclaim batch / zero-fill chunk
 TIMEOUT = 60
 
@@ -58,7 +61,10 @@ class Run:
         self.stats = None
         for line in self.err.splitlines():
             if line.startswith('{"pager"'):
-                self.stats = json.loads(line)['pager']
+                try:  # a VM stopped by a fatal error may exit mid-line
+                    self.stats = json.loads(line)['pager']
+                except ValueError:
+                    pass
 
     def _read_out(self):
         for line in self.p.stdout:
@@ -266,6 +272,144 @@ def case_inject_read_error(ufvm, g, f):
                      r.err), 'no clear read error message', f)
     expect('ok (0' not in r.out, 'guest went on after a read error', f)
     return 'stopped: ' + r.err.strip().splitlines()[-1] if r.err.strip() else ''
+
+
+class Api:
+    """A control-socket client (docs/API.md): one JSON request per line, one answer each."""
+
+    def __init__(self, path, timeout=20):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.s.settimeout(timeout)
+                self.s.connect(path)
+                break
+            except OSError:
+                self.s.close()
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.f = self.s.makefile('r')
+
+    def __call__(self, cmd, **kw):
+        kw['cmd'] = cmd
+        self.s.sendall((json.dumps(kw) + '\n').encode())
+        line = self.f.readline()
+        if not line:
+            raise OSError('the VM closed its socket')
+        return json.loads(line)
+
+
+def corrupt(path, kind, npages, every=1):
+    """Damage pages [0, npages) of a swap file, one in every `every`: 'zeros' overwrites,
+    'random' writes random bytes, 'punch' punches holes (fallocate PUNCH_HOLE)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for pg in range(0, npages, every):
+            if kind == 'zeros':
+                os.pwrite(fd, bytes(4096), pg * 4096)
+            elif kind == 'random':
+                os.pwrite(fd, os.urandom(4096), pg * 4096)
+            elif LIBC.fallocate(fd, 3, ctypes.c_long(pg * 4096), ctypes.c_long(4096)):
+                raise OSError(ctypes.get_errno(), 'fallocate PUNCH_HOLE|KEEP_SIZE')
+    finally:
+        os.close(fd)
+
+
+BAD_PAGE = (r'ufvm: swap file %s: guest page 0x[0-9a-f]+ read back from offset 0x[0-9a-f]+ '
+            r'is not what was written there \(checksum mismatch; VM stopped\)')
+
+
+def stopped_on_bad_page(r, swap, what, f):
+    """The VM must stop as for a host failure (status 1), naming page, file and offset,
+    before the guest sees wrong data; never a guest crash report or a verify failure."""
+    expect(r.status == 1, '%s: exit status %s, want 1' % (what, r.status), f)
+    expect(re.search(BAD_PAGE % re.escape(swap), r.err),
+           '%s: no message naming the page: %r' % (what, r.err[-400:]), f)
+    expect('guest exception' not in r.err, '%s: reported as a guest crash' % what, f)
+    expect(not re.search(r'[1-9]\d* (mismatches|errors|bad)', r.out),
+           '%s: the guest saw wrong data: %r' % (what, r.out[-300:]), f)
+
+
+def swap_corrupt_whole_vm(ufvm, g, f, prefetch):
+    """memtouch swapped out whole through the socket, its swap file damaged while it is
+    out, then read back on demand (the guest's verify pass: faults with readahead) or all
+    at once (the `swapin` request: the pipelined whole-VM swap-in)."""
+    msgs = []
+    for kind, every in (('zeros', 1), ('random', 61), ('punch', 61)):
+        d = tempfile.mkdtemp(prefix='ufvm-corrupt-')
+        sock, swap = os.path.join(d, 'api.sock'), os.path.join(d, 'swap')
+        done = {}
+
+        def hook(run, kind=kind, every=every, sock=sock, swap=swap, done=done):
+            try:
+                api = Api(sock)
+                while api('stats')['pager']['resident_pages'] < 8192:  # 32 MiB written
+                    time.sleep(0.01)
+                api('pause')
+                out = api('swapout')
+                corrupt(swap, kind, out['swapped_pages'], every)
+                done['pages'] = out['swapped_pages']
+                if prefetch:
+                    api('swapin')
+                api('resume')
+            except (OSError, ValueError, KeyError) as e:
+                done['err'] = repr(e)
+        Run.hook = hook
+        r = Run(ufvm, ['--mem', '128M', '--stats=json', '--api', sock, '--scan-interval', 'off',
+                       '--swap', swap, '--cmdline', 'mib=32 pause_ms=1500',
+                       os.path.join(g, 'memtouch.elf')])
+        Run.hook = None
+        what = '%s (%s)' % (kind, 'prefetch' if prefetch else 'on demand')
+        expect('pages' in done, '%s: the VM was never swapped out and damaged' % what, f)
+        stopped_on_bad_page(r, swap, what, f)
+        msgs.append('%s: %d pages out, status %s' % (kind, done.get('pages', 0), r.status))
+        subprocess.run(['rm', '-rf', d])
+    return '; '.join(msgs)
+
+
+def case_swap_corrupt_demand(ufvm, g, f):
+    return swap_corrupt_whole_vm(ufvm, g, f, prefetch=False)
+
+
+def case_swap_corrupt_prefetch(ufvm, g, f):
+    return swap_corrupt_whole_vm(ufvm, g, f, prefetch=True)
+
+
+def case_swap_corrupt_limit(ufvm, g, f):
+    """random under a memory limit, its swap file damaged over and over while it runs:
+    the next page read back from a damaged slot stops the VM."""
+    msgs = []
+    for kind in ('zeros', 'random', 'punch'):
+        d = tempfile.mkdtemp(prefix='ufvm-corrupt-')
+        sock, swap = os.path.join(d, 'api.sock'), os.path.join(d, 'swap')
+        done = {'rounds': 0}
+
+        def hook(run, kind=kind, sock=sock, swap=swap, done=done):
+            try:
+                api = Api(sock)
+                while api('stats')['pager']['swap_slots_used'] < 2048:
+                    time.sleep(0.01)
+                while run.p.poll() is None and done['rounds'] < 400:
+                    used = api('stats')['pager']['swap_slots_used']
+                    done['rounds'] += 1
+                    corrupt(swap, kind, used, 7)
+                    time.sleep(0.05)
+            except (OSError, ValueError, KeyError) as e:
+                done['err'] = repr(e)
+        Run.hook = hook
+        r = Run(ufvm, ['--mem', '128M', '--mem-limit', '16M', '--stats=json', '--api', sock,
+                       '--scan-interval', 'off', '--swap', swap,
+                       '--cmdline', 'mib=48 accesses=4000000', os.path.join(g, 'random.elf')])
+        Run.hook = None
+        what = '%s (under a limit)' % kind
+        expect(done['rounds'] > 0, '%s: the swap file was never damaged (%s)' % (
+            what, done.get('err', r.err[-300:])), f)
+        stopped_on_bad_page(r, swap, what, f)
+        msgs.append('%s: stopped after %d rounds of damage' % (kind, done['rounds']))
+        subprocess.run(['rm', '-rf', d])
+    return '; '.join(msgs)
 
 
 def case_pager_off(ufvm, g, f):

@@ -148,6 +148,7 @@ static const struct {
     PSTAT(max_resident_pages),
     PSTAT(write_errors),
     PSTAT(read_errors),
+    PSTAT(bad_pages),
     PSTAT(swapout_all_runs),
     PSTAT(swapout_all_pages),
     PSTAT(swapout_all_resident_bytes),

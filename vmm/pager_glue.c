@@ -330,13 +330,14 @@ static void print_text(FILE *f, const struct mm_pager_stats *s)
 		" swap-in, %" PRIu64 " deferred; %" PRIu64 " chunks (%" PRIu64 " pages)\n",
 		s->faults_missing, s->faults_minor, s->faults_swapin, s->faults_deferred, s->chunks,
 		s->chunk_pages);
-	fprintf(
-	    f,
-	    "ufvm: pager: swap: %" PRIu64 " pages in (%" PRIu64 " readahead, %" PRIu64
-	    " used), %" PRIu64 " out, %" PRIu64 " clean drops, %" PRIu64 " write errors, %" PRIu64
-	    " read errors; reclaim: %" PRIu64 " runs, %" PRIu64 " scanned\n",
-	    s->swapin_pages, s->readahead_pages, s->readahead_hits, s->swapout_pages,
-	    s->clean_drops, s->write_errors, s->read_errors, s->reclaim_runs, s->reclaim_scanned);
+	fprintf(f,
+		"ufvm: pager: swap: %" PRIu64 " pages in (%" PRIu64 " readahead, %" PRIu64
+		" used), %" PRIu64 " out, %" PRIu64 " clean drops, %" PRIu64
+		" write errors, %" PRIu64 " read errors (%" PRIu64 " bad pages); reclaim: %" PRIu64
+		" runs, %" PRIu64 " scanned\n",
+		s->swapin_pages, s->readahead_pages, s->readahead_hits, s->swapout_pages,
+		s->clean_drops, s->write_errors, s->read_errors, s->bad_pages, s->reclaim_runs,
+		s->reclaim_scanned);
 	if (s->swapout_all_runs)
 		fprintf(f,
 			"ufvm: pager: whole-VM swap-out: %" PRIu64 " runs, %" PRIu64
@@ -388,6 +389,7 @@ static const struct {
     F(max_resident_pages),
     F(write_errors),
     F(read_errors),
+    F(bad_pages),
     F(swapout_all_runs),
     F(swapout_all_pages),
     F(swapout_all_resident_bytes),
