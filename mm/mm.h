@@ -144,27 +144,29 @@ int uffd_wake(struct uffd *u, void *addr, uint64_t len);
 /* Read up to max pending events: the count (0 if none), or -errno (-ESRCH: uffd gone). */
 int uffd_read(struct uffd *u, void *msgs, int max);
 
-/* ---- swap store (swap_store.c, swap_slots.c) ----------------------------
- * A file of page-sized slots written and read through io_uring. Library
- * code: never prints, returns -errno. Not thread-safe: one owner thread
- * (the pager) drives it, and no call returns with I/O still in flight.
+/* ---- swap store (swap_store.c, swap_slots.c; backends swap_file.c, swap_memcached.c)
+ * Page-sized slots, written and read by runs, kept by a backend chosen once at
+ * open: the io_uring file, or a memcached cluster. Library code: never prints,
+ * returns -errno. Not thread-safe: one owner thread (the pager) drives it, and
+ * no call returns with I/O still in flight.
  */
 struct swap_store;
 
 struct swap_opts {
-	const char *path; /* NULL: an unlinked temporary file under $TMPDIR (or /tmp) */
-	bool direct;	  /* open with O_DIRECT (buffers must then be 4 KiB aligned) */
-	unsigned qdepth;  /* io_uring queue depth / max requests in flight; 0 = 64, max 4096 */
+	/* NULL: an unlinked temporary file under $TMPDIR (or /tmp); a path: that file;
+	 * memcached://HOST:PORT[,HOST:PORT...][?replicas=N&timeout_ms=T]: a cluster */
+	const char *path;
+	bool direct;	 /* open with O_DIRECT (buffers must then be 4 KiB aligned); file only */
+	unsigned qdepth; /* io_uring queue depth / max requests in flight; 0 = 64, max 4096 */
+	/* memcached: tells keys of this VM from others'; 0 = a random one */
+	uint64_t vm_id;
+	/* memcached: whether page, fetched for page pfn from slot, is what was written
+	 * (the pager's tags); a server whose copy fails it is skipped for a replica's.
+	 * NULL: only the value's header is checked. */
+	bool (*verify)(void *ctx, uint64_t slot, uint64_t pfn, const void *page);
+	void *verify_ctx;
 };
 
-/*
- * Open (create or truncate) the swap file able to hold max_pages slots;
- * o NULL means all defaults. 1 <= max_pages < 2^32 - 1 (slots fit the pst's
- * 32-bit field), else -EINVAL or -EFBIG. The file is sparse: disk blocks are
- * taken only when a slot is first written, so a full disk shows up as
- * -ENOSPC in swap_io.res, and a slot written once can be rewritten without
- * new space.
- */
 int swap_open(struct swap_store **out, const struct swap_opts *o, uint64_t max_pages);
 void swap_close(struct swap_store *s); /* NULL is a no-op */
 
@@ -189,7 +191,8 @@ struct swap_io {
 	uint64_t slot;	 /* first slot */
 	uint32_t npages; /* consecutive slots <-> consecutive 4 KiB pages at buf */
 	void *buf;
-	int res; /* out: 0 or -errno (short I/O is retried internally) */
+	int res;      /* out: 0 or -errno (short I/O is retried internally) */
+	uint64_t pfn; /* the guest page of the first slot (backends that key by page) */
 };
 
 /*
@@ -207,7 +210,8 @@ struct swap_io {
  */
 /* Where a swap file without a path goes: $TMPDIR, else /tmp. */
 const char *swap_default_dir(void);
-/* The swap file as messages name it: its path, or "(an unlinked file in DIR)". */
+/* The store as messages name it: "swap file PATH", "swap file (an unlinked file in DIR)",
+ * "swap memcached://...". */
 void swap_describe(const char *path, char *buf, size_t len);
 int swap_write(struct swap_store *s, struct swap_io *ios, unsigned n);
 int swap_read(struct swap_store *s, struct swap_io *ios, unsigned n);
@@ -219,6 +223,59 @@ struct swap_stats {
 	uint64_t requeues; /* resubmissions after -EAGAIN or a short transfer */
 };
 void swap_get_stats(const struct swap_store *s, struct swap_stats *st);
+
+/* One server of a backend that has several (memcached). */
+struct swap_server_stats {
+	char name[64]; /* HOST:PORT */
+	uint64_t pages_written, pages_read;
+	uint64_t write_errors, read_errors; /* failed sets, failed or missed gets */
+	uint64_t bad_values;		    /* values that were not this VM's page */
+	uint64_t fallbacks;		    /* reads served by a replica instead */
+	bool down;			    /* marked dead after failures (retried later) */
+};
+/* Up to max servers' figures; how many the backend has (0: a file). */
+unsigned swap_servers(const struct swap_store *s, struct swap_server_stats *out, unsigned max);
+const char *swap_backend_name(const struct swap_store *s); /* "file", "memcached" */
+/* Whether path names a memcached cluster (memcached://...). */
+bool swap_is_memcached(const char *path);
+
+/*
+ * A backend: the ops the store calls, chosen once at open by the path's form.
+ * write stores every io (each a run of consecutive slots holding the pages at
+ * buf; pfn the first page's guest page), sets each io->res, returns 0 or the
+ * first error; a failed io leaves the others alone. read fetches one io (a
+ * fault's page and its readahead), read_many several at once (whole-VM
+ * swap-in: batched), with the same contract. discard: the copy of page pfn in
+ * slot is no longer wanted (may be NULL). servers and inject may be NULL.
+ */
+struct swap_backend {
+	const char *name;
+	int (*open)(void **impl, const struct swap_opts *o, uint64_t max_pages);
+	int (*write)(void *impl, struct swap_io *ios, unsigned n);
+	int (*read)(void *impl, struct swap_io *io);
+	int (*read_many)(void *impl, struct swap_io *ios, unsigned n);
+	void (*discard)(void *impl, uint64_t slot, uint64_t pfn);
+	void (*close)(void *impl);
+	void (*get_stats)(void *impl, struct swap_stats *st);
+	unsigned (*servers)(void *impl, struct swap_server_stats *out, unsigned max);
+	void (*inject)(void *impl, bool write, int err, uint64_t after);
+	/* The last failure in words, naming the server ("; " joined), or NULL. */
+	const char *(*why)(void *impl);
+};
+extern const struct swap_backend swap_file_backend;
+/* Only in builds linked with libmemcached (ufvm-memcached): NULL elsewhere. */
+extern const struct swap_backend swap_memcached_backend __attribute__((weak));
+/* The backend a path selects; NULL for memcached:// in a build without it. */
+const struct swap_backend *swap_backend_for(const char *path);
+/* What the backend knows of its last failure (which servers, why); "" when nothing. */
+const char *swap_why(const struct swap_store *s);
+/* The last failed swap_open's reason in words (this thread's buffer of SWAP_WHY_LEN), or "". */
+#define SWAP_WHY_LEN 256
+char *swap_open_why(void);
+/* Whether the backend wants discards (a file does not: its slots are just reused). */
+bool swap_wants_discard(const struct swap_store *s);
+/* Free slot (as swap_slot_free) and tell the backend page pfn's copy there is gone. */
+void swap_discard(struct swap_store *s, uint64_t slot, uint64_t pfn);
 
 /* Test-only failure injection: after `after` more pages, fail every op of kind
  * `write` (true) or read (false) with -err until cleared with err == 0.
@@ -425,6 +482,10 @@ int mm_pager_wss(struct mm_pager *p, struct mm_wss *w);
  * age may be NULL. -EINVAL when the range leaves guest RAM.
  */
 int mm_pager_pagemap(struct mm_pager *p, uint64_t first, uint64_t n, uint8_t *state, uint8_t *age);
+/* The swap store's backend ("file", "memcached"; NULL before the store opens) and up to
+ * max of its servers' figures; returns how many servers it has (0 for a file). */
+unsigned mm_pager_swap_servers(struct mm_pager *p, struct swap_server_stats *out, unsigned max,
+			       const char **backend);
 /* TEST ONLY: make the swap store fail (see swap_inject_error). */
 void mm_pager_test_inject(struct mm_pager *p, bool write, int err, uint64_t after);
 
@@ -479,7 +540,8 @@ struct mm_pager {
 	 * threads, each checking the limit alone would let each overshoot it by a chunk */
 	_Atomic uint64_t reserved;
 	atomic_bool stop, dead, stalled, warned_write, warned_open, warned_full, warned_rc;
-	char swap_name[160]; /* for messages: --swap's path, or "an unlinked file in DIR" */
+	char swap_name[300];	      /* for messages: "swap file PATH", "swap memcached://..." */
+	char write_why[SWAP_WHY_LEN]; /* the backend's words on the last failed write */
 	/* whole-VM swap-outs pausing the vCPUs (a count: the control socket and the
 	 * reclaim thread may run one each); while any does, the limit is lifted */
 	atomic_int pausing;

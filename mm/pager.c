@@ -74,7 +74,7 @@ void mm_slot_free(struct mm_pager *p, struct pst_entry *e)
 	if (!(e->flags & PST_F_SLOT))
 		return;
 	pthread_mutex_lock(&p->swap_lock);
-	swap_slot_free(p->swap, e->slot);
+	swap_discard(p->swap, e->slot, (uint64_t)(e - p->pst.e));
 	pthread_mutex_unlock(&p->swap_lock);
 	e->flags &= (uint8_t) ~(PST_F_SLOT | PST_F_WP);
 }
@@ -156,8 +156,19 @@ void mm_swap_write(struct mm_pager *p, struct swap_io *ios, unsigned nio)
 				      (uint8_t *)ios[k].buf + (uint64_t)j * MM_PAGE);
 	}
 	pthread_mutex_lock(&p->swap_lock);
-	swap_write(p->swap, ios, nio);
+	if (swap_write(p->swap, ios, nio) < 0) /* why, for write_failed's message */
+		snprintf(p->write_why, sizeof(p->write_why), "%s", swap_why(p->swap));
 	pthread_mutex_unlock(&p->swap_lock);
+}
+
+/* A read of guest page pfn from the store failed (why: the backend's words): stop the VM. */
+static int read_failed(struct mm_pager *p, uint64_t pfn, int err, const char *why)
+{
+	MM_STAT_ADD(p, read_errors, 1);
+	mm_pager_die(p, "ufvm: %s: read of guest page 0x%llx failed: %s%s%s (VM stopped)",
+		     p->swap_name, (unsigned long long)(pfn * MM_PAGE), strerror(-err),
+		     *why ? ": " : "", why);
+	return err;
 }
 
 /* Page pfn came back from its slot as page: stop the VM unless it is what was written. */
@@ -168,7 +179,7 @@ static int check_tag(struct mm_pager *p, uint64_t pfn, uint64_t slot, const uint
 	MM_STAT_ADD(p, bad_pages, 1);
 	MM_STAT_ADD(p, read_errors, 1);
 	mm_pager_die(p,
-		     "ufvm: swap file %s: guest page 0x%llx read back from offset 0x%llx is not "
+		     "ufvm: %s: guest page 0x%llx read back from offset 0x%llx is not "
 		     "what was written there (checksum mismatch; VM stopped)",
 		     p->swap_name, (unsigned long long)(pfn * MM_PAGE),
 		     (unsigned long long)(slot * MM_PAGE));
@@ -187,15 +198,19 @@ static int check_strays(struct mm_pager *p, uint64_t pfn, uint64_t n)
 		return 0; /* cannot tell: the read decides, as before */
 	for (uint64_t i = 0; i < n; i++) {
 		struct pst_entry *e = &p->pst.e[pfn + i];
-		struct swap_io io = {.slot = e->slot, .npages = 1, .buf = copy};
+		struct swap_io io = {.slot = e->slot, .npages = 1, .buf = copy, .pfn = pfn + i};
 
 		if (e->state != PST_SWAPPED || !(vec[i] & 1))
 			continue;
+		char why[SWAP_WHY_LEN] = "";
+
 		pthread_mutex_lock(&p->swap_lock);
 		err = swap_read(p->swap, &io, 1);
+		if (err < 0)
+			snprintf(why, sizeof(why), "%s", swap_why(p->swap));
 		pthread_mutex_unlock(&p->swap_lock);
 		if (err < 0)
-			return err;
+			return read_failed(p, pfn + i, err, why);
 		err = check_tag(p, pfn + i, e->slot, copy);
 		if (err < 0)
 			return err;
@@ -225,7 +240,7 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
 			last->npages++;
 		} else {
 			ios[nio++] = (struct swap_io){
-			    .slot = e->slot, .npages = 1, .buf = dst + i * MM_PAGE};
+			    .slot = e->slot, .npages = 1, .buf = dst + i * MM_PAGE, .pfn = i};
 		}
 		pages++;
 	}
@@ -236,11 +251,20 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
 		return err;
 	pthread_mutex_lock(&p->swap_lock);
 	err = swap_read(p->swap, ios, nio);
-	pthread_mutex_unlock(&p->swap_lock);
 	if (err < 0) {
-		MM_STAT_ADD(p, read_errors, 1);
-		return err;
+		char why[SWAP_WHY_LEN];
+		uint64_t bad = pfn;
+
+		snprintf(why, sizeof(why), "%s", swap_why(p->swap));
+		pthread_mutex_unlock(&p->swap_lock);
+		for (unsigned k = 0; k < nio; k++)
+			if (ios[k].res < 0) {
+				bad = ios[k].pfn;
+				break;
+			}
+		return read_failed(p, bad, err, why);
 	}
+	pthread_mutex_unlock(&p->swap_lock);
 	for (uint64_t i = pfn; i < pfn + n; i++)
 		if (p->pst.e[i].state == PST_SWAPPED &&
 		    (err = check_tag(p, i, p->pst.e[i].slot, dst + i * MM_PAGE)) < 0)
@@ -274,9 +298,17 @@ static void account_existing(struct mm_pager *p)
  * evicts a page pays for no swap file and no io_uring; an explicit --swap path
  * or --swap-direct is opened at start instead, so a bad one fails there.
  */
+static bool tag_ok(void *ctx, uint64_t slot, uint64_t pfn, const void *page)
+{
+	struct mm_pager *p = ctx;
+
+	return swap_tags_check(&p->tags, slot, pfn, page);
+}
+
 int mm_swap_ensure_locked(struct mm_pager *p)
 {
-	struct swap_opts so = {.path = p->o.swap_path, .direct = p->o.swap_direct};
+	struct swap_opts so = {
+	    .path = p->o.swap_path, .direct = p->o.swap_direct, .verify = tag_ok, .verify_ctx = p};
 
 	if (p->swap)
 		return 0;
@@ -356,6 +388,10 @@ static void teardown(struct mm_pager *p)
 		uffd_unregister(&p->uffd, p->mem->hva, p->mem->size);
 		uffd_close(&p->uffd);
 	}
+	if (p->swap && swap_wants_discard(p->swap)) /* copies on other hosts go with the VM */
+		for (uint64_t i = 0; i < p->npages; i++)
+			if (p->pst.e[i].flags & PST_F_SLOT)
+				swap_discard(p->swap, p->pst.e[i].slot, i);
 	if (p->swap)
 		swap_close(p->swap);
 	if (p->alias)
@@ -481,6 +517,19 @@ void mm_pager_get_stats(struct mm_pager *p, struct mm_pager_stats *st)
 	pthread_mutex_lock(&p->swap_lock);
 	st->swap_slots_used = p->swap ? swap_slots_used(p->swap) : 0;
 	pthread_mutex_unlock(&p->swap_lock);
+}
+
+unsigned mm_pager_swap_servers(struct mm_pager *p, struct swap_server_stats *out, unsigned max,
+			       const char **backend)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&p->swap_lock);
+	*backend = p->swap ? swap_backend_name(p->swap) : NULL;
+	if (p->swap)
+		n = swap_servers(p->swap, out, max);
+	pthread_mutex_unlock(&p->swap_lock);
+	return n;
 }
 
 void mm_pager_test_inject(struct mm_pager *p, bool write, int err, uint64_t after)

@@ -85,8 +85,7 @@ static unsigned build_writes(struct mm_pager *p, uint64_t base, unsigned npg, co
 		if (slot < 0) {
 			pthread_mutex_unlock(&p->swap_lock);
 			mm_warn_once(p, &p->warned_full,
-				     "ufvm: swap file %s: no free slot (pages stay resident)",
-				     p->swap_name);
+				     "ufvm: %s: no free slot (pages stay resident)", p->swap_name);
 			pthread_mutex_lock(&p->swap_lock);
 			i += run;
 			continue;
@@ -95,8 +94,10 @@ static unsigned build_writes(struct mm_pager *p, uint64_t base, unsigned npg, co
 			p->pst.e[base + i + j].slot = (uint32_t)slot + j;
 			p->pst.e[base + i + j].flags |= PST_F_SLOT;
 		}
-		ios[nio++] = (struct swap_io){
-		    .slot = (uint64_t)slot, .npages = run, .buf = p->alias + (base + i) * MM_PAGE};
+		ios[nio++] = (struct swap_io){.slot = (uint64_t)slot,
+					      .npages = run,
+					      .buf = p->alias + (base + i) * MM_PAGE,
+					      .pfn = base + i};
 		i += run;
 	}
 	pthread_mutex_unlock(&p->swap_lock);
@@ -111,9 +112,9 @@ static void write_failed(struct mm_pager *p, struct swap_io *io, int err)
 		mm_slot_free(p, &p->pst.e[i]);
 	MM_STAT_ADD(p, write_errors, io->npages);
 	mm_warn_once(p, &p->warned_write,
-		     "ufvm: swap file %s: write failed: %s (page stays resident; further "
+		     "ufvm: %s: write failed: %s%s%s (page stays resident; further "
 		     "errors are only counted)",
-		     p->swap_name, strerror(-err));
+		     p->swap_name, strerror(-err), *p->write_why ? ": " : "", p->write_why);
 }
 
 unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
@@ -138,8 +139,7 @@ unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8
 	open_err = mm_swap_ensure_locked(p);
 	pthread_mutex_unlock(&p->swap_lock);
 	if (open_err < 0) {
-		mm_warn_once(p, &p->warned_open,
-			     "ufvm: swap file %s: cannot open: %s (pages stay resident)",
+		mm_warn_once(p, &p->warned_open, "ufvm: %s: cannot open: %s (pages stay resident)",
 			     p->swap_name, strerror(-open_err));
 		if (!*err)
 			*err = open_err;

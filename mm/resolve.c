@@ -324,7 +324,7 @@ enum mm_resolved mm_resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
 	if (err < 0) {
 		budget_give(p, held);
 		mm_pager_die(
-		    p, "ufvm: swap file %s: read of guest page 0x%llx failed: %s (VM stopped)",
+		    p, "ufvm: %s: read of guest page 0x%llx failed: %s (VM stopped)",
 		    p->swap_name, (unsigned long long)(pfn * MM_PAGE), strerror(-err));
 		return MM_DONE;
 	}

@@ -77,7 +77,7 @@ static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *b
 				mm_page_set(p, j, PST_RESIDENT);
 				if (!mm_clean_tracked(p)) { /* else clean until a write shows */
 					if (e->flags & PST_F_SLOT) /* freed after the next read */
-						slots[(*nslots)++] = e->slot;
+						slots[(*nslots)++] = (uint64_t)e->slot << 32 | j;
 					e->flags =
 					    (uint8_t)((e->flags & ~PST_F_SLOT) | PST_F_DIRTY);
 				} else if (p->wp) {
@@ -113,7 +113,8 @@ struct swapin_group {
 
 struct swapin_pipe {
 	struct mm_pager *p;
-	uint64_t *slots, nslots; /* of the group installed last, freed after the next read */
+	uint64_t *slots,
+	    nslots; /* slot << 32 | pfn, of the group installed last, freed after the next read */
 	struct swap_io *ios[2];
 	uint8_t *bounce[2];
 	struct mm_worker w;
@@ -125,7 +126,7 @@ static void swapin_free_slots(struct swapin_pipe *sp)
 		return;
 	pthread_mutex_lock(&sp->p->swap_lock);
 	for (uint64_t i = 0; i < sp->nslots; i++)
-		swap_slot_free(sp->p->swap, sp->slots[i]);
+		swap_discard(sp->p->swap, sp->slots[i] >> 32, sp->slots[i] & UINT32_MAX);
 	pthread_mutex_unlock(&sp->p->swap_lock);
 	sp->nslots = 0;
 }
@@ -143,10 +144,10 @@ static int swapin_wait(struct swapin_pipe *sp, struct swapin_group *g)
 {
 	mm_worker_wait(&sp->w);
 	if (g->err < 0)
-		mm_pager_die(
-		    sp->p, "ufvm: swap file %s: swap-in of guest memory at 0x%llx failed: %s",
-		    sp->p->swap_name, (unsigned long long)(g->r * MM_REGION_PAGES * MM_PAGE),
-		    strerror(-g->err));
+		mm_pager_die(sp->p, "ufvm: %s: swap-in of guest memory at 0x%llx failed: %s",
+			     sp->p->swap_name,
+			     (unsigned long long)(g->r * MM_REGION_PAGES * MM_PAGE),
+			     strerror(-g->err));
 	return g->err;
 }
 

@@ -58,11 +58,12 @@ class Run:
         self.err = errs[0] if errs else ''
         r.join(5)
         self.out = ''.join(self.lines)
-        self.stats = None
+        self.stats = self.swap = None
         for line in self.err.splitlines():
             if line.startswith('{"pager"'):
                 try:  # a VM stopped by a fatal error may exit mid-line
                     self.stats = json.loads(line)['pager']
+                    self.swap = json.loads(line).get('swap')
                 except ValueError:
                     pass
 

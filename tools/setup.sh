@@ -3,7 +3,7 @@
 # `setup.sh fuzz` adds what `make fuzz` needs (AFL++ and its clang).
 set -eu
 
-PKGS="meson ninja-build gcc libc6-dev pkg-config liburing-dev libxxhash-dev libjansson-dev libpng-dev python3 util-linux"
+PKGS="meson ninja-build gcc libc6-dev pkg-config liburing-dev libxxhash-dev libmemcached-dev memcached libjansson-dev libpng-dev python3 util-linux"
 if [ "${1:-}" = fuzz ]; then
 	PKGS="$PKGS afl++ clang"
 fi

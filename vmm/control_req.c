@@ -188,6 +188,28 @@ static json_t *pager_json(struct mm_pager *p)
 	return o;
 }
 
+/* The swap store: its backend and, for memcached, each server's traffic and errors. */
+static json_t *swap_json(struct mm_pager *p)
+{
+	struct swap_server_stats sv[16];
+	const char *backend;
+	unsigned n = mm_pager_swap_servers(p, sv, 16, &backend);
+	json_t *o = json_object(), *a = json_array();
+
+	for (unsigned i = 0; i < n && i < 16; i++)
+		json_array_append_new(
+		    a, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "name", sv[i].name,
+				 "pages_written", (json_int_t)sv[i].pages_written, "pages_read",
+				 (json_int_t)sv[i].pages_read, "write_errors",
+				 (json_int_t)sv[i].write_errors, "read_errors",
+				 (json_int_t)sv[i].read_errors, "bad_values",
+				 (json_int_t)sv[i].bad_values, "fallbacks",
+				 (json_int_t)sv[i].fallbacks, "down", (int)sv[i].down));
+	json_object_set_new(o, "backend", backend ? json_string(backend) : json_null());
+	json_object_set_new(o, "servers", a);
+	return o;
+}
+
 static json_t *req_stats(struct ctl_ctx *c, json_t *req)
 {
 	struct mm_pager *p = CTL_PAGER(c);
@@ -196,6 +218,7 @@ static json_t *req_stats(struct ctl_ctx *c, json_t *req)
 	(void)req;
 	json_object_set_new(r, "vm", vm_json(c));
 	json_object_set_new(r, "pager", p ? pager_json(p) : json_null());
+	json_object_set_new(r, "swap", p ? swap_json(p) : json_null());
 	return r;
 }
 

@@ -384,6 +384,30 @@ static int run(const struct vmm_opts *o)
 	return status;
 }
 
+/*
+ * --swap memcached://...: libmemcached has no static library, and the static ufvm
+ * starts faster than a dynamic one (bench/README.md), so the memcached backend
+ * lives in ufvm-memcached, the same program linked dynamically, installed
+ * beside this one. Runs it with the same arguments; returns only on failure.
+ */
+static int exec_memcached_build(char **argv)
+{
+	char self[4096], *slash;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 32);
+
+	if (n > 0) {
+		self[n] = 0;
+		slash = strrchr(self, '/');
+		strcpy(slash ? slash + 1 : self, "ufvm-memcached");
+		execv(self, argv);
+	}
+	fprintf(stderr,
+		"ufvm: --swap memcached://: this ufvm has no memcached backend, and "
+		"ufvm-memcached, which has it, cannot be run from beside it: %s\n",
+		n > 0 ? strerror(errno) : "no /proc/self/exe");
+	return VMM_EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
 	struct vmm_opts o = {.mem = 64ULL << 20, .cpus = 1, .cmdline = ""};
@@ -409,6 +433,8 @@ int main(int argc, char **argv)
 	status = parse_run_args(argc - 1, argv + 1, &o);
 	if (status >= 0)
 		return status;
+	if (swap_is_memcached(o.pager.o.swap_path) && !swap_backend_for(o.pager.o.swap_path))
+		return exec_memcached_build(argv);
 	vmm_signals_init(); /* before any thread */
 	return run(&o);
 }

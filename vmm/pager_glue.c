@@ -291,12 +291,15 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 		ops.harvest_dirty = on_harvest;
 	err = mm_pager_start(&g->pager, mem, &o, &ops, vm);
 	if (err && mm_pager_start_failed_swap()) { /* a path the user gave: bad input */
-		char name[160];
+		char name[300];
+		const char *why = swap_open_why();
 
 		swap_describe(pc->o.swap_path, name, sizeof(name));
-		fprintf(stderr, "ufvm: swap file %s: cannot open: %s\n", name,
-			err == -EEXIST ? "it exists and holds data (ufvm never overwrites a file: "
-					 "remove it or name a new one)"
+		fprintf(stderr, "ufvm: %s: cannot open: %s\n", name,
+			*why ? why
+			: err == -EEXIST
+			    ? "it exists and holds data (ufvm never overwrites a file: "
+			      "remove it or name a new one)"
 			: err == -EINVAL ? "neither a regular file nor a block device, or O_DIRECT "
 					   "is not supported there"
 					 : strerror(-err));
@@ -411,6 +414,45 @@ static const struct {
     F(reclaim_stalled),
 };
 
+#define SWAP_SERVERS_MAX 16
+
+/* The swap store's servers (memcached), one line each, or one JSON object. */
+static void print_servers(FILE *f, struct mm_pager *p, bool json)
+{
+	struct swap_server_stats sv[SWAP_SERVERS_MAX];
+	const char *backend;
+	unsigned n = mm_pager_swap_servers(p, sv, SWAP_SERVERS_MAX, &backend);
+
+	if (n > SWAP_SERVERS_MAX)
+		n = SWAP_SERVERS_MAX;
+	if (json)
+		fprintf(f, "\"swap\": {\"backend\": \"%s\", \"servers\": [",
+			backend ? backend : "none");
+	for (unsigned i = 0; i < n; i++) {
+		const struct swap_server_stats *s = &sv[i];
+
+		if (json)
+			fprintf(f,
+				"%s{\"name\": \"%s\", \"pages_written\": %" PRIu64
+				", \"pages_read\": %" PRIu64 ", \"write_errors\": %" PRIu64
+				", \"read_errors\": %" PRIu64 ", \"bad_values\": %" PRIu64
+				", \"fallbacks\": %" PRIu64 ", \"down\": %s}",
+				i ? ", " : "", s->name, s->pages_written, s->pages_read,
+				s->write_errors, s->read_errors, s->bad_values, s->fallbacks,
+				s->down ? "true" : "false");
+		else
+			fprintf(f,
+				"ufvm: pager: swap server %s: %" PRIu64 " pages written, %" PRIu64
+				" read; %" PRIu64 " write errors, %" PRIu64 " read errors, %" PRIu64
+				" bad values, %" PRIu64 " reads from a replica%s\n",
+				s->name, s->pages_written, s->pages_read, s->write_errors,
+				s->read_errors, s->bad_values, s->fallbacks,
+				s->down ? " (down)" : "");
+	}
+	if (json)
+		fprintf(f, "]}");
+}
+
 static void print_json(FILE *f, const struct mm_pager_stats *s)
 {
 	fprintf(f, "{\"pager\": {");
@@ -423,7 +465,7 @@ static void print_json(FILE *f, const struct mm_pager_stats *s)
 	fprintf(f, "\"fault_lat_us_log2\": [");
 	for (unsigned i = 0; i < MM_LAT_BUCKETS; i++)
 		fprintf(f, "%s%" PRIu64, i ? ", " : "", s->fault_lat_us[i]);
-	fprintf(f, "]}}\n");
+	fprintf(f, "]}");
 }
 
 /* After vm_run: print --stats, then stop the pager. */
@@ -437,10 +479,15 @@ void pager_glue_stop(struct pager_glue *g)
 	vio_balloon_set_drop_hook(NULL, NULL);
 	if (g->cli->stats) {
 		mm_pager_get_stats(g->pager, &st);
-		if (g->cli->stats == 2)
+		if (g->cli->stats == 2) {
 			print_json(stderr, &st);
-		else
+			fprintf(stderr, ", ");
+			print_servers(stderr, g->pager, true);
+			fprintf(stderr, "}\n");
+		} else {
 			print_text(stderr, &st);
+			print_servers(stderr, g->pager, false);
+		}
 	}
 	mm_pager_stop(g->pager);
 	g->pager = NULL;

@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""e2e_memcached.py: guest memory swapped to real memcached servers on loopback.
+
+    e2e_memcached.py --list
+    e2e_memcached.py --ufvm UFVM --guests DIR [CASE...]
+
+Each case starts its own memcached servers (Debian's memcached, -M, on free
+loopback ports) and stops them afterwards; misbehaving servers are a real one
+stopped with SIGSTOP, or a small proxy in front of a real one that starts
+answering garbage when told. Exit status: 0 passed, 1 failed, 77 skipped
+(no memcached, no /dev/kvm, no userfaultfd, or a ufvm without the backend).
+"""
+import argparse
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_pager import Api, Run, expect  # noqa: E402
+
+MIB = 1 << 20
+
+
+def free_port():
+    for _ in range(100):
+        port = random.randint(20000, 40000)
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+                return port
+            except OSError:
+                continue
+    raise OSError('no free port')
+
+
+class Memcached:
+    """A real memcached on loopback, stopped (and continued first) when the case ends."""
+
+    def __init__(self, mem_mib=64, evict=False):
+        self.port = free_port()
+        cmd = ['memcached', '-l', '127.0.0.1', '-p', str(self.port), '-U', '0', '-t', '1',
+               '-m', str(mem_mib)] + ([] if evict else ['-M'])
+        if os.geteuid() == 0:
+            cmd += ['-u', 'nobody']
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(('127.0.0.1', self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise OSError('memcached on port %d did not start' % self.port)
+
+    @property
+    def addr(self):
+        return '127.0.0.1:%d' % self.port
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGCONT)
+            self.p.kill()
+        self.p.wait()
+
+
+class Proxy:
+    """Forwards to a server until .garbage is set, then answers random bytes instead."""
+
+    def __init__(self, target_port):
+        self.target, self.garbage = target_port, False
+        self.ls = socket.socket()
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def addr(self):
+        return '127.0.0.1:%d' % self.port
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(('127.0.0.1', self.target))
+            except OSError:
+                c.close()
+                continue
+            threading.Thread(target=self._pipe, args=(c, u, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c, True), daemon=True).start()
+
+    def _pipe(self, a, b, to_client):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                if to_client and self.garbage:
+                    data = os.urandom(len(data))
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopped = True
+        self.ls.close()
+
+
+def url(servers, query=''):
+    return 'memcached://' + ','.join(s.addr for s in servers) + (('?' + query) if query else '')
+
+
+def ok_guest(r, f, what):
+    expect(r.status == 0, '%s: exit status %s, want 0: %s' % (what, r.status, r.err[-400:]), f)
+    expect(re.search(r'ok \(0 (mismatches|bad tags)', r.out), '%s: guest did not verify ok' % what,
+           f)
+
+
+def servers_json(r):
+    return (r.swap or {}).get('servers', [])
+
+
+def limited(ufvm, g, guest, cmdline, f, what):
+    servers = [Memcached() for _ in range(3)]
+    try:
+        r = Run(ufvm, ['--mem', '128M', '--mem-limit', '16M', '--stats=json', '--swap',
+                       url(servers), '--cmdline', cmdline, os.path.join(g, guest)])
+    finally:
+        for s in servers:
+            s.stop()
+    ok_guest(r, f, what)
+    st = r.stats or {}
+    expect(st.get('swapout_pages', 0) > 0 and st.get('swapin_pages', 0) > 0,
+           '%s: no swap traffic' % what, f)
+    sv = servers_json(r)
+    expect(len(sv) == 3 and all(s['pages_written'] > 0 and s['pages_read'] > 0 for s in sv),
+           '%s: per-server traffic missing: %s' % (what, sv), f)
+    expect(all(s['write_errors'] == 0 and s['read_errors'] == 0 and s['bad_values'] == 0
+               for s in sv), '%s: server errors: %s' % (what, sv), f)
+    return '%d pages out, %d in; per server written %s' % (
+        st.get('swapout_pages', 0), st.get('swapin_pages', 0),
+        '/'.join(str(s['pages_written']) for s in sv))
+
+
+def case_memtouch(ufvm, g, f):
+    """memtouch under a limit, swapping to 3 servers: 0 mismatches."""
+    return limited(ufvm, g, 'memtouch.elf', 'mib=48 passes=2', f, 'memtouch')
+
+
+def case_random(ufvm, g, f):
+    """random (read-modify-write, verified) under a limit, swapping to 3 servers."""
+    return limited(ufvm, g, 'random.elf', 'mib=48 accesses=60000', f, 'random')
+
+
+def case_swapall(ufvm, g, f):
+    """Whole-VM swap-out to 3 servers (replicas=1) and prefetch swap-in, twice, under a
+    limit, so reclaim writes pages again while the swap-in still frees their old copies."""
+    servers = [Memcached() for _ in range(3)]
+    try:
+        r = Run(ufvm, ['--mem', '128M', '--mem-limit', '40M', '--stats=json', '--swap',
+                       url(servers, 'replicas=1'), '--swapout-at-mark', 'written', '--swapin',
+                       'prefetch', '--cmdline', 'mib=32 passes=2 pause_ms=200',
+                       os.path.join(g, 'memtouch.elf')])
+    finally:
+        for s in servers:
+            s.stop()
+    ok_guest(r, f, 'swapall')
+    st = r.stats or {}
+    expect(st.get('swapout_all_runs') == 2 and st.get('swapin_all_pages', 0) > 8192,
+           'no whole-VM swap-out and prefetch: %s' % {k: st.get(k) for k in (
+               'swapout_all_runs', 'swapin_all_pages')}, f)
+    return '%d pages out whole, %d prefetched' % (st.get('swapout_all_pages', 0),
+                                                  st.get('swapin_all_pages', 0))
+
+
+def swapped_out_then(ufvm, g, servers, query, action, extra=()):
+    """memtouch written, swapped out whole through the socket, action(servers) done while it
+    is out, then resumed: its verify pass reads every page back on demand."""
+    d = tempfile.mkdtemp(prefix='ufvm-mc-')
+    sock = os.path.join(d, 'api.sock')
+    done = {}
+
+    def hook(run):
+        try:
+            api = Api(sock)
+            while api('stats')['pager']['resident_pages'] < 8192:
+                time.sleep(0.01)
+            api('pause')
+            done['out'] = api('swapout')['swapped_pages']
+            action(servers)
+            done['t'] = time.time()
+            api('resume')
+        except (OSError, ValueError, KeyError) as e:
+            done['err'] = repr(e)
+    Run.hook = hook
+    try:
+        r = Run(ufvm, ['--mem', '128M', '--stats=json', '--api', sock, '--scan-interval', 'off',
+                       '--swap', url(servers, query)] + list(extra) +
+                ['--cmdline', 'mib=32 pause_ms=1500', os.path.join(g, 'memtouch.elf')])
+    finally:
+        Run.hook = None
+        shutil.rmtree(d, ignore_errors=True)
+    r.after = time.time() - done['t'] if 't' in done else None
+    r.done = done
+    return r
+
+
+def kill_first(servers):
+    servers[0].p.kill()
+    servers[0].p.wait()
+
+
+def case_kill_replicas1(ufvm, g, f):
+    """A server killed while the guest is swapped out, replicas=1: nothing is lost."""
+    servers = [Memcached() for _ in range(3)]
+    try:
+        r = swapped_out_then(ufvm, g, servers, 'replicas=1', kill_first)
+    finally:
+        for s in servers:
+            s.stop()
+    expect(r.done.get('out', 0) > 8192, 'not swapped out: %s' % r.done, f)
+    ok_guest(r, f, 'replicas=1')
+    sv = servers_json(r)
+    fb = sum(s['fallbacks'] for s in sv)
+    expect(fb > 0, 'no read fell back to a replica: %s' % sv, f)
+    return '%d pages out, %d reads served by replicas' % (r.done.get('out', 0), fb)
+
+
+def case_kill_replicas0(ufvm, g, f):
+    """The same without replicas: the VM stops, naming the page and the server."""
+    servers = [Memcached() for _ in range(3)]
+    try:
+        r = swapped_out_then(ufvm, g, servers, '', kill_first)
+    finally:
+        for s in servers:
+            s.stop()
+    expect(r.status == 1, 'exit status %s, want 1' % r.status, f)
+    m = re.search(r'ufvm: swap memcached://\S+: read of guest page 0x[0-9a-f]+ failed: .*'
+                  r'no good copy of guest page 0x[0-9a-f]+ on %s \(down\)' %
+                  re.escape(servers[0].addr), r.err)
+    expect(m, 'no message naming the page and the dead server: %r' % r.err[-500:], f)
+    expect(not re.search(r'[1-9]\d* mismatches', r.out), 'the guest saw wrong data', f)
+    return m.group(0)[:160] if m else ''
+
+
+def case_full_server(ufvm, g, f):
+    """A full server (-m small, -M): pages stay resident, said once; the guest runs on."""
+    servers = [Memcached(mem_mib=2)]
+    try:
+        r = Run(ufvm, ['--mem', '128M', '--mem-limit', '16M', '--stats=json', '--swap',
+                       url(servers), '--cmdline', 'mib=48', os.path.join(g, 'memtouch.elf')])
+    finally:
+        for s in servers:
+            s.stop()
+    ok_guest(r, f, 'full server')
+    n = len(re.findall(r'ufvm: swap memcached://\S+: write failed: .*did not keep it', r.err))
+    expect(n == 1, 'a full server reported %d times, want once: %r' % (n, r.err[-600:]), f)
+    we = (r.stats or {}).get('write_errors', 0)
+    expect(we > 0, 'no write errors counted', f)
+    return '%d pages kept resident' % we
+
+
+def bounded_stop(ufvm, g, f, what, action, servers, query, budget):
+    r = swapped_out_then(ufvm, g, servers, query, action)
+    expect(r.status == 1, '%s: exit status %s, want 1: %r' % (what, r.status, r.err[-300:]), f)
+    expect(re.search(r'read of guest page 0x[0-9a-f]+ failed', r.err),
+           '%s: no read failure message: %r' % (what, r.err[-400:]), f)
+    expect(r.after is not None and r.after < budget,
+           '%s: took %s s after the fault, want < %d' % (what, r.after, budget), f)
+    return '%s: stopped %.1f s after resume' % (what, r.after or -1)
+
+
+def case_hung_server(ufvm, g, f):
+    """A server stopped (SIGSTOP) while the guest is swapped out: a bounded timeout, then
+    the VM stops cleanly without replicas, or reads from a replica with one."""
+    msgs = []
+    servers = [Memcached() for _ in range(3)]
+    try:
+        msgs.append(bounded_stop(ufvm, g, f, 'replicas=0', lambda s: s[0].p.send_signal(
+            signal.SIGSTOP), servers, 'timeout_ms=500', 10))
+    finally:
+        for s in servers:
+            s.stop()
+    servers = [Memcached() for _ in range(3)]
+    try:
+        r = swapped_out_then(ufvm, g, servers, 'replicas=1&timeout_ms=500',
+                             lambda s: s[0].p.send_signal(signal.SIGSTOP))
+    finally:
+        for s in servers:
+            s.stop()
+    ok_guest(r, f, 'replicas=1, a hung server')
+    msgs.append('replicas=1: guest ok')
+    return '; '.join(msgs)
+
+
+def case_garbage_server(ufvm, g, f):
+    """A server that starts answering garbage while the guest is swapped out: never taken
+    for a page, never a hang: the VM stops with a clear message."""
+    real = Memcached()
+    proxy = Proxy(real.port)
+    others = [Memcached() for _ in range(2)]
+    servers = [proxy] + others
+
+    def go_bad(s):
+        s[0].garbage = True
+    try:
+        msg = bounded_stop(ufvm, g, f, 'garbage', go_bad, servers, 'timeout_ms=500', 10)
+    finally:
+        proxy.stop()
+        for s in [real] + others:
+            s.stop()
+    return msg
+
+
+def case_bad_cluster(ufvm, g, f):
+    """Bad --swap memcached:// values and unusable servers fail at start, status 2."""
+    elf = os.path.join(g, 'hello.elf')
+    evicting = Memcached(evict=True)
+    dead = free_port()
+    try:
+        for u, why in (('memcached://', 'no server'),
+                       ('memcached://127.0.0.1', 'want HOST:PORT'),
+                       ('memcached://127.0.0.1:0', 'bad port'),
+                       ('memcached://127.0.0.1:%d?replicas=1' % evicting.port, 'at least 2'),
+                       ('memcached://127.0.0.1:%d?colour=red' % evicting.port, 'replicas=N'),
+                       ('memcached://127.0.0.1:%d' % dead, 'cannot reach'),
+                       ('memcached://%s' % evicting.addr, 'start it with -M')):
+            t0 = time.time()
+            r = subprocess.run([ufvm, 'run', '--swap', u, elf], capture_output=True,
+                               text=True, timeout=30)
+            expect(r.returncode == 2 and ('swap %s: cannot open' % u) in r.stderr and
+                   why in r.stderr, '%s: status %d, stderr %r' % (u, r.returncode, r.stderr), f)
+            expect(time.time() - t0 < 10, '%s: took %.1f s' % (u, time.time() - t0), f)
+    finally:
+        evicting.stop()
+    return ''
+
+
+CASES = {n[5:]: fn for n, fn in sorted(globals().items()) if n.startswith('case_')}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--list', action='store_true')
+    ap.add_argument('--ufvm')
+    ap.add_argument('--guests')
+    ap.add_argument('cases', nargs='*')
+    a = ap.parse_args()
+    if a.list:
+        print('\n'.join(CASES))
+        return 0
+    if not shutil.which('memcached'):
+        print('e2e_memcached: skipped: no memcached (apt-get install memcached)')
+        return 77
+    if not os.access('/dev/kvm', os.R_OK | os.W_OK):
+        print('e2e_memcached: skipped: /dev/kvm is not usable here')
+        return 77
+    probe = subprocess.run([a.ufvm, 'run', '--swap', 'memcached://127.0.0.1:1',
+                            os.path.join(a.guests, 'hello.elf')], capture_output=True, text=True,
+                           timeout=30)
+    if 'without libmemcached' in probe.stderr or 'no memcached backend' in probe.stderr:
+        print('e2e_memcached: skipped: ' + probe.stderr.strip())
+        return 77
+    if 'userfaultfd' in probe.stderr and 'cannot reach' not in probe.stderr:
+        print('e2e_memcached: skipped: ' + probe.stderr.strip())
+        return 77
+    failed = 0
+    for name in a.cases or CASES:
+        f = []
+        t0 = time.time()
+        msg = CASES[name](a.ufvm, a.guests, f)
+        dt = time.time() - t0
+        if f:
+            failed += 1
+            print('FAIL %s (%.1f s): %s' % (name, dt, '; '.join(f)))
+        else:
+            print('ok   %s (%.1f s) %s' % (name, dt, msg))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
