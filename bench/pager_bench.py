@@ -13,6 +13,10 @@ scaling      first-touch throughput of the smp guest, 2 vCPUs / 1        target 
 
     pager_bench.py BUILD_DIR ab BASE_BUILD_DIR
 
+memcached    the memcached backend (3 local servers) against the file backend:
+             overcommit runtime, median swap-in fault time, whole-VM
+             swap-out/in bandwidth                target <= 1.3 seq, 1.5 random; >= 0.5
+
 ab           this build against another build of ufvm, both swapping to a file:
              the overcommit workloads' runtime and whole-VM swap-out/in
              bandwidth                                         target <= 1.03 / >= 0.97
@@ -24,6 +28,8 @@ Exit status: 0 targets met, 1 a target missed, 2 could not measure, 77 skipped.
 import json
 import os
 import re
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -361,7 +367,101 @@ def ab(build, base):
     return 0 if ok else 1
 
 
+def median_us(hist):
+    """The median of a log2 histogram (bucket 0: < 1 us, bucket i: [2^(i-1), 2^i) us),
+    interpolated within its bucket: good to the bucket's resolution."""
+    n = sum(hist)
+    if not n:
+        return None
+    half, seen = n / 2, 0
+    for i, c in enumerate(hist):
+        if seen + c >= half and c:
+            lo, hi = (0, 1) if i == 0 else (2 ** (i - 1), 2 ** i)
+            return lo + (hi - lo) * (half - seen) / c
+        seen += c
+    return None
+
+
+def start_memcached(n, mib):
+    procs, addrs = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+        s.close()
+        cmd = ['memcached', '-l', '127.0.0.1', '-p', str(port), '-U', '0', '-t', '1', '-M',
+               '-m', str(mib)] + (['-u', 'nobody'] if os.geteuid() == 0 else [])
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        addrs.append('127.0.0.1:%d' % port)
+    time.sleep(0.5)
+    return procs, 'memcached://' + ','.join(addrs)
+
+
+def memcached_vs_file(build):
+    """The memcached backend (3 servers on loopback, no replicas) against the io_uring file
+    backend, side by side: the overcommit workloads, the median swap-in fault service
+    time, whole-VM swap-out and prefetch swap-in bandwidth."""
+    if not shutil.which('memcached'):
+        say('SKIP: no memcached (apt-get install memcached)')
+        return 77
+    procs, mc = start_memcached(3, 1024)
+    swap = os.path.join(TMP, 'ufvm-bench-swap-vs-mc')  # ufvm creates it, removes it at exit
+    targets = {'sequential': 1.3, 'random': 1.5}
+    ok = True
+    try:
+        for name, g, cmdline, _ in WORKLOADS:
+            t = {'file': [], 'mc': []}
+            lat = {'file': [0] * 16, 'mc': [0] * 16}
+            for i in range(ROUNDS):
+                for side in (('file', 'mc') if i % 2 == 0 else ('mc', 'file')):
+                    r = ab_side(build, ['--mem', '256M', '--mem-limit', '64M', '--stats=json',
+                                        '--swap', swap if side == 'file' else mc,
+                                        '--cmdline', cmdline, guest(build, g)])
+                    if not r:
+                        return 2
+                    t[side].append(r.wall)
+                    for k, c in enumerate(r.stats.get('swapin_lat_us_log2', [])):
+                        lat[side][k] += c
+            a, z = statistics.median(t['mc']), statistics.median(t['file'])
+            lm, lf = median_us(lat['mc']), median_us(lat['file'])
+            say('%s: memcached %.2f s, file %.2f s (medians of %d; runs %s / %s); median '
+                'swap-in fault service time: memcached %.0f us, file %.0f us' % (
+                    name, a, z, ROUNDS, ' '.join('%.2f' % x for x in t['mc']),
+                    ' '.join('%.2f' % x for x in t['file']), lm or 0, lf or 0))
+            if name in targets:
+                ok &= verdict('%s time, memcached / file' % name, a / z, targets[name], 'lower')
+            else:
+                say('%s time, memcached / file: %.2f (no target)' % (name, a / z))
+        mem, bw = '%dM' % (MIB + 256), {'file': ([], []), 'mc': ([], [])}
+        for i in range(ROUNDS):
+            for side in (('file', 'mc') if i % 2 == 0 else ('mc', 'file')):
+                r = ab_side(build, ['--mem', mem, '--stats=json', '--swapout-at-mark', 'written',
+                                    '--swapin', 'prefetch', '--swap',
+                                    swap if side == 'file' else mc, '--cmdline',
+                                    'mib=%d pause_ms=4000' % MIB, guest(build, 'memtouch')])
+                if not r:
+                    return 2
+                s = r.stats
+                bw[side][0].append(s['swapout_all_pages'] * 4096 / s['swapout_all_ns'] * 1e9 /
+                                   2**20)
+                bw[side][1].append(s['swapin_all_pages'] * 4096 / s['swapin_all_ns'] * 1e9 /
+                                   2**20)
+        for k, what in ((0, 'whole-VM swap-out'), (1, 'whole-VM prefetch swap-in')):
+            a, z = statistics.median(bw['mc'][k]), statistics.median(bw['file'][k])
+            say('%s of %d MiB: memcached (3 servers) %.0f MiB/s, file %.0f MiB/s (medians of '
+                '%d)' % (what, MIB, a, z, ROUNDS))
+            ok &= verdict('%s bandwidth, memcached / file' % what, a / z, 0.5, 'higher')
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        rm_ufvm_swap()
+    return 0 if ok else 1
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[2] == 'memcached':
+        return memcached_vs_file(os.path.abspath(sys.argv[1]))
     if len(sys.argv) == 4 and sys.argv[2] == 'ab':
         return ab(os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[3]))
     if len(sys.argv) != 3 or sys.argv[2] not in ('first-touch', 'overcommit', 'swapall',

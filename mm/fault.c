@@ -29,7 +29,7 @@
  *   WRITEBACK        never seen: reclaim holds the region lock throughout
  */
 
-static void record_latency(struct mm_pager *p, uint64_t t0)
+static void record_latency(struct mm_pager *p, uint64_t t0, bool swapin)
 {
 	uint64_t us = (mm_now_ns() - t0) / 1000;
 	unsigned b = 0;
@@ -39,6 +39,8 @@ static void record_latency(struct mm_pager *p, uint64_t t0)
 		b++;
 	}
 	MM_STAT_ADD(p, fault_lat_us[b], 1);
+	if (swapin)
+		MM_STAT_ADD(p, swapin_lat_us[b], 1);
 }
 
 static enum mm_resolved handle_fault(struct mm_fault_thread *ft, const struct uffd_msg *m)
@@ -76,7 +78,7 @@ static enum mm_resolved handle_fault(struct mm_fault_thread *ft, const struct uf
 	}
 	mm_region_unlock(p, r);
 	if (rc == MM_DONE)
-		record_latency(p, t0);
+		record_latency(p, t0, state == PST_SWAPPED);
 	if (rc == MM_DONE && state == PST_SWAPPED) {
 		uint64_t dt = mm_now_ns() - t0;
 
@@ -194,7 +196,7 @@ static int resolve_minor_batch(struct mm_fault_thread *ft, const struct uffd_msg
 	MM_STAT_ADD(p, faults_minor, k);
 	MM_STAT_ADD(p, minor_batched, k);
 	for (int j = 0; j < k; j++)
-		record_latency(p, t0);
+		record_latency(p, t0, false);
 	uffd_wake(&p->uffd, p->mem->hva + pfn * MM_PAGE, (uint64_t)k * MM_PAGE);
 	return k;
 }

@@ -146,14 +146,27 @@ int mm_stray_page(struct mm_pager *p, uint64_t pfn, const uint8_t *copy)
 	return -EIO;
 }
 
-void mm_swap_write(struct mm_pager *p, struct swap_io *ios, unsigned nio)
+void mm_swap_tag_pages(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic,
+		       uint32_t *out)
+{
+	for (unsigned i = 0; i < npg; i++)
+		if (vic[i])
+			out[i] = swap_tag(&p->tags, base + i, p->alias + (base + i) * MM_PAGE);
+}
+
+void mm_swap_write(struct mm_pager *p, struct swap_io *ios, unsigned nio, const uint32_t *pre,
+		   uint64_t base)
 {
 	for (unsigned k = 0; k < nio; k++) {
 		uint64_t pfn = (uint64_t)((uint8_t *)ios[k].buf - p->alias) / MM_PAGE;
 
-		for (uint32_t j = 0; j < ios[k].npages; j++)
-			swap_tags_set(&p->tags, ios[k].slot + j, pfn + j,
-				      (uint8_t *)ios[k].buf + (uint64_t)j * MM_PAGE);
+		for (uint32_t j = 0; j < ios[k].npages; j++) {
+			if (pre && ios[k].slot + j < p->tags.nslots)
+				p->tags.tag[ios[k].slot + j] = pre[pfn + j - base];
+			else
+				swap_tags_set(&p->tags, ios[k].slot + j, pfn + j,
+					      (uint8_t *)ios[k].buf + (uint64_t)j * MM_PAGE);
+		}
 	}
 	pthread_mutex_lock(&p->swap_lock);
 	if (swap_write(p->swap, ios, nio) < 0) /* why, for write_failed's message */

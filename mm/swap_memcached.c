@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 
 #include <libmemcached/memcached.h>
@@ -46,6 +47,7 @@
 #define MC_DOWN_NS     1000000000ULL
 #define MC_TIMEOUT_MS  1000
 #define MC_MAX_DELETES 4096
+#define MC_MGET_CHUNK  64 /* keys per multi-get request: 256 KiB of answers */
 #define MC_PAGE	       4096u
 
 struct mc_server {
@@ -84,7 +86,9 @@ struct mc_store {
 	struct swap_stats st;
 	struct mc_page *pg;
 	size_t cappg;
-	uint64_t *dels; /* pages whose copies are to be deleted */
+	uint64_t *stored; /* one bit per slot: every copy confirmed, not discarded since */
+	size_t stored_bytes;
+	uint64_t *dels; /* pfn << 32 | slot of copies to delete */
 	unsigned ndel;
 	char why[512];
 };
@@ -245,7 +249,12 @@ static int mc_open(void **out, const struct swap_opts *o, uint64_t max_pages)
 	err = -ENOMEM;
 	s->ring = memcached_create(NULL);
 	s->dels = calloc(MC_MAX_DELETES, sizeof(*s->dels));
-	if (!s->ring || !s->dels)
+	s->stored_bytes = (max_pages + 63) / 64 * 8;
+	s->stored = mmap(NULL, s->stored_bytes, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (s->stored == MAP_FAILED)
+		s->stored = NULL;
+	if (!s->ring || !s->dels || !s->stored)
 		goto err_free;
 	memcached_behavior_set(s->ring, MEMCACHED_BEHAVIOR_DISTRIBUTION,
 			       MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
@@ -281,6 +290,8 @@ static void mc_close(void *impl)
 	if (!s)
 		return;
 	flush_deletes(s);
+	if (s->stored)
+		munmap(s->stored, s->stored_bytes);
 	for (unsigned i = 0; i < s->nsrv; i++) {
 		if (s->srv[i].res_ok)
 			memcached_result_free(&s->srv[i].res);
@@ -330,18 +341,20 @@ static void server_failed(struct mc_store *s, struct mc_server *v, memcached_ret
 	v->st.down = true;
 }
 
+/*
+ * Send the queued deletes, quietly (DELETEQ: no answer when it worked). Only slots
+ * whose copies were all confirmed are ever queued (stored[]), because a quiet
+ * delete of a key that is not there answers "not found" all the same, which
+ * libmemcached would read as the answer to the next request.
+ */
 static void flush_deletes(struct mc_store *s)
 {
 	char key[MC_KEY_MAX];
 
 	if (!s->ndel)
 		return;
-	/* Buffered, with answers: a quiet delete (DELETEQ) of a key that is not there
-	 * still answers "not found", which libmemcached would take for the answer to the
-	 * next request. Buffered deletes are counted, and the next multi-get on the
-	 * connection reads their answers first. */
 	for (unsigned i = 0; i < s->nsrv; i++)
-		memcached_behavior_set(s->srv[i].mc, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
+		memcached_behavior_set(s->srv[i].mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
 	for (unsigned k = 0; k < s->ndel; k++) {
 		unsigned first = first_server(s, s->dels[k] >> 32);
 		int n = make_key(s, s->dels[k] >> 32, s->dels[k] & UINT32_MAX, key);
@@ -353,18 +366,33 @@ static void flush_deletes(struct mc_store *s)
 				memcached_delete(v->mc, key, (size_t)n, 0);
 		}
 	}
-	for (unsigned i = 0; i < s->nsrv; i++) {
-		if (server_up(&s->srv[i]))
-			memcached_flush_buffers(s->srv[i].mc);
-		memcached_behavior_set(s->srv[i].mc, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 0);
-	}
+	for (unsigned i = 0; i < s->nsrv; i++)
+		memcached_behavior_set(s->srv[i].mc, MEMCACHED_BEHAVIOR_NOREPLY, 0);
 	s->ndel = 0;
+}
+
+static bool stored_test(const struct mc_store *s, uint64_t slot)
+{
+	return slot < s->max_pages && (s->stored[slot / 64] >> (slot % 64) & 1);
+}
+
+static void stored_set(struct mc_store *s, uint64_t slot, bool on)
+{
+	if (slot >= s->max_pages)
+		return;
+	if (on)
+		s->stored[slot / 64] |= 1ULL << (slot % 64);
+	else
+		s->stored[slot / 64] &= ~(1ULL << (slot % 64));
 }
 
 static void mc_discard(void *impl, uint64_t slot, uint64_t pfn)
 {
 	struct mc_store *s = impl;
 
+	if (!stored_test(s, slot))
+		return; /* never stored whole (a failed write): nothing known to delete */
+	stored_set(s, slot, false);
 	if (s->ndel == MC_MAX_DELETES)
 		flush_deletes(s);
 	s->dels[s->ndel++] = pfn << 32 | (slot & UINT32_MAX); /* both < 2^32 (mm.h) */
@@ -458,50 +486,75 @@ static struct mc_page *find_page(struct mc_store *s, size_t npg, const char *key
 }
 
 /*
- * One multi-get round: every server with keys gets its request, then every
- * answer is read. check(s, page, value) accepts or refuses a value.
+ * One multi-get round: every server with keys gets a request for the next
+ * MC_MGET_CHUNK of them, then every answer is read, until all are asked.
+ * Chunks, because a server answers a multi-get as it reads it: asked for
+ * thousands of pages at once it fills the socket with answers while the rest
+ * of the request is still being sent, and libmemcached then crawls through
+ * poll timeouts. check(s, page, value) accepts or refuses a value.
  */
 static void mget_round(struct mc_store *s, size_t npg, bool write,
 		       bool (*check)(struct mc_store *, struct mc_page *, const char *, size_t))
 {
-	for (unsigned i = 0; i < s->nsrv; i++) {
-		struct mc_server *v = &s->srv[i];
-		memcached_return_t rc;
+	unsigned off[MC_MAX_SERVERS] = {0}, len[MC_MAX_SERVERS], got[MC_MAX_SERVERS] = {0};
 
-		if (!v->nkeys)
-			continue;
-		rc = memcached_mget(v->mc, v->keys, v->klen, v->nkeys);
-		if (rc != MEMCACHED_SUCCESS) {
-			server_failed(s, v, rc);
-			v->nkeys = 0;
+	for (bool more = true; more;) {
+		more = false;
+		for (unsigned i = 0; i < s->nsrv; i++) {
+			struct mc_server *v = &s->srv[i];
+			memcached_return_t rc;
+
+			len[i] =
+			    v->nkeys - off[i] < MC_MGET_CHUNK ? v->nkeys - off[i] : MC_MGET_CHUNK;
+			if (!len[i])
+				continue;
+			rc = memcached_mget(v->mc, v->keys + off[i], v->klen + off[i], len[i]);
+			if (rc != MEMCACHED_SUCCESS) {
+				server_failed(s, v, rc);
+				off[i] = v->nkeys; /* the rest count as errors below */
+				len[i] = 0;
+			}
+		}
+		for (unsigned i = 0; i < s->nsrv; i++) {
+			struct mc_server *v = &s->srv[i];
+			memcached_return_t rc = MEMCACHED_SUCCESS;
+			memcached_result_st *r;
+
+			if (!len[i])
+				continue;
+			while ((r = memcached_fetch_result(v->mc, &v->res, &rc))) {
+				struct mc_page *p = find_page(s, npg, memcached_result_key_value(r),
+							      memcached_result_key_length(r));
+
+				if (!p || !check(s, p, memcached_result_value(r),
+						 memcached_result_length(r)))
+					v->st.bad_values++;
+				else
+					got[i]++;
+			}
+			off[i] += len[i];
+			if (rc == MEMCACHED_NOTFOUND) {
+				/* an answer to something else (a stray "not found"): start
+				 * afresh on a new connection; what was not read is asked again
+				 * of a replica, or fails */
+				memcached_quit(v->mc);
+			} else if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS) {
+				server_failed(s, v, rc);
+				off[i] = v->nkeys;
+			}
+			more |= off[i] < v->nkeys;
 		}
 	}
 	for (unsigned i = 0; i < s->nsrv; i++) {
 		struct mc_server *v = &s->srv[i];
-		memcached_return_t rc = MEMCACHED_SUCCESS;
-		memcached_result_st *r;
-		unsigned got = 0;
+		unsigned miss = v->nkeys > got[i] ? v->nkeys - got[i] : 0;
 
-		if (!v->nkeys)
-			continue;
-		while ((r = memcached_fetch_result(v->mc, &v->res, &rc))) {
-			struct mc_page *p = find_page(s, npg, memcached_result_key_value(r),
-						      memcached_result_key_length(r));
-
-			if (!p ||
-			    !check(s, p, memcached_result_value(r), memcached_result_length(r)))
-				v->st.bad_values++;
-			else
-				got++;
-		}
-		if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
-			server_failed(s, v, rc);
 		if (write) {
-			v->st.pages_written += got;
-			v->st.write_errors += v->nkeys - got;
+			v->st.pages_written += got[i];
+			v->st.write_errors += miss;
 		} else {
-			v->st.pages_read += got;
-			v->st.read_errors += v->nkeys - got;
+			v->st.pages_read += got[i];
+			v->st.read_errors += miss;
 		}
 		v->nkeys = 0;
 	}
@@ -585,7 +638,8 @@ static int mc_read_many(void *impl, struct swap_io *ios, unsigned n)
 	size_t npg;
 	int err;
 
-	flush_deletes(s);
+	/* No deletes sent here: the next multi-get would wait for their answers first,
+	 * a round trip more for a fault. They go before the next write (mc_write). */
 	err = gather(s, ios, n, &npg);
 	if (err)
 		return err;
@@ -678,6 +732,8 @@ static int mc_write(void *impl, struct swap_io *ios, unsigned n)
 			mget_round(s, npg, true, check_write);
 	}
 	err = finish(s, ios, n, npg, true);
+	for (size_t k = 0; k < npg; k++)
+		stored_set(s, s->pg[k].slot, !ios[s->pg[k].io].res);
 	if (err) {
 		for (size_t k = 0; k < npg; k++)
 			if (s->pg[k].confirmed != (1u << (s->replicas + 1)) - 1) {

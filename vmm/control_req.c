@@ -185,6 +185,10 @@ static json_t *pager_json(struct mm_pager *p)
 	for (unsigned i = 0; i < MM_LAT_BUCKETS; i++)
 		json_array_append_new(lat, json_integer((json_int_t)st.fault_lat_us[i]));
 	json_object_set_new(o, "fault_lat_us", lat);
+	lat = json_array();
+	for (unsigned i = 0; i < MM_LAT_BUCKETS; i++)
+		json_array_append_new(lat, json_integer((json_int_t)st.swapin_lat_us[i]));
+	json_object_set_new(o, "swapin_lat_us", lat);
 	return o;
 }
 

@@ -465,6 +465,9 @@ static void print_json(FILE *f, const struct mm_pager_stats *s)
 	fprintf(f, "\"fault_lat_us_log2\": [");
 	for (unsigned i = 0; i < MM_LAT_BUCKETS; i++)
 		fprintf(f, "%s%" PRIu64, i ? ", " : "", s->fault_lat_us[i]);
+	fprintf(f, "], \"swapin_lat_us_log2\": [");
+	for (unsigned i = 0; i < MM_LAT_BUCKETS; i++)
+		fprintf(f, "%s%" PRIu64, i ? ", " : "", s->swapin_lat_us[i]);
 	fprintf(f, "]}");
 }
 
