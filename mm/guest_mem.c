@@ -28,6 +28,7 @@ int mm_mem_create(struct mm_mem *m, uint64_t size)
 	}
 	m->size = size;
 	m->pager = NULL;
+	m->host_dirty = NULL; /* set later by dirty tracking, if at all */
 	return 0;
 
 err_close:
