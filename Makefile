@@ -20,6 +20,10 @@ build: setup $(BUILD)/build.ninja
 run: build
 	@tools/demo.sh $(BUILD)
 
+# the seeds' two-VM swap demo under the memory pool (tools/demo_swap.py, pool/README.md)
+demo-swap: build
+	@python3 tools/demo_swap.py $(BUILD) $(if $(OUT),--out $(OUT))
+
 test: build
 	@tools/test.sh $(BUILD)
 
