@@ -159,6 +159,7 @@ int pool_launch(struct pool *p, struct pool_vm *v, uint64_t limit)
 		return err;
 	}
 	v->pid = pid;
+	v->late = false;
 	v->state = VM_LAUNCHED;
 	v->launch_limit = limit;
 	v->limit_want = limit;

@@ -355,6 +355,10 @@ static int run_main(int argc, char **argv)
 	p->pp.pressure = press / 100.0;
 	p->t0 = 0;
 	p->t0 = pool_now(p);
+	if (*p->dir && mkdir(p->dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "ufvmpool: --dir %s: cannot create: %s\n", p->dir, strerror(errno));
+		return 2;
+	}
 	if (!*p->dir) {
 		const char *t = getenv("TMPDIR");
 

@@ -488,8 +488,10 @@ void pool_grant(struct pool *p)
 	uint64_t charged = 0, free_pages, deficit = 0, now = pool_now(p);
 
 	for (unsigned i = 0; i < p->nvm; i++) {
-		if (p->vm[i]->state == VM_UP && !p->vm[i]->have_stats)
-			return; /* its charge is not known yet */
+		/* a VM just attached is charged once it answers (or is late: then nothing, as
+		 * nothing about it is known; it is reported, and not waited on) */
+		if (p->vm[i]->state == VM_UP && !p->vm[i]->have_stats && !p->vm[i]->late)
+			return;
 		charged += pool_charge(p->vm[i]);
 	}
 	if (charged >= p->pp.budget)
@@ -535,6 +537,11 @@ void pool_watch(struct pool *p)
 		struct pool_vm *v = p->vm[i];
 		uint64_t t = v->state == VM_UP ? plink_oldest(&v->link) : 0;
 
+		if (v->state == VM_WAITING && !v->late && now - v->t_added > 10000000000ULL) {
+			v->late = true; /* reported once; it still starts when there is room */
+			pool_event(p, v,
+				   "still waiting for 4 MiB of room: the budget is all in use");
+		}
 		if (t && !v->late && now - t > (uint64_t)p->late_ms * 1000000) {
 			v->late = true;
 			pool_event(p, v,
