@@ -37,7 +37,8 @@
 struct mm_access {
 	pthread_t tid;
 	bool started, stop;
-	pthread_mutex_t lock; /* stop, wss */
+	pthread_mutex_t lock;	  /* stop, wss */
+	pthread_mutex_t scanning; /* held for a whole scan (mm_access_quiesce waits on it) */
 	pthread_cond_t cond;
 	uint64_t stride, interval_ns, eff_ns, budget_pct;
 	uint64_t k;		/* scans done; sample k is phase k % stride */
@@ -277,7 +278,10 @@ static void *scanner_main(void *arg)
 	while (sleep_until(a, next)) {
 		uint64_t c0 = thread_cpu_ns(), cpu, need;
 
-		scan(p, a);
+		pthread_mutex_lock(&a->scanning);
+		if (!atomic_load(&p->frozen)) /* a frozen guest touches nothing: no ageing */
+			scan(p, a);
+		pthread_mutex_unlock(&a->scanning);
 		cpu = thread_cpu_ns() - c0;
 		MM_STAT_ADD(p, scan_cpu_ns, cpu);
 		need = cpu * 100 / a->budget_pct;
@@ -345,6 +349,7 @@ int mm_access_start(struct mm_pager *p)
 	a->dirty = calloc(a->words, 8);
 	a->hbuf = calloc(a->words, 8);
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->scanning, NULL);
 	pthread_mutex_init(&a->dlock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -362,6 +367,14 @@ int mm_access_start(struct mm_pager *p)
 		return -EAGAIN;
 	a->started = true;
 	return 0;
+}
+
+void mm_access_quiesce(struct mm_pager *p)
+{
+	if (!p->acc)
+		return;
+	pthread_mutex_lock(&p->acc->scanning); /* a scan under way ends; the next sees frozen */
+	pthread_mutex_unlock(&p->acc->scanning);
 }
 
 /* Stop the scanner (before the fault threads: a scan's zaps need them). */

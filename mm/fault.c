@@ -209,6 +209,9 @@ static unsigned handle_batch(struct mm_fault_thread *ft, struct uffd_msg *msgs, 
 	unsigned kept = 0;
 	int k;
 
+	for (unsigned i = 0; i < n && atomic_load(&ft->p->frozen); i++)
+		if (msgs[i].event == UFFD_EVENT_PAGEFAULT) /* the guest runs again: sample it */
+			atomic_store(&ft->p->frozen, false);
 	if (n > 1)
 		qsort(msgs, n, sizeof(msgs[0]), by_address);
 	for (unsigned i = 0; i < n; i++) {

@@ -80,9 +80,32 @@ struct pst_entry {
 };
 _Static_assert(sizeof(struct pst_entry) == 8, "pst entries stay compact");
 
+/* ---- the pager's own tables (meta.c) ------------------------------------------
+ * Zeroed memory for per-page tables, which a frozen VM can give back to the host.
+ */
+struct mm_meta {
+	void *base;
+	size_t bytes; /* rounded up to whole pages */
+	int fd;	      /* -1: anonymous; else the file it is a shared mapping of */
+};
+int mm_meta_map(struct mm_meta *m, size_t bytes); /* anonymous; 0 or -ENOMEM */
+void mm_meta_unmap(struct mm_meta *m);
+/*
+ * Move the table, at the same address, into a shared mapping of an unlinked,
+ * fully allocated file in swap_default_dir(). Nobody may write to it meanwhile
+ * (the caller holds every writer off). 0 (also when it is a file already);
+ * -ENOTSUP on tmpfs (it stays anonymous); -errno when the file could not be
+ * made or written (it stays anonymous); -EFAULT: the table is lost.
+ */
+int mm_meta_to_file(struct mm_meta *m);
+/* Write a file-backed table out and drop it from memory (the next access reads it
+ * back). -ENOTSUP when anonymous; -errno when the write failed: nothing dropped. */
+int mm_meta_drop(struct mm_meta *m);
+
 struct pst {
 	struct pst_entry *e;
 	uint64_t npages;
+	struct mm_meta meta;
 };
 
 int pst_init(struct pst *t, uint64_t npages); /* all pages PST_NEW */
@@ -185,6 +208,9 @@ int64_t swap_slot_alloc(struct swap_store *s); /* slot number, or -ENOSPC */
 int64_t swap_slot_alloc_run(struct swap_store *s, uint32_t n);
 void swap_slot_free(struct swap_store *s, uint64_t slot);
 uint64_t swap_slots_used(const struct swap_store *s);
+/* The allocator's tables into a file (drop false; writers held off by the caller), then
+ * out of memory (drop true): as mm_meta_to_file and mm_meta_drop, for a frozen VM. */
+int swap_slots_freeze(struct swap_store *s, bool drop);
 bool swap_slot_in_use(const struct swap_store *s, uint64_t slot); /* for consistency checks */
 
 struct swap_io {
@@ -294,6 +320,8 @@ int64_t swap_slots_get(struct swap_slots *sl, uint32_t n); /* first of n slots, 
 void swap_slots_put(struct swap_slots *sl, uint64_t slot);
 bool swap_slots_test(const struct swap_slots *sl, uint64_t slot);
 uint64_t swap_slots_count(const struct swap_slots *sl);
+int swap_slots_to_file(struct swap_slots *sl); /* mm_meta_to_file of its tables */
+int swap_slots_drop(struct swap_slots *sl);    /* mm_meta_drop of its tables */
 
 /* ---- swap tags (swap_tag.c) --------------------------------------------------
  * What went out to swap is what comes back: every page written gets a 32-bit
@@ -305,8 +333,8 @@ uint64_t swap_slots_count(const struct swap_slots *sl);
  * lock of the page that owns the slot, as the slot itself is.
  */
 struct swap_tags {
-	uint32_t *tag; /* one per slot, MAP_NORESERVE: untouched slots cost nothing */
-	size_t bytes;
+	uint32_t *tag; /* one per slot, sparse: untouched slots cost nothing */
+	struct mm_meta meta;
 	uint64_t nslots, key;
 	uint64_t (*hash)(const void *page, uint64_t seed);
 };
@@ -431,6 +459,14 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode);
 /* Read every swapped page back and map it (prefetch); any thread but a pager one. */
 int mm_pager_swapin_all(struct mm_pager *p);
 /*
+ * The VM is paused and swapped out, and stays so for a while (a client froze it):
+ * write the page-state table and swap tags out and drop them from memory, and
+ * hold the access sampler (a paused guest touches nothing) until the next guest
+ * fault, which ends the freeze. 0; -ENOTSUP when the tables are anonymous memory
+ * (tmpfs) and stay; -errno when writing them failed (they stay too).
+ */
+int mm_pager_freeze(struct mm_pager *p);
+/*
  * Async-signal-safe: ask the pager's own reclaim thread to run
  * mm_pager_swapout_all(p, mode) (for SIGUSR1); a fault thread starts that
  * thread first if it does not run yet.
@@ -540,6 +576,7 @@ struct mm_pager {
 	/* pages fault threads are about to map (resolve.c, budget_take): with several
 	 * threads, each checking the limit alone would let each overshoot it by a chunk */
 	_Atomic uint64_t reserved;
+	atomic_bool frozen; /* mm_pager_freeze: tables dropped, sampler held until a fault */
 	atomic_bool stop, dead, stalled, warned_write, warned_open, warned_full, warned_rc;
 	char swap_name[300];	      /* for messages: "swap file PATH", "swap memcached://..." */
 	char write_why[SWAP_WHY_LEN]; /* the backend's words on the last failed write */
@@ -559,6 +596,7 @@ struct mm_pager {
 	pthread_mutex_t evict_lock; /* one evictor at a time: reclaim or swapout_all */
 	uint64_t hand;		    /* clock hand, a region index */
 	struct swap_io *rc_ios;	    /* MM_EVICT_REGIONS * MM_REGION_PAGES, under evict_lock */
+	struct mm_meta rc_ios_mem;  /* ... its mapping */
 	uint8_t *rc_vic;
 	struct mm_pager_stats st; /* counters, updated with MM_STAT_ADD */
 	struct mm_access *acc;	  /* sampling and dirty state, NULL when neither (access.c) */
@@ -707,6 +745,8 @@ void mm_worker_close(struct mm_worker *w);
 /* access.c */
 int mm_access_start(struct mm_pager *p); /* after the fault and reclaim threads */
 void mm_access_stop(struct mm_pager *p);
+/* Wait until no scan is under way (scans after it see p->frozen and skip). */
+void mm_access_quiesce(struct mm_pager *p);
 void mm_access_free(struct mm_pager *p); /* after every pager thread is gone */
 /* A page becomes RESIDENT by a fault (region lock held): record the access. */
 void mm_access_touch(struct mm_pager *p, uint64_t pfn);

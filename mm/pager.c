@@ -372,7 +372,10 @@ static int setup_tables(struct mm_pager *p, struct mm_mem *mem)
 	if (err < 0)
 		return err;
 	p->reg = calloc(p->nregions, sizeof(*p->reg));
-	p->rc_ios = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*p->rc_ios));
+	/* its own pages: scratch that a frozen VM drops (mm_pager_freeze) */
+	if (mm_meta_map(&p->rc_ios_mem, MM_EVICT_REGIONS * MM_REGION_PAGES * sizeof(*p->rc_ios)) ==
+	    0)
+		p->rc_ios = p->rc_ios_mem.base;
 	p->rc_vic = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES + 1, 1);
 	if (!p->reg || !p->rc_ios || !p->rc_vic)
 		return -ENOMEM;
@@ -415,7 +418,7 @@ static void teardown(struct mm_pager *p)
 	swap_tags_free(&p->tags);
 	pst_free(&p->pst);
 	free(p->reg);
-	free(p->rc_ios);
+	mm_meta_unmap(&p->rc_ios_mem);
 	free(p->rc_vic);
 	free(p);
 }

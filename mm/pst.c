@@ -45,16 +45,17 @@ static const char *const names[PST_NSTATES] = {
 
 int pst_init(struct pst *t, uint64_t npages)
 {
-	t->e = calloc(npages ? npages : 1, sizeof(*t->e));
-	if (!t->e)
+	/* zeroed: every page PST_NEW (meta.c: droppable when the VM is frozen) */
+	if (mm_meta_map(&t->meta, (npages ? npages : 1) * sizeof(*t->e)) < 0)
 		return -ENOMEM;
+	t->e = t->meta.base;
 	t->npages = npages;
 	return 0;
 }
 
 void pst_free(struct pst *t)
 {
-	free(t->e);
+	mm_meta_unmap(&t->meta);
 	t->e = NULL;
 	t->npages = 0;
 }

@@ -31,16 +31,10 @@ struct swap_slot_link {
 struct swap_slots {
 	struct swap_slot_link *link;
 	uint64_t *used;
-	size_t link_bytes, used_bytes;
+	struct mm_meta link_mem, used_mem; /* their mappings (meta.c: a frozen VM drops them) */
 	uint64_t max, hwm, nused;
 	uint32_t head; /* most recently freed slot, SLOT_NIL when the list is empty */
 };
-
-static void *map_zeroed(size_t bytes)
-{
-	return mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-}
 
 int swap_slots_create(struct swap_slots **out, uint64_t max_pages)
 {
@@ -55,19 +49,17 @@ int swap_slots_create(struct swap_slots **out, uint64_t max_pages)
 		return -ENOMEM;
 	sl->max = max_pages;
 	sl->head = SLOT_NIL;
-	sl->link_bytes = max_pages * sizeof(*sl->link);
-	sl->used_bytes = (max_pages + 63) / 64 * sizeof(*sl->used);
-	sl->link = map_zeroed(sl->link_bytes);
-	if (sl->link == MAP_FAILED)
+	if (mm_meta_map(&sl->link_mem, max_pages * sizeof(*sl->link)) < 0)
 		goto err_free;
-	sl->used = map_zeroed(sl->used_bytes);
-	if (sl->used == MAP_FAILED)
+	if (mm_meta_map(&sl->used_mem, (max_pages + 63) / 64 * sizeof(*sl->used)) < 0)
 		goto err_unmap_link;
+	sl->link = sl->link_mem.base;
+	sl->used = sl->used_mem.base;
 	*out = sl;
 	return 0;
 
 err_unmap_link:
-	munmap(sl->link, sl->link_bytes);
+	mm_meta_unmap(&sl->link_mem);
 err_free:
 	free(sl);
 	return -ENOMEM;
@@ -77,9 +69,23 @@ void swap_slots_destroy(struct swap_slots *sl)
 {
 	if (!sl)
 		return;
-	munmap(sl->used, sl->used_bytes);
-	munmap(sl->link, sl->link_bytes);
+	mm_meta_unmap(&sl->used_mem);
+	mm_meta_unmap(&sl->link_mem);
 	free(sl);
+}
+
+int swap_slots_to_file(struct swap_slots *sl)
+{
+	int err = mm_meta_to_file(&sl->link_mem);
+
+	return err ? err : mm_meta_to_file(&sl->used_mem);
+}
+
+int swap_slots_drop(struct swap_slots *sl)
+{
+	int err = mm_meta_drop(&sl->link_mem);
+
+	return err ? err : mm_meta_drop(&sl->used_mem);
 }
 
 bool swap_slots_test(const struct swap_slots *sl, uint64_t slot)

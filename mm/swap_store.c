@@ -152,6 +152,11 @@ void swap_discard(struct swap_store *s, uint64_t slot, uint64_t pfn)
 		s->be->discard(s->impl, slot, pfn);
 }
 
+int swap_slots_freeze(struct swap_store *s, bool drop)
+{
+	return drop ? swap_slots_drop(s->slots) : swap_slots_to_file(s->slots);
+}
+
 uint64_t swap_slots_used(const struct swap_store *s)
 {
 	return swap_slots_count(s->slots);

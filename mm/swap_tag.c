@@ -36,23 +36,19 @@ int swap_tags_init(struct swap_tags *t, uint64_t nslots)
 	if (getrandom(&key, sizeof(key), GRND_NONBLOCK) != sizeof(key))
 		key = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
 	t->key = key;
-	t->bytes = (nslots ? nslots : 1) * sizeof(*t->tag);
 	/* Only the pages of the array that slots in use reach take memory: slots are
-	 * handed out from 0 up, so that is 4 bytes per page in swap. */
-	t->tag = mmap(NULL, t->bytes, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (t->tag == MAP_FAILED) {
-		t->tag = NULL;
+	 * handed out from 0 up, so that is 4 bytes per page in swap (meta.c: a frozen VM
+	 * gives them back). */
+	if (mm_meta_map(&t->meta, (nslots ? nslots : 1) * sizeof(*t->tag)) < 0)
 		return -ENOMEM;
-	}
+	t->tag = t->meta.base;
 	t->nslots = nslots;
 	return 0;
 }
 
 void swap_tags_free(struct swap_tags *t)
 {
-	if (t->tag)
-		munmap(t->tag, t->bytes);
+	mm_meta_unmap(&t->meta);
 	t->tag = NULL;
 }
 

@@ -1,8 +1,11 @@
 /* swapout.c: whole-VM swap-out, pipelined, and the I/O worker of both whole-VM pipelines */
+#include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <malloc.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "mm/mm.h"
@@ -194,5 +197,45 @@ out_resume:
 	if (p->ops.resume_vcpus)
 		p->ops.resume_vcpus(p->ctx);
 	atomic_fetch_sub(&p->pausing, 1);
+	return err;
+}
+
+int mm_pager_freeze(struct mm_pager *p)
+{
+	int err;
+
+	atomic_store(&p->frozen, true);
+	mm_access_quiesce(p);
+	/* Every write to the tables happens under a region lock (fault threads only
+	 * trylock, and defer): holding them all keeps the tables still while they move. */
+	for (uint64_t r = 0; r < p->nregions; r++)
+		pthread_mutex_lock(&p->reg[r].lock);
+	pthread_mutex_lock(&p->swap_lock); /* the slot allocator's writers */
+	err = mm_meta_to_file(&p->pst.meta);
+	if (!err)
+		err = mm_meta_to_file(&p->tags.meta);
+	if (!err && p->swap)
+		err = swap_slots_freeze(p->swap, false);
+	pthread_mutex_unlock(&p->swap_lock);
+	for (uint64_t r = 0; r < p->nregions; r++)
+		mm_region_unlock(p, r);
+	if (err == -EFAULT)
+		mm_pager_die(p, "ufvm: pager: freeze: the page-state table could not be mapped "
+				"back: the VM stops");
+	if (err)
+		return err;
+	/* scratch and free heap go back as they are; the tables once they are on disk
+	 * (pages of them touched after this come back from the file by themselves) */
+	pthread_mutex_lock(&p->evict_lock);
+	madvise(p->rc_ios_mem.base, p->rc_ios_mem.bytes, MADV_DONTNEED);
+	pthread_mutex_unlock(&p->evict_lock);
+	malloc_trim(0);
+	err = mm_meta_drop(&p->pst.meta);
+	if (!err)
+		err = mm_meta_drop(&p->tags.meta);
+	pthread_mutex_lock(&p->swap_lock);
+	if (!err && p->swap)
+		err = swap_slots_freeze(p->swap, true);
+	pthread_mutex_unlock(&p->swap_lock);
 	return err;
 }

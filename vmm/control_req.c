@@ -303,6 +303,7 @@ static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
 	struct mm_pager_stats a, b;
 	json_t *e = NULL, *pf = json_object_get(req, "prefetch");
 	struct mm_pager *p = need_pager(c, &e);
+	bool frozen;
 	uint64_t t0;
 	int err;
 
@@ -318,13 +319,15 @@ static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
 	/* pauses nest: the pager lifts only its own, a client's `pause` stays in force */
 	if (err < 0)
 		return err_json(out ? "swap-out failed: %s" : "swap-in failed: %s", strerror(-err));
+	/* paused by a client and swapped out: frozen, the pager's own tables go out too */
+	frozen = out && c->paused && !json_is_true(pf) && mm_pager_freeze(p) == 0;
 	mm_pager_get_stats(p, &b);
-	return json_pack("{s:b, s:I, s:I, s:I, s:I, s:I}", "ok", 1, "ms",
+	return json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:b}", "ok", 1, "ms",
 			 (json_int_t)((vmm_now_ns() - t0) / 1000000), "pages_out",
 			 (json_int_t)(b.swapout_pages - a.swapout_pages), "pages_in",
 			 (json_int_t)(b.swapin_pages - a.swapin_pages), "resident_pages",
-			 (json_int_t)b.resident_pages, "swapped_pages",
-			 (json_int_t)b.swapped_pages);
+			 (json_int_t)b.resident_pages, "swapped_pages", (json_int_t)b.swapped_pages,
+			 "frozen", frozen);
 }
 
 static json_t *req_swapout(struct ctl_ctx *c, json_t *req)
