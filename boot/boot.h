@@ -46,6 +46,8 @@ int elf_load_at(const uint8_t *img, size_t len, const struct mm_mem *mem, gpa_t 
 #define LINUX_CMDLINE	  0x20000ULL
 #define LINUX_CMDLINE_MAX 4096ULL /* including the NUL, before the kernel's own limit */
 #define LINUX_EBDA	  0x9fc00ULL
+#define LINUX_ACPI	  0xe0000ULL /* RSDP, then the tables, up to the MP table */
+#define LINUX_ACPI_MAX	  0x10000ULL
 #define LINUX_MPTABLE	  0xf0000ULL
 #define LINUX_HIGH	  0x100000ULL
 #define LINUX_MAX_MEM	  (3ULL << 30)	/* RAM stays below the MMIO hole (devices, IOAPIC, LAPIC) */
@@ -76,6 +78,12 @@ struct linux_image {
 	uint32_t cmdline_max;	     /* longest command line the kernel accepts, without NUL */
 };
 
+/* The PVH start info (xen/include/public/arch-x86/hvm/start_info.h, version 1). */
+struct pvh_start_info {
+	uint32_t magic, version, flags, nr_modules;
+	uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
+	uint32_t memmap_entries, reserved;
+};
 /* ---- linux.c: the kernel image ---- */
 /* Pure: the kind of kernel in k[0..len) and its header checks. -ENOEXEC/-EINVAL + *why. */
 int linux_parse(const uint8_t *k, size_t len, struct linux_image *out, const char **why);
@@ -102,5 +110,89 @@ uint8_t boot_checksum(const uint8_t *p, size_t n);
 /* The MP floating pointer and configuration table at LINUX_MPTABLE: `cpus` processors
  * (APIC IDs 0..cpus-1), the I/O APIC (ID cpus), ISA IRQ n on pin n. */
 void boot_mptable(const struct mm_mem *mem, unsigned cpus);
+
+/* ---- aml.c: a byte buffer and AML ---- */
+
+/* A growable byte buffer. A failed allocation sets oom and drops every later write, so a
+ * builder checks once at the end. A zeroed struct is an empty buffer; abuf_free frees it. */
+struct abuf {
+	uint8_t *p;
+	size_t len, cap;
+	bool oom;
+};
+void abuf_put(struct abuf *b, const void *p, size_t n);
+void abuf_u8(struct abuf *b, uint8_t v);
+void abuf_le(struct abuf *b, uint64_t v, unsigned bytes); /* little-endian, 1..8 bytes */
+void abuf_pad(struct abuf *b, size_t align);		  /* zeros up to a multiple of align */
+void abuf_free(struct abuf *b);
+
+/* AML terms (ACPI 6.5, chapter 20). Names are "\_SB", "COM1", "_SB.VR00": segments of up
+ * to 4 characters [A-Z_][A-Z0-9_]*, padded with '_'. */
+void aml_name_string(struct abuf *b, const char *name);
+void aml_name(struct abuf *b, const char *name); /* Name (name, <the term that follows>) */
+void aml_int(struct abuf *b, uint64_t v);	 /* the shortest integer encoding */
+void aml_string(struct abuf *b, const char *s);
+void aml_eisaid(struct abuf *b, const char *id); /* EisaId ("PNP0501") */
+/* Objects with a PkgLength: open returns where the body starts; aml_close(b, that) must
+ * close them innermost first, once their contents are written. */
+size_t aml_open(struct abuf *b, uint8_t op);
+void aml_close(struct abuf *b, size_t body);
+size_t aml_scope(struct abuf *b, const char *name);
+size_t aml_device(struct abuf *b, const char *name);
+size_t aml_package(struct abuf *b, uint8_t elements);
+/* ResourceTemplate () with the descriptors in res and an End Tag. */
+void aml_resource_template(struct abuf *b, const struct abuf *res);
+void aml_res_io(struct abuf *r, uint16_t base, uint8_t len); /* IO (Decode16, ...) */
+void aml_res_irq_noflags(struct abuf *r, unsigned irq);	     /* IRQNoFlags () {irq}, irq < 16 */
+void aml_res_mem32_fixed(struct abuf *r, uint32_t base, uint32_t len); /* ReadWrite */
+void aml_res_interrupt(struct abuf *r, uint32_t gsi); /* consumer, edge, active high */
+
+/* ---- acpi.c: the ACPI tables ---- */
+
+/* The power management registers, bytes in I/O space from acpi_machine.pm_port (the
+ * device is devices/power.c). The guest writes SLP_TYP << 2 | SLP_EN to the sleep control
+ * register; the only SLP_TYP \_S5 offers is ACPI_S5_TYPE. */
+#define ACPI_PM_SLEEP_CONTROL 0
+#define ACPI_PM_SLEEP_STATUS  1
+#define ACPI_PM_RESET	      2
+#define ACPI_PM_LEN	      3
+#define ACPI_PM_RESET_VALUE   1
+#define ACPI_S5_TYPE	      5
+#define ACPI_SLP_EN	      (1u << 5)
+#define ACPI_MAX_VIO	      16
+
+struct acpi_vio {
+	uint64_t base, len; /* a virtio-mmio window, below 4 GiB */
+	uint32_t gsi;
+};
+
+/* What the tables describe. */
+struct acpi_machine {
+	unsigned cpus;	   /* APIC IDs 0..cpus-1, 1..255 */
+	uint64_t lapic;	   /* LINUX_LAPIC */
+	uint64_t ioapic;   /* LINUX_IOAPIC */
+	uint8_t ioapic_id; /* as in the MP table */
+	bool com1;	   /* a 16550 at 0x3f8, IRQ 4 */
+	uint16_t pm_port;  /* the power management registers (ACPI_PM_*) */
+	unsigned nvio;
+	struct acpi_vio vio[ACPI_MAX_VIO];
+};
+
+/* Offsets in the built blob. */
+struct acpi_layout {
+	size_t rsdp, xsdt, fadt, madt, dsdt;
+};
+
+/*
+ * Pure: build RSDP, XSDT, FADT, MADT and DSDT into *out (malloc'ed; abuf_free it) as they
+ * will lie at guest-physical gpa, every checksum set. -EINVAL for a machine out of range
+ * (no vCPU, more than 255, a window above 4 GiB), -ENOMEM.
+ */
+int acpi_build(const struct acpi_machine *m, uint64_t gpa, struct abuf *out,
+	       struct acpi_layout *lay);
+/* Write them at LINUX_ACPI and point the zero page (or the PVH start info) at the RSDP.
+ * Must be called after linux_load. -errno + *why. */
+int acpi_write(const struct mm_mem *mem, const struct linux_image *li, const struct acpi_machine *m,
+	       const char **why);
 
 #endif

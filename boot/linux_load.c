@@ -84,12 +84,6 @@ static void lx_zero_page(const struct mm_mem *mem, const uint8_t *k, size_t klen
 	bp->e820_entries = (uint8_t)lx_e820(mem->size, bp->e820_table);
 }
 
-/* The PVH start info (xen/include/public/arch-x86/hvm/start_info.h, version 1). */
-struct pvh_start_info {
-	uint32_t magic, version, flags, nr_modules;
-	uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
-	uint32_t memmap_entries, reserved;
-};
 struct pvh_module {
 	uint64_t paddr, size, cmdline_paddr, reserved;
 };

@@ -50,6 +50,7 @@ bool dev_bus_access(const struct dev_bus *b, enum dev_space sp, uint64_t addr, u
 #define DEV_MMIO_SIZE 0x1000ULL
 #define DEV_IRQ_FIRST 5 /* first GSI for virtio devices (ISA IRQs 5, 6, 7, 9, 10, 11...) */
 #define DEV_IRQ_COM1  4
+#define DEV_PM_PORT   0x600 /* ACPI sleep control, sleep status and reset registers (power.c) */
 
 struct dev_opts {
 	const char *disk; /* --disk PATH[,ro]: backing file of virtio-blk, or NULL */
@@ -68,6 +69,11 @@ struct dev_ctx {
 	void *stop_arg;
 	/* `virtio_mmio.device=` entries for the kernel command line, filled by set-up */
 	char cmdline[512];
+	/* the same windows for the ACPI tables' DSDT, in the order they were registered */
+	struct dev_mmio_window {
+		uint64_t base, len;
+		unsigned gsi;
+	} vio[DEV_MAX_DEVICES];
 	unsigned next_mmio;	      /* index of the next free virtio-mmio window */
 	unsigned next_irq;	      /* next free GSI for virtio devices */
 	void *state[DEV_MAX_DEVICES]; /* per table entry, NULL when not set up */
@@ -99,7 +105,7 @@ struct dev_ops {
 	void (*usage)(FILE *f); /* CLI lines of the options it takes */
 };
 
-extern const struct dev_ops serial_ops, i8042_ops, vio_blk_ops, vio_balloon_ops;
+extern const struct dev_ops serial_ops, i8042_ops, power_ops, vio_blk_ops, vio_balloon_ops;
 
 /* The device table (devices.c). On failure *failed names the device that failed. */
 int dev_setup_all(struct dev_ctx *c, const char **failed, const char **why);

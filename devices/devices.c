@@ -11,10 +11,7 @@
 
 /* Set up in this order, torn down in the reverse one. */
 static const struct dev_ops *const dev_table[] = {
-    &serial_ops,
-    &i8042_ops,
-    &vio_blk_ops,
-    &vio_balloon_ops,
+    &serial_ops, &i8042_ops, &power_ops, &vio_blk_ops, &vio_balloon_ops,
 };
 #define DEV_TABLE_LEN (sizeof(dev_table) / sizeof(dev_table[0]))
 _Static_assert(DEV_TABLE_LEN <= DEV_MAX_DEVICES, "device table larger than DEV_MAX_DEVICES");

@@ -362,11 +362,17 @@ int vio_mmio_register(struct dev_ctx *c, struct vio_dev *d, const char **why)
 		*why = "KVM_IRQFD";
 		goto err_lock;
 	}
+	if (c->next_mmio >= DEV_MAX_DEVICES) {
+		*why = "too many virtio-mmio devices";
+		err = -ENOSPC;
+		goto err_irq;
+	}
 	err = dev_bus_add(&c->bus, DEV_MMIO, base, DEV_MMIO_SIZE, vio_mmio_io, d, d->name);
 	if (err) {
 		*why = "no room on the MMIO bus";
 		goto err_irq;
 	}
+	c->vio[c->next_mmio] = (struct dev_mmio_window){base, DEV_MMIO_SIZE, gsi};
 	snprintf(c->cmdline + used, sizeof(c->cmdline) - used,
 		 "%svirtio_mmio.device=4K@0x%" PRIx64 ":%u", used ? " " : "", base, gsi);
 	c->next_mmio++;

@@ -6,9 +6,9 @@
 
 DIR holds conformance.bzImage, conformance.elf and conformance-pvh.elf (guests/conformance/).
 The guest enters like Linux, checks boot_params, e820, command line, initrd bytes, MP table,
-CPUID and irqchip, then drives every virtio-mmio device, malformed descriptors included, and
+ACPI tables, CPUID and irqchip, then drives every virtio-mmio device, malformed descriptors included, and
 reports over the serial port; it ends through the i8042 reset line (status 0) when every
-check passed. Exit status: 0 passed, 1 failed, 77 skipped (no usable /dev/kvm).
+check passed, or through the ACPI sleep control or reset register (conf.exit=). Exit status: 0 passed, 1 failed, 77 skipped (no usable /dev/kvm).
 """
 import argparse
 import json
@@ -79,7 +79,7 @@ def immutable_disk(tmp):
 
 
 def guest_run(kind, cpus=1, initrd=True, disk='rw', balloon=True, mem=64, serial_in=0,
-              disk_path='{tmp}/disk'):
+              disk_path='{tmp}/disk', exit_how=None):
     """A conformance run: (ufvm arguments, expected serial output checks)."""
     kernel = {'bzimage': 'conformance.bzImage', 'vmlinux': 'conformance.elf',
               'pvh': 'conformance-pvh.elf'}[kind]
@@ -91,6 +91,8 @@ def guest_run(kind, cpus=1, initrd=True, disk='rw', balloon=True, mem=64, serial
         append.append('conf.bzimage=1')
     if serial_in:
         append.append('conf.serial_in=%d' % serial_in)
+    if exit_how:
+        append.append('conf.exit=' + exit_how)
     if initrd:
         args += ['--initrd', '{tmp}/initrd']
     if disk:
@@ -174,6 +176,12 @@ def cases():
     c['boot_bzimage_1cpu_serial_input'] = (
         guest_run('bzimage', 1, False, None, False, serial_in=SERIAL_IN), 0,
         lambda o, e: conformance_ok(o, e, False, False), {'stdin': serial_bytes(SERIAL_IN)})
+    # the ACPI tables' registers end the VM with status 0: the sleep control register
+    # (what `poweroff` writes) and the reset register (`reboot`)
+    for kind, how in (('bzimage', 'poweroff'), ('pvh', 'poweroff'), ('vmlinux', 'acpi_reset')):
+        c['boot_%s_2cpu_%s' % (kind, how)] = (
+            guest_run(kind, 2, False, None, True, exit_how=how), 0,
+            (lambda p: lambda o, e: conformance_ok(o, e, False, True, p))(kind == 'pvh'))
     bz = '{dir}/conformance.bzImage'
     bad = {
         'missing': ('{tmp}/nonexistent', r'kernel .*nonexistent: cannot open: No such file'),

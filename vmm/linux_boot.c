@@ -116,6 +116,26 @@ static bool lb_on_io(struct vcpu *v, void *ctx)
 	return !atomic_load(&v->vm->stopping);
 }
 
+_Static_assert(DEV_MAX_DEVICES <= ACPI_MAX_VIO, "the DSDT must hold every virtio-mmio window");
+
+/* The ACPI tables describe what dev_setup_all set up: every vCPU, the UART, the power
+ * management registers and each virtio-mmio window. */
+static int lb_acpi(struct linux_boot *lb, const struct vmm_opts *o, const char **why)
+{
+	struct acpi_machine m = {.cpus = o->cpus,
+				 .lapic = LINUX_LAPIC,
+				 .ioapic = LINUX_IOAPIC,
+				 .ioapic_id = (uint8_t)o->cpus, /* as in the MP table */
+				 .com1 = true,
+				 .pm_port = DEV_PM_PORT,
+				 .nvio = lb->dev.next_mmio};
+
+	for (unsigned i = 0; i < m.nvio; i++)
+		m.vio[i] =
+		    (struct acpi_vio){lb->dev.vio[i].base, lb->dev.vio[i].len, lb->dev.vio[i].gsi};
+	return acpi_write(lb->vm->mem, &lb->li, &m, why);
+}
+
 int linux_boot_vm(struct linux_boot *lb, struct vm *vm, const struct vmm_opts *o)
 {
 	const char *why = "", *failed = "";
@@ -144,6 +164,11 @@ int linux_boot_vm(struct linux_boot *lb, struct vm *vm, const struct vmm_opts *o
 	}
 	lb->devices_up = true;
 	vm->balloon = vio_balloon_get(&lb->dev); /* for the control socket */
+	err = lb_acpi(lb, o, &why);
+	if (err) {
+		fprintf(stderr, "ufvm: Linux VM set-up: %s: %s\n", why, strerror(-err));
+		return VMM_EXIT_INTERNAL;
+	}
 	/* the user's command line first, then the devices Linux must probe */
 	snprintf(cmdline, sizeof(cmdline), "%s%s%s", o->append ? o->append : "",
 		 o->append && *o->append && lb->dev.cmdline[0] ? " " : "", lb->dev.cmdline);

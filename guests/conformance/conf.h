@@ -52,11 +52,18 @@ extern unsigned checks_run, checks_failed;
 bool arg(const char *cmdline, const char *key, char *buf, size_t len);
 uint64_t arg_u64(const char *cmdline, const char *key, uint64_t dflt);
 uint64_t parse_u64(const char *s, const char **end);
-/* End the VM: the i8042 reset line on success, the ufvm exit hypercall (status 1) otherwise. */
-void conf_exit(void) __attribute__((noreturn));
+/* End the VM on success as conf.exit= says: the i8042 reset line (default), `poweroff`
+ * (the ACPI sleep control register) or `acpi_reset` (the FADT's reset register); on a
+ * failed check, the ufvm exit hypercall (status 1). */
+void conf_exit(const char *cmdline) __attribute__((noreturn));
 
 /* boot.c: what Linux reads at entry */
 void conf_boot(uint64_t info, bool pvh, const char **cmdline);
+/* acpi.c: the ACPI tables, found as Linux finds them, against the command line's devices */
+void conf_acpi(uint64_t info, bool pvh, const char *cmdline);
+/* Power off (how = "poweroff") or reset ("acpi_reset") through the registers the FADT
+ * names; false when the tables did not name them. */
+bool conf_acpi_off(const char *how);
 /* virtio.c: every virtio-mmio device announced on the command line */
 void conf_virtio(const char *cmdline);
 

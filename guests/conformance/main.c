@@ -8,6 +8,7 @@ void conf_main(uint64_t info, bool pvh)
 	const char *cmdline;
 
 	conf_boot(info, pvh, &cmdline);
+	conf_acpi(info, pvh, cmdline);
 	conf_virtio(cmdline);
-	conf_exit();
+	conf_exit(cmdline);
 }

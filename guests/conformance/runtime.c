@@ -169,21 +169,28 @@ uint64_t arg_u64(const char *cmdline, const char *key, uint64_t dflt)
 	return arg(cmdline, key, b, sizeof(b)) ? parse_u64(b, NULL) : dflt;
 }
 
-void conf_exit(void)
+void conf_exit(const char *cmdline)
 {
 	static volatile uint64_t status; /* the exit hypercall's argument struct */
+	char how[16] = "i8042";
 
+	arg(cmdline, "conf.exit", how, sizeof(how));
 	puts_("conformance: ");
 	put_dec(checks_run);
 	puts_(" checks, ");
 	put_dec(checks_failed);
 	puts_(" failed\n");
-	if (!checks_failed) {
+	if (!checks_failed && !memcmp(how, "i8042", 6)) {
 		outb(0x64, 0xfe); /* i8042 reset: ufvm ends the VM with status 0 */
-	} else {
-		status = 1;
-		outl(0x502, (uint32_t)(uintptr_t)&status); /* ufvm's exit hypercall */
+	} else if (!checks_failed) {
+		/* ufvm ends the VM with status 0 at the write; no i8042 fallback to hide a miss */
+		if (!conf_acpi_off(how))
+			puts_("not ok - exit: no ACPI register for conf.exit\n");
+		else
+			puts_("not ok - exit: the ACPI register write did not end the VM\n");
 	}
+	status = 1;
+	outl(0x502, (uint32_t)(uintptr_t)&status); /* ufvm's exit hypercall */
 	for (;;)
 		__asm__ volatile("hlt");
 }
