@@ -211,6 +211,16 @@ static void vio_set_status(struct vio_dev *d, uint32_t v)
 		    (d->driver_features & ~vio_offered(d)))
 			v &= ~VIRTIO_CONFIG_S_FEATURES_OK;
 	}
+	if ((v & VIRTIO_CONFIG_S_DRIVER_OK) && !(d->status & VIRTIO_CONFIG_S_DRIVER_OK) &&
+	    !d->broken) {
+		d->status = v;
+		/* Linux notifies before DRIVER_OK (the balloon queues its first statistics
+		 * buffer in probe): those notifications were not acted on, so take what the
+		 * driver made available now that it is ready */
+		for (unsigned q = 0; q < d->ops->nqueues && !d->broken; q++)
+			if (d->q[q].ready)
+				d->ops->notify(d, q);
+	}
 	d->status = v | (d->broken ? VIRTIO_CONFIG_S_NEEDS_RESET : 0);
 }
 

@@ -48,8 +48,9 @@ static void wr(const struct vdrv *d, uint32_t off, uint32_t v)
 	mmio_write32(d->base + off, v);
 }
 
-/* The initialisation sequence of the virtio 1.x spec (3.1.1); false if the device refuses. */
-static bool vd_init(struct vdrv *d, uint64_t features, unsigned nq)
+/* The initialisation sequence of the virtio 1.x spec (3.1.1) up to live queues, without
+ * DRIVER_OK; false if the device refuses. */
+static bool vd_setup(struct vdrv *d, uint64_t features, unsigned nq)
 {
 	uint64_t offered;
 
@@ -85,8 +86,18 @@ static bool vd_init(struct vdrv *d, uint64_t features, unsigned nq)
 		wr(d, VIRTIO_MMIO_QUEUE_USED_HIGH, 0);
 		wr(d, VIRTIO_MMIO_QUEUE_READY, 1);
 	}
+	return true;
+}
+
+static bool vd_ready(struct vdrv *d)
+{
 	wr(d, VIRTIO_MMIO_STATUS, 0x0f);
 	return rd(d, VIRTIO_MMIO_STATUS) == 0x0f;
+}
+
+static bool vd_init(struct vdrv *d, uint64_t features, unsigned nq)
+{
+	return vd_setup(d, features, nq) && vd_ready(d);
 }
 
 /* Put descriptors 0..n-1 (already filled) on the avail ring as one chain and notify. */
@@ -499,13 +510,17 @@ static void balloon_ctl(struct vdrv *d)
 	uint64_t deadline = __builtin_ia32_rdtsc() + 80000000000ULL;
 	uint32_t actual = 0, peak = 0, target;
 
-	if (!check(vd_init(d, 1ULL << VIRTIO_BALLOON_F_STATS_VQ, 3),
+	/* as Linux's probe does: the first statistics buffer is queued and notified before
+	 * DRIVER_OK; the device takes it when the driver becomes ready (the host checks) */
+	if (!check(vd_setup(d, 1ULL << VIRTIO_BALLOON_F_STATS_VQ, 3),
 		   "virtio-balloon: re-initialisation with statistics only"))
+		return;
+	balloon_send(d, 2, &st, sizeof(st), 0);
+	if (!check(vd_ready(d), "virtio-balloon: DRIVER_OK after a notification"))
 		return;
 	for (unsigned p = 0; p < POOL_PAGES + 16; p++)
 		for (unsigned w = 0; w < 512; w += 8)
 			*(volatile uint64_t *)(POOL + p * 4096ULL + w * 8) = p * 7919 + w;
-	balloon_send(d, 2, &st, sizeof(st), 0);
 	puts_("conformance: balloon: waiting for the host's target\n");
 	while (__builtin_ia32_rdtsc() < deadline && !(peak && !actual)) {
 		if (queues[2].used.idx != d->used_seen[2]) { /* the host wants fresh stats */
