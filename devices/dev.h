@@ -207,8 +207,12 @@ struct vio_balloon_info {
 	uint64_t inflated_pages; /* pages dropped from the inflate queue */
 	uint64_t deflated_pages; /* pages the guest took back */
 	uint64_t reported_bytes; /* free memory dropped through free page reporting */
-	uint64_t stats[16];	 /* last statistics by VIRTIO_BALLOON_S_* tag, ~0 if unknown */
-	uint64_t stats_updates;	 /* statistics buffers received */
+	/* Of those, the pages that held memory (resident or swapped) and were freed; the
+	 * others had never been touched (or were given away already): reporting them
+	 * freed nothing. A fresh Linux reports most of its RAM that way. */
+	uint64_t inflated_freed_pages, reported_freed_pages;
+	uint64_t stats[16];	/* last statistics by VIRTIO_BALLOON_S_* tag, ~0 if unknown */
+	uint64_t stats_updates; /* statistics buffers received */
 };
 
 /* The balloon of this VM, NULL if it has none (--no-balloon or not set up). */
@@ -224,12 +228,14 @@ void vio_balloon_get_info(struct vio_balloon *b, struct vio_balloon_info *out);
  * (inflated or reported free: the memfd hole punched, the mapping zapped, the
  * next guest access reads zeros). The pager sets it so those pages' page-state
  * entries go back to "never touched" and their swap slots are freed under its
- * own locks, in the same step; 0 or -errno. NULL: vio_balloon_drop.
+ * own locks, in the same step. Returns how many of the pages held memory
+ * (and were freed), or -errno. NULL: vio_balloon_drop.
  * Called on a vCPU thread, with the balloon's lock held.
  */
-typedef int (*vio_balloon_drop_fn)(void *arg, gpa_t gpa, uint64_t len);
+typedef int64_t (*vio_balloon_drop_fn)(void *arg, gpa_t gpa, uint64_t len);
 void vio_balloon_set_drop_hook(vio_balloon_drop_fn fn, void *arg);
-/* The default drop: punch the memfd hole and zap the mapping; -errno. */
-int vio_balloon_drop(struct mm_mem *mem, gpa_t gpa, uint64_t len);
+/* The default drop: punch the memfd hole and zap the mapping; the pages that held
+ * memory (the memfd's data there, by SEEK_DATA), or -errno. */
+int64_t vio_balloon_drop(struct mm_mem *mem, gpa_t gpa, uint64_t len);
 
 #endif

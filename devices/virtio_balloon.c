@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <linux/virtio_balloon.h>
 #include <linux/virtio_ids.h>
@@ -37,12 +38,33 @@ void vio_balloon_set_drop_hook(vio_balloon_drop_fn fn, void *arg)
 	balloon_drop_arg = arg;
 }
 
-int vio_balloon_drop(struct mm_mem *mem, gpa_t gpa, uint64_t len)
+/* Bytes of [off, end) the memfd holds (shmem answers SEEK_DATA/SEEK_HOLE per page). */
+static uint64_t balloon_data_bytes(int fd, off_t off, off_t end)
+{
+	uint64_t n = 0;
+
+	while (off < end) {
+		off_t data = lseek(fd, off, SEEK_DATA), hole;
+
+		if (data < 0 || data >= end) /* ENXIO: only a hole from off on */
+			break;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0 || hole > end)
+			hole = end;
+		n += (uint64_t)(hole - data);
+		off = hole;
+	}
+	return n;
+}
+
+int64_t vio_balloon_drop(struct mm_mem *mem, gpa_t gpa, uint64_t len)
 {
 	uint8_t *hva = mm_gpa(mem, gpa, len);
+	uint64_t held;
 
 	if (!hva || (gpa | len) & (BALLOON_PAGE - 1))
 		return -EINVAL;
+	held = balloon_data_bytes(mem->memfd, (off_t)gpa, (off_t)(gpa + len));
 	/* the hole frees the memfd's pages (and unmaps them everywhere); DONTNEED then
 	 * drops any PTEs left, so KVM's MMU notifiers zap the guest mappings too */
 	if (fallocate(mem->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)gpa,
@@ -50,17 +72,18 @@ int vio_balloon_drop(struct mm_mem *mem, gpa_t gpa, uint64_t len)
 		return -errno;
 	if (madvise(hva, len, MADV_DONTNEED) < 0)
 		return -errno;
-	return 0;
+	return (int64_t)(held / BALLOON_PAGE);
 }
 
-static void balloon_drop(struct vio_balloon *b, gpa_t gpa, uint64_t len)
+/* The pages of [gpa, gpa+len) that held memory and were freed (0 if the drop failed: the
+ * range was checked by the caller, so a failure only leaves the content). */
+static uint64_t balloon_drop(struct vio_balloon *b, gpa_t gpa, uint64_t len)
 {
-	/* the range was checked by the caller; a failed drop only leaves the content */
-	if (balloon_drop_hook)
-		(void)balloon_drop_hook(balloon_drop_arg, gpa, len);
-	else
-		(void)vio_balloon_drop(b->vdev.mem, gpa, len);
+	int64_t freed = balloon_drop_hook ? balloon_drop_hook(balloon_drop_arg, gpa, len)
+					  : vio_balloon_drop(b->vdev.mem, gpa, len);
+
 	mm_mark_written(b->vdev.mem, gpa, len); /* now zeros: changed, unseen by KVM's log */
+	return freed > 0 ? (uint64_t)freed : 0;
 }
 
 /* Queue indexes are compacted: a queue whose feature was not negotiated takes no index. */
@@ -96,7 +119,8 @@ static bool balloon_pfns(struct vio_balloon *b, const struct vio_chain *c, bool 
 				return false;
 			}
 			if (inflate) {
-				balloon_drop(b, (uint64_t)pfn * BALLOON_PAGE, BALLOON_PAGE);
+				b->info.inflated_freed_pages +=
+				    balloon_drop(b, (uint64_t)pfn * BALLOON_PAGE, BALLOON_PAGE);
 				b->info.inflated_pages++;
 			} else {
 				b->info.deflated_pages++; /* it faults back in as zeros */
@@ -118,7 +142,7 @@ static bool balloon_report(struct vio_balloon *b, const struct vio_chain *c)
 				   v->gpa, v->len);
 			return false;
 		}
-		balloon_drop(b, v->gpa, v->len);
+		b->info.reported_freed_pages += balloon_drop(b, v->gpa, v->len);
 		b->info.reported_bytes += v->len;
 	}
 	return true;

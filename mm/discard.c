@@ -21,7 +21,7 @@
  * access is a missing fault on a NEW page: a zero chunk, and only over pages
  * that are all NEW, so live neighbours are never overwritten.
  */
-static int discard_locked(struct mm_pager *p, uint64_t pfn, uint64_t n)
+static int64_t discard_locked(struct mm_pager *p, uint64_t pfn, uint64_t n)
 {
 	uint64_t moved = 0;
 
@@ -36,25 +36,26 @@ static int discard_locked(struct mm_pager *p, uint64_t pfn, uint64_t n)
 		moved++;
 	}
 	MM_STAT_ADD(p, discarded_pages, moved);
-	return 0;
+	return (int64_t)moved;
 }
 
-int mm_pager_discard(struct mm_pager *p, uint64_t first_page, uint64_t npages)
+int64_t mm_pager_discard(struct mm_pager *p, uint64_t first_page, uint64_t npages)
 {
 	uint64_t end, pfn = first_page;
-	int err = 0;
+	int64_t moved = 0, r_moved = 0;
 
 	if (first_page > p->npages || npages > p->npages - first_page)
 		return -EINVAL;
 	end = first_page + npages;
-	while (!err && pfn < end) {
+	while (r_moved >= 0 && pfn < end) {
 		uint64_t r = pfn / MM_REGION_PAGES, rend = (r + 1) * MM_REGION_PAGES;
 		uint64_t n = (rend < end ? rend : end) - pfn;
 
 		pthread_mutex_lock(&p->reg[r].lock);
-		err = discard_locked(p, pfn, n);
+		r_moved = discard_locked(p, pfn, n);
 		mm_region_unlock(p, r);
+		moved += r_moved > 0 ? r_moved : 0;
 		pfn += n;
 	}
-	return err;
+	return r_moved < 0 ? r_moved : moved;
 }

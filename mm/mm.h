@@ -489,9 +489,11 @@ int mm_pager_reclaim(struct mm_pager *p, uint64_t npages, uint64_t *reclaimed);
  * free page reporting): under their region locks, free their swap slots, punch
  * the memfd hole (which zaps every mapping, so KVM's too) and move them to
  * NEW; the next guest access reads zeros through the normal fault path. No
- * other page is touched. Any thread but a pager one; -EINVAL out of range.
+ * other page is touched. Any thread but a pager one. Returns how many of the pages
+ * held content (resident or swapped: they were freed; the others were never
+ * touched, or given away before), -EINVAL out of range, -errno.
  */
-int mm_pager_discard(struct mm_pager *p, uint64_t first_page, uint64_t npages);
+int64_t mm_pager_discard(struct mm_pager *p, uint64_t first_page, uint64_t npages);
 
 #define MM_WSS_WINDOWS	3 /* 1 s, 10 s, 60 s */
 #define MM_IDLE_BUCKETS 8 /* idle >= 1, 2, 4, ... 128 intervals */

@@ -112,6 +112,13 @@ def linux_case(ufvm, ufvmctl, gdir, tmp):
         check(a['inflated_pages'] >= N and a['discarded_pages'] >= N,
               'balloon info: inflated %d, discarded %s' % (a['inflated_pages'],
                                                            a['discarded_pages']))
+        # the pool was written: every inflated page held memory; conf_balloon's reports
+        # (before this test) gave 528 written pages and 256 never touched
+        check(a['inflated_freed_pages'] >= N, 'balloon info: %d inflated pages held memory' %
+              a['inflated_freed_pages'])
+        check(a['reported_freed_pages'] == 512 + 16 and a['reported_pages'] == 512 + 16 + 256,
+              'balloon info: reported %d pages, %d held memory' % (a['reported_pages'],
+                                                                 a['reported_freed_pages']))
         st = pagemap(c, POOL, 256 + 16)
         check(st is not None and all(s & 0xf == 0 for s in st[:N]),
               'pager: every inflated page is NEW')

@@ -206,10 +206,14 @@ static void print_balloon(json_t *a)
 	       uc_bytes(uc_u64(a, "actual_pages") * 4096, b2, sizeof(b2)),
 	       (unsigned long long)uc_u64(a, "target_pages"),
 	       (unsigned long long)uc_u64(a, "actual_pages"));
-	printf("given     %llu pages inflated, %llu deflated, %s reported free\n",
+	printf("given     %llu pages inflated (%llu held memory), %llu deflated\n",
 	       (unsigned long long)uc_u64(a, "inflated_pages"),
-	       (unsigned long long)uc_u64(a, "deflated_pages"),
-	       uc_bytes(uc_u64(a, "reported_pages") * 4096, b1, sizeof(b1)));
+	       (unsigned long long)uc_u64(a, "inflated_freed_pages"),
+	       (unsigned long long)uc_u64(a, "deflated_pages"));
+	printf("reported  %s free, of which %s held memory and was freed (the rest was never "
+	       "touched)\n",
+	       uc_bytes(uc_u64(a, "reported_pages") * 4096, b1, sizeof(b1)),
+	       uc_bytes(uc_u64(a, "reported_freed_pages") * 4096, b2, sizeof(b2)));
 	if (json_is_integer(d))
 		printf("pager     %llu pages discarded (back to never-touched)\n",
 		       (unsigned long long)json_integer_value(d));

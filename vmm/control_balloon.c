@@ -46,6 +46,10 @@ static json_t *info_json(struct ctl_ctx *c, struct vio_balloon *b, bool requeste
 		      (json_int_t)in.deflated_pages, "reported_pages",
 		      (json_int_t)(in.reported_bytes / 4096), "stats", stats_json(&in),
 		      "stats_updates", (json_int_t)in.stats_updates, "stats_requested", requested);
+	json_object_set_new(r, "inflated_freed_pages",
+			    json_integer((json_int_t)in.inflated_freed_pages));
+	json_object_set_new(r, "reported_freed_pages",
+			    json_integer((json_int_t)in.reported_freed_pages));
 	if (p)
 		mm_pager_get_stats(p, &st);
 	json_object_set_new(r, "discarded_pages",

@@ -260,7 +260,7 @@ static long usable_cpus(void)
 }
 
 /* The balloon's drop (Linux guests): the pages given away leave the pager's books too. */
-static int on_balloon_drop(void *arg, gpa_t gpa, uint64_t len)
+static int64_t on_balloon_drop(void *arg, gpa_t gpa, uint64_t len)
 {
 	return mm_pager_discard(arg, gpa / MM_PAGE, len / MM_PAGE);
 }

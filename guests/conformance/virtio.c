@@ -14,6 +14,7 @@
 #define SCRATCH2    0x2200000ULL /* 64 pages: given away between live neighbours */
 #define POOL	    0x2400000ULL /* pages the host may ask for (conf.balloon_ctl) */
 #define POOL_PAGES  256
+#define UNTOUCHED   0x2800000ULL /* 1 MiB the guest never touches, reported free */
 
 struct vq_mem {
 	struct vring_desc desc[QSZ];
@@ -477,6 +478,9 @@ static void conf_balloon(struct vdrv *d)
 	check(vd_wait(d, 3) >= 0, "virtio-balloon: free page report of 2 MiB returned");
 	check(scratch_zero(), "virtio-balloon: reported free pages were dropped (read as zeros)");
 	balloon_neighbours(d);
+	/* a fresh Linux reports RAM it never touched: the host frees nothing and says so */
+	balloon_send(d, 3, (const void *)UNTOUCHED, 0x100000, VRING_DESC_F_WRITE);
+	check(vd_wait(d, 3) >= 0, "virtio-balloon: free page report of 1 MiB never touched");
 
 	pfns[0] = 0xfffff000;
 	balloon_send(d, 0, pfns, 4, 0);
