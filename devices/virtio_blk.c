@@ -20,12 +20,17 @@
 #define BLK_QDEPTH  64 /* io_uring entries; also requests taken per batch */
 #define BLK_SEG_MAX (VIO_QUEUE_MAX - 2)
 #define BLK_ID	    "ufvm-virtio-blk"
+/* DISCARD and WRITE_ZEROES: one segment per request (one fallocate), up to 2 GiB */
+#define BLK_ZERO_MAX   (1u << 22)
+#define BLK_ZERO_ALIGN 8 /* sectors: a page, so a punch frees whole blocks */
 
 struct blk_req {
 	struct vio_chain chain;
 	struct iovec iov[VIO_QUEUE_MAX];
 	unsigned niov, first; /* iov[first..niov) still to transfer */
-	uint64_t off;	      /* file offset of iov[first] */
+	uint64_t off;	      /* file offset of iov[first]; of the range for fallocate */
+	uint64_t len;	      /* DISCARD, WRITE_ZEROES: bytes from off */
+	int mode;	      /* their fallocate mode */
 	uint32_t type, written;
 	uint8_t status;
 };
@@ -34,6 +39,7 @@ struct vio_blk {
 	struct vio_dev vdev;
 	int fd;
 	bool ro;
+	bool can_punch; /* the file or device takes FALLOC_FL_PUNCH_HOLE: DISCARD, WRITE_ZEROES */
 	uint64_t sectors;
 	struct io_uring ring;
 	bool ring_ok; /* false once the ring failed and could not be re-created */
@@ -46,10 +52,62 @@ static void blk_config_read(struct vio_dev *d, uint64_t off, uint8_t *data, unsi
 	struct vio_blk *b = d->priv;
 	struct virtio_blk_config cfg = {.capacity = b->sectors, .seg_max = BLK_SEG_MAX};
 
+	if (b->can_punch) {
+		cfg.max_discard_sectors = cfg.max_write_zeroes_sectors = BLK_ZERO_MAX;
+		cfg.max_discard_seg = cfg.max_write_zeroes_seg = 1;
+		cfg.discard_sector_alignment = BLK_ZERO_ALIGN;
+		cfg.write_zeroes_may_unmap = 1;
+	}
+
 	if (off + size <= sizeof(cfg))
 		memcpy(data, (uint8_t *)&cfg + off, size);
 	else
 		memset(data, 0, size);
+}
+
+/*
+ * DISCARD and WRITE_ZEROES carry one 16-byte segment (max_*_seg is 1) in readable buffers:
+ * sector, count and flags, copied out once. A discard punches a hole (it may, and reads
+ * as zeros after); write zeroes punches one too when the driver allows unmapping, else
+ * it zeroes the range in place, keeping it allocated.
+ */
+static void blk_parse_zero(struct vio_blk *b, struct blk_req *r)
+{
+	struct virtio_blk_discard_write_zeroes seg;
+	uint8_t *p = (uint8_t *)&seg;
+	size_t got = 0;
+
+	for (unsigned i = 0; i < r->niov && got <= sizeof(seg); i++) {
+		size_t n = r->iov[i].iov_len;
+
+		if (got + n > sizeof(seg)) {
+			got = sizeof(seg) + 1;
+			break;
+		}
+		memcpy(p + got, r->iov[i].iov_base, n);
+		got += n;
+	}
+	r->niov = 0; /* no data moves: one fallocate */
+	if (!b->can_punch || b->ro) {
+		r->status = b->ro ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_UNSUPP;
+		return;
+	}
+	if (got != sizeof(seg) || seg.num_sectors > BLK_ZERO_MAX || seg.sector > b->sectors ||
+	    seg.num_sectors > b->sectors - seg.sector) {
+		r->status = VIRTIO_BLK_S_IOERR;
+		return;
+	}
+	if (seg.flags & ~(uint32_t)VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP ||
+	    (r->type == VIRTIO_BLK_T_DISCARD && seg.flags)) {
+		r->status = VIRTIO_BLK_S_UNSUPP;
+		return;
+	}
+	r->off = seg.sector * BLK_SECTOR;
+	r->len = (uint64_t)seg.num_sectors * BLK_SECTOR;
+	r->mode =
+	    r->type == VIRTIO_BLK_T_DISCARD || (seg.flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP)
+		? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+		: FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 }
 
 /* Parse a chain into r; false when the framing is wrong (the device is then broken). */
@@ -98,6 +156,13 @@ static bool blk_parse(struct vio_blk *b, struct blk_req *r)
 		break;
 	case VIRTIO_BLK_T_FLUSH:
 		break;
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		if (c->nread != c->n - 1) /* the segment is read, only the status written */
+			r->status = VIRTIO_BLK_S_IOERR;
+		else
+			blk_parse_zero(b, r);
+		break;
 	case VIRTIO_BLK_T_GET_ID:
 		if (r->niov && c->nread == 1) {
 			size_t n = r->iov[0].iov_len < VIRTIO_BLK_ID_BYTES ? r->iov[0].iov_len
@@ -117,6 +182,13 @@ static bool blk_parse(struct vio_blk *b, struct blk_req *r)
 	return true;
 }
 
+/* Requests that move no data: one operation, done when it completes. */
+static bool blk_no_data(const struct blk_req *r)
+{
+	return r->type == VIRTIO_BLK_T_FLUSH || r->type == VIRTIO_BLK_T_DISCARD ||
+	       r->type == VIRTIO_BLK_T_WRITE_ZEROES;
+}
+
 static void blk_submit(struct vio_blk *b, struct blk_req *r)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
@@ -124,6 +196,8 @@ static void blk_submit(struct vio_blk *b, struct blk_req *r)
 	/* never NULL: at most BLK_QDEPTH requests exist and each has one sqe in flight */
 	if (r->type == VIRTIO_BLK_T_FLUSH)
 		io_uring_prep_fsync(sqe, b->fd, IORING_FSYNC_DATASYNC);
+	else if (blk_no_data(r))
+		io_uring_prep_fallocate(sqe, b->fd, r->mode, (off_t)r->off, (off_t)r->len);
 	else if (r->type == VIRTIO_BLK_T_IN)
 		io_uring_prep_readv(sqe, b->fd, r->iov + r->first, r->niov - r->first, r->off);
 	else
@@ -138,11 +212,11 @@ static bool blk_complete(struct vio_blk *b, struct blk_req *r, int res)
 		blk_submit(b, r);
 		return false;
 	}
-	if (res < 0 || (res == 0 && r->type != VIRTIO_BLK_T_FLUSH && r->first < r->niov)) {
+	if (res < 0 || (res == 0 && !blk_no_data(r) && r->first < r->niov)) {
 		r->status = VIRTIO_BLK_S_IOERR; /* an error, or EOF inside the capacity */
 		return true;
 	}
-	if (r->type == VIRTIO_BLK_T_FLUSH)
+	if (blk_no_data(r))
 		return true;
 	if (r->type == VIRTIO_BLK_T_IN)
 		r->written += (uint32_t)res;
@@ -198,7 +272,7 @@ static void blk_run(struct vio_blk *b, unsigned n, unsigned q)
 		struct blk_req *r = &b->req[i];
 
 		if (r->status == VIRTIO_BLK_S_OK && r->type != VIRTIO_BLK_T_GET_ID &&
-		    (r->type == VIRTIO_BLK_T_FLUSH || r->niov > 0)) {
+		    (blk_no_data(r) || r->niov > 0)) {
 			blk_submit(b, r);
 			inflight++;
 		}
@@ -329,6 +403,10 @@ static int blk_setup(struct dev_ctx *c, void **state, const char **why)
 		goto err_close;
 	}
 	b->sectors = bytes / BLK_SECTOR; /* a partial last sector is not offered */
+	/* a punch past the end (KEEP_SIZE) changes nothing: it only asks whether the file
+	 * system or device can punch at all */
+	b->can_punch = !b->ro && fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					   (off_t)((bytes + 4095) & ~4095ULL), 4096) == 0;
 	err = io_uring_queue_init(BLK_QDEPTH, &b->ring, 0);
 	if (err) {
 		*why = "io_uring_queue_init";
@@ -337,8 +415,11 @@ static int blk_setup(struct dev_ctx *c, void **state, const char **why)
 	b->ring_ok = true;
 	b->ops = (struct vio_dev_ops){
 	    .device_id = VIRTIO_ID_BLOCK,
-	    .features = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_FLUSH) |
-			(b->ro ? 1ULL << VIRTIO_BLK_F_RO : 0),
+	    .features =
+		(1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_FLUSH) |
+		(b->ro ? 1ULL << VIRTIO_BLK_F_RO : 0) |
+		(b->can_punch ? (1ULL << VIRTIO_BLK_F_DISCARD) | (1ULL << VIRTIO_BLK_F_WRITE_ZEROES)
+			      : 0),
 	    .nqueues = 1,
 	    .config_len = sizeof(struct virtio_blk_config),
 	    .notify = blk_notify,

@@ -1,9 +1,11 @@
 /* test_virtq.c: hostile virtqueues: every malformed chain breaks the device, nothing escapes RAM;
  * virtio-blk's request checks and a failing io_uring (no KVM) */
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <linux/virtio_ring.h>
@@ -181,6 +183,75 @@ static void test_blk_status_framing(void)
 	blk_teardown(b);
 }
 
+/* One DISCARD or WRITE_ZEROES request: header, the 16-byte segment (len bytes of it), status. */
+static uint8_t blk_zero_req(struct vio_blk *b, uint32_t type, uint64_t sector, uint32_t n,
+			    uint32_t flags, uint32_t len)
+{
+	struct virtio_blk_outhdr h = {.type = type};
+	struct virtio_blk_discard_write_zeroes seg = {sector, n, flags};
+	uint16_t idx;
+
+	b->vdev.q[0].last_avail = b->vdev.q[0].used_idx = 0;
+	mm_copy_to_guest(&mem, BUF, &h, sizeof(h));
+	mm_copy_to_guest(&mem, BUF + 64, &seg, sizeof(seg));
+	set_desc(0, BUF, sizeof(h), VRING_DESC_F_NEXT, 1);
+	set_desc(1, BUF + 64, len, VRING_DESC_F_NEXT, 2);
+	set_desc(2, BUF + 128, 1, VRING_DESC_F_WRITE, 0);
+	blk_notify(&b->vdev, 0);
+	CHECK(used_elem(0, &idx).len == 1 && idx == 1);
+	return *(uint8_t *)mm_gpa(&mem, BUF + 128, 1);
+}
+
+/* Discard and write zeroes: the range reads as zeros (a hole, or zeroed in place when the
+ * driver does not allow unmapping), nothing else changes, bad requests fail. */
+static void test_blk_discard(void)
+{
+	char path[] = "/tmp/ufvm-test-virtq-XXXXXX";
+	static uint8_t disk[64 * 512], back[64 * 512];
+	int fd = mkstemp(path);
+	struct vio_blk *b;
+	struct stat st;
+
+	memset(disk, 0x5a, sizeof(disk));
+	CHECK(fd >= 0 && write(fd, disk, sizeof(disk)) == (ssize_t)sizeof(disk));
+	unlink(path);
+	b = blk_new(fd, 64);
+	b->can_punch =
+	    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, sizeof(disk), 4096) == 0;
+	if (!b->can_punch) {
+		printf("test_virtq: discard not tested: /tmp cannot punch holes\n");
+		blk_teardown(b);
+		return;
+	}
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_DISCARD, 8, 8, 0, 16) == VIRTIO_BLK_S_OK);
+	memset(disk + 8 * 512, 0, 8 * 512);
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_WRITE_ZEROES, 24, 8, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+			   16) == VIRTIO_BLK_S_OK);
+	memset(disk + 24 * 512, 0, 8 * 512);
+	CHECK(fstat(fd, &st) == 0 && st.st_blocks * 512 == (off_t)sizeof(disk) - 8192);
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_WRITE_ZEROES, 40, 3, 0, 16) == VIRTIO_BLK_S_OK);
+	memset(disk + 40 * 512, 0, 3 * 512);
+	CHECK(fstat(fd, &st) == 0 && st.st_blocks * 512 == (off_t)sizeof(disk) - 8192);
+	CHECK(pread(fd, back, sizeof(back), 0) == (ssize_t)sizeof(back));
+	CHECK(!memcmp(back, disk, sizeof(disk)));
+	/* past the capacity, a short or long segment, a flag on a discard, unknown flags */
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_DISCARD, 60, 5, 0, 16) == VIRTIO_BLK_S_IOERR);
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_DISCARD, 65, 0, 0, 16) == VIRTIO_BLK_S_IOERR);
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_DISCARD, 0, 8, 0, 12) == VIRTIO_BLK_S_IOERR);
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_DISCARD, 0, 8, 0, 32) == VIRTIO_BLK_S_IOERR);
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_DISCARD, 0, 8, 1, 16) == VIRTIO_BLK_S_UNSUPP);
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_WRITE_ZEROES, 0, 8, 2, 16) == VIRTIO_BLK_S_UNSUPP);
+	/* a read-only disk refuses both; one that cannot punch does not know them */
+	b->ro = true;
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_DISCARD, 0, 8, 0, 16) == VIRTIO_BLK_S_IOERR);
+	b->ro = false;
+	b->can_punch = false;
+	CHECK(blk_zero_req(b, VIRTIO_BLK_T_WRITE_ZEROES, 0, 8, 0, 16) == VIRTIO_BLK_S_UNSUPP);
+	CHECK(pread(fd, back, sizeof(back), 0) == (ssize_t)sizeof(back));
+	CHECK(!memcmp(back, disk, sizeof(disk)) && !b->vdev.broken);
+	blk_teardown(b);
+}
+
 /*
  * io_uring_enter fails hard with a read in flight (from an empty pipe, so it stays in
  * flight): the device breaks, hands nothing back, and gets a new ring. The old read must
@@ -303,6 +374,7 @@ int main(void)
 	CHECK(vio_balloon_drop(&mem, mem.size, 4096) == -EINVAL);
 
 	test_blk_status_framing();
+	test_blk_discard();
 	test_blk_ring_failure();
 
 	mm_mem_destroy(&mem);
