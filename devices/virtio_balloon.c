@@ -228,8 +228,9 @@ static void balloon_reset(struct vio_dev *d)
 {
 	struct vio_balloon *b = d->priv;
 
-	b->stats_held = false;
+	b->stats_held = false; /* the driver lets go of its buffer: none is held */
 	b->cfg.actual = 0;
+	b->info.actual_pages = 0; /* the target stays: a new driver inflates to it again */
 }
 
 static int balloon_setup(struct dev_ctx *c, void **state, const char **why)

@@ -250,6 +250,11 @@ static uint32_t vio_reg_read(struct vio_dev *d, uint64_t off)
 		return d->status;
 	case VIRTIO_MMIO_CONFIG_GENERATION:
 		return d->config_gen;
+	case VIRTIO_MMIO_SHM_LEN_LOW: /* no shared memory region: a length of all ones */
+	case VIRTIO_MMIO_SHM_LEN_HIGH:
+	case VIRTIO_MMIO_SHM_BASE_LOW:
+	case VIRTIO_MMIO_SHM_BASE_HIGH:
+		return 0xffffffff;
 	default:
 		return 0;
 	}
