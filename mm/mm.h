@@ -411,6 +411,7 @@ struct mm_pager_stats {
 	uint64_t chunks, chunk_pages;
 	uint64_t swapin_pages, swapout_pages, swapin_bytes, swapout_bytes;
 	uint64_t readahead_pages, readahead_hits, clean_drops;
+	uint64_t zero_drops;	/* evicted pages that were all zeros: back to NEW, never written */
 	uint64_t minor_batched; /* minor faults resolved in runs of waiting neighbours */
 	uint64_t reclaim_runs, reclaim_scanned, zapped_pages, max_resident_pages;
 	uint64_t write_errors, read_errors;
@@ -715,14 +716,23 @@ uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
  * (swapout.c); all with evict_lock and the regions' locks held:
  * mm_evict_zap: step 1, chooses the victims into vic (npg + 1 bytes) and zaps
  *   them; false if there is none;
- * mm_evict_prepare: step 2, marks them WRITEBACK and gives the dirty ones slots;
+ * mm_evict_prepare: step 2, with drop_zero sets aside the dirty victims that hold only
+ *   zeros (MM_VIC_ZERO), marks the others WRITEBACK and gives the dirty ones slots
+ *   (whole-VM swap-out keeps zero pages: its prefetch brings everything back without a
+ *   fault, which a page back to NEW would need);
  *   returns how many writes it built into ios (none if the store cannot open:
  *   *err); the caller then runs swap_write(p->swap, ios, n) under swap_lock;
- * mm_evict_finish: step 4 once that write has returned: pages freed.
+ * mm_evict_finish: step 4 once that write has returned, zero pages punched back to
+ *   NEW: pages freed.
  */
 bool mm_evict_zap(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, uint8_t *vic);
+/* vic[] values: not a victim, a victim to write (or drop clean), a victim found all zeros
+ * by mm_evict_prepare (mm_evict_finish punches it back to NEW: no write, no slot). */
+enum { MM_VIC_NONE, MM_VIC_EVICT, MM_VIC_ZERO };
+/* True when the 4 KiB at pg are all zeros. */
+bool mm_page_is_zero(const uint8_t *pg);
 unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
-			  struct swap_io *ios, int *err);
+			  struct swap_io *ios, bool drop_zero, int *err);
 uint64_t mm_evict_finish(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic,
 			 struct swap_io *ios, unsigned nio, int *err);
 /* swapout.c: the worker of the whole-VM pipelines (swapout.c, swapin.c)

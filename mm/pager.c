@@ -124,7 +124,7 @@ bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to)
 	return true;
 }
 
-static bool page_is_zero(const uint8_t *pg)
+bool mm_page_is_zero(const uint8_t *pg)
 {
 	for (unsigned i = 0; i < MM_PAGE; i += 8)
 		if (*(const uint64_t *)(pg + i))
@@ -137,7 +137,7 @@ int mm_stray_page(struct mm_pager *p, uint64_t pfn, const uint8_t *copy)
 	const uint8_t *cur = p->alias + pfn * MM_PAGE; /* present: reading allocates nothing */
 
 	MM_STAT_ADD(p, stray_pages, 1);
-	if (!memcmp(cur, copy, MM_PAGE) || page_is_zero(cur))
+	if (!memcmp(cur, copy, MM_PAGE) || mm_page_is_zero(cur))
 		return 0;
 	mm_pager_die(p,
 		     "ufvm: pager: guest page 0x%llx: the memfd holds data that is neither the "

@@ -70,11 +70,11 @@ static unsigned build_writes(struct mm_pager *p, uint64_t base, unsigned npg, co
 		unsigned run = 0;
 		int64_t slot;
 
-		if (!vic[i] || (e->flags & PST_F_SLOT)) {
+		if (vic[i] != MM_VIC_EVICT || (e->flags & PST_F_SLOT)) {
 			i++;
 			continue;
 		}
-		while (i + run < npg && vic[i + run] &&
+		while (i + run < npg && vic[i + run] == MM_VIC_EVICT &&
 		       !(p->pst.e[base + i + run].flags & PST_F_SLOT))
 			run++;
 		slot = swap_slot_alloc_run(p->swap, run);
@@ -118,7 +118,7 @@ static void write_failed(struct mm_pager *p, struct swap_io *io, int err)
 }
 
 unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
-			  struct swap_io *ios, int *err)
+			  struct swap_io *ios, bool drop_zero, int *err)
 {
 	uint64_t clean = 0;
 	int open_err;
@@ -127,12 +127,24 @@ unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8
 	mm_wp_sync(p, base, npg);	    /* ... and shows in the PTEs (wp.c) */
 	uint64_t ra_miss = 0;
 
-	for (unsigned i = 0; i < npg; i++)
-		if (vic[i]) {
-			mm_page_set(p, base + i, PST_WRITEBACK);
-			clean += !!(p->pst.e[base + i].flags & PST_F_SLOT);
-			ra_miss += !!(p->pst.e[base + i].flags & PST_F_RA);
+	for (unsigned i = 0; i < npg; i++) {
+		if (!vic[i])
+			continue;
+		ra_miss += !!(p->pst.e[base + i].flags & PST_F_RA);
+		/* A page to write that holds only zeros (a zero-filled chunk the guest never
+		 * wrote, a page it cleared): nothing to keep, so no write and no slot; it goes
+		 * back to NEW in mm_evict_finish and its next touch is a zero fill. Zapped and
+		 * locked, so no write can land while it is read. A clean page (valid slot)
+		 * is dropped without a write anyway; freeing its slot here would wait for
+		 * swap_lock, which a whole-VM swap-out's writer holds. */
+		if (drop_zero && !(p->pst.e[base + i].flags & PST_F_SLOT) &&
+		    mm_page_is_zero(p->alias + (base + i) * MM_PAGE)) {
+			vic[i] = MM_VIC_ZERO;
+			continue;
 		}
+		mm_page_set(p, base + i, PST_WRITEBACK);
+		clean += !!(p->pst.e[base + i].flags & PST_F_SLOT);
+	}
 	if (ra_miss)
 		mm_ra_feedback(p, 0, ra_miss);
 	pthread_mutex_lock(&p->swap_lock);
@@ -146,6 +158,30 @@ unsigned mm_evict_prepare(struct mm_pager *p, uint64_t base, unsigned npg, uint8
 	}
 	MM_STAT_ADD(p, clean_drops, clean);
 	return open_err < 0 ? 0 : build_writes(p, base, npg, vic, ios);
+}
+
+/* The victims mm_evict_prepare found all zeros (still UNMAPPED): punched out of the memfd
+ * and back to NEW. If the punch fails they stay UNMAPPED, resident, as after a failed write. */
+static uint64_t drop_zeros(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic)
+{
+	uint64_t dropped = 0;
+
+	for (unsigned i = 0, run = 0; i <= npg; i++) {
+		if (i < npg && vic[i] == MM_VIC_ZERO) {
+			run++;
+			continue;
+		}
+		if (run &&
+		    fallocate(p->mem->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)((base + i - run) * MM_PAGE), (off_t)(run * MM_PAGE)) == 0) {
+			for (uint64_t j = base + i - run; j < base + i; j++)
+				mm_page_set(p, j, PST_NEW);
+			dropped += run;
+		}
+		run = 0;
+	}
+	MM_STAT_ADD(p, zero_drops, dropped);
+	return dropped;
 }
 
 uint64_t mm_evict_finish(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic,
@@ -165,12 +201,12 @@ uint64_t mm_evict_finish(struct mm_pager *p, uint64_t base, unsigned npg, const 
 	for (unsigned i = 0, run = 0; i <= npg; i++) {
 		struct pst_entry *e = i < npg ? &p->pst.e[base + i] : NULL;
 
-		if (e && vic[i] && (e->flags & PST_F_SLOT)) {
+		if (e && vic[i] == MM_VIC_EVICT && (e->flags & PST_F_SLOT)) {
 			e->flags &= (uint8_t)~PST_F_DIRTY;
 			run++;
 			continue;
 		}
-		if (e && vic[i])
+		if (e && vic[i] == MM_VIC_EVICT)
 			mm_page_set(p, base + i, PST_UNMAPPED); /* no slot or write failed */
 		if (!run)
 			continue;
@@ -187,13 +223,13 @@ uint64_t mm_evict_finish(struct mm_pager *p, uint64_t base, unsigned npg, const 
 	}
 	MM_STAT_ADD(p, swapout_pages, written);
 	MM_STAT_ADD(p, swapout_bytes, written * MM_PAGE);
-	return freed;
+	return freed + drop_zeros(p, base, npg, vic);
 }
 
 /* Steps 2-4 for the victims vic[] of pages [base, base+npg) (all UNMAPPED, locks held). */
 uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic, int *err)
 {
-	unsigned nio = mm_evict_prepare(p, base, npg, vic, p->rc_ios, err);
+	unsigned nio = mm_evict_prepare(p, base, npg, vic, p->rc_ios, true, err);
 
 	if (nio)
 		mm_swap_write(p, p->rc_ios, nio, NULL, 0);

@@ -122,7 +122,7 @@ static uint64_t swapout_groups(struct mm_pager *p, struct swapout_group g[2], in
 			mm_worker_wait(&w); /* the store is ours again */
 		cur->nio = cur->any
 			       ? mm_evict_prepare(p, r * MM_REGION_PAGES, cur->n * MM_REGION_PAGES,
-						  cur->vic, cur->ios, err)
+						  cur->vic, cur->ios, false, err)
 			       : 0;
 		cur->writing = cur->nio > 0;
 		if (cur->writing)

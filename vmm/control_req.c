@@ -142,6 +142,7 @@ static const struct {
     PSTAT(swapout_bytes),
     PSTAT(readahead_pages),
     PSTAT(clean_drops),
+    PSTAT(zero_drops),
     PSTAT(reclaim_runs),
     PSTAT(reclaim_scanned),
     PSTAT(zapped_pages),

@@ -339,12 +339,12 @@ static void print_text(FILE *f, const struct mm_pager_stats *s)
 		s->chunk_pages);
 	fprintf(f,
 		"ufvm: pager: swap: %" PRIu64 " pages in (%" PRIu64 " readahead, %" PRIu64
-		" used), %" PRIu64 " out, %" PRIu64 " clean drops, %" PRIu64
+		" used), %" PRIu64 " out, %" PRIu64 " clean drops, %" PRIu64 " zero drops, %" PRIu64
 		" write errors, %" PRIu64 " read errors (%" PRIu64 " bad pages); reclaim: %" PRIu64
 		" runs, %" PRIu64 " scanned\n",
 		s->swapin_pages, s->readahead_pages, s->readahead_hits, s->swapout_pages,
-		s->clean_drops, s->write_errors, s->read_errors, s->bad_pages, s->reclaim_runs,
-		s->reclaim_scanned);
+		s->clean_drops, s->zero_drops, s->write_errors, s->read_errors, s->bad_pages,
+		s->reclaim_runs, s->reclaim_scanned);
 	if (s->swapout_all_runs)
 		fprintf(f,
 			"ufvm: pager: whole-VM swap-out: %" PRIu64 " runs, %" PRIu64
@@ -390,6 +390,7 @@ static const struct {
     F(readahead_hits),
     F(minor_batched),
     F(clean_drops),
+    F(zero_drops),
     F(reclaim_runs),
     F(reclaim_scanned),
     F(zapped_pages),
