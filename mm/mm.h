@@ -614,17 +614,8 @@ void mm_region_unlock(struct mm_pager *p, uint64_t r);
 /* Move a page (region lock held), keeping counters and swap slots right; false on a bug. */
 bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to);
 void mm_slot_free(struct mm_pager *p, struct pst_entry *e);
-/* Tag every page of ios (all from the pager's view; with pre, the tags computed already by
- * mm_swap_tag_pages from base), then write them (takes swap_lock). */
-void mm_swap_write(struct mm_pager *p, struct swap_io *ios, unsigned nio, const uint32_t *pre,
-		   uint64_t base);
-/*
- * Tags of the victims vic[] of pages [base, base+npg) (zapped, their regions locked)
- * into out[i]: for mm_swap_write's pre (pre[pfn - base]), so that whole-VM swap-out
- * hashes one group while the worker writes the previous one.
- */
-void mm_swap_tag_pages(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic,
-		       uint32_t *out);
+/* Tag every page of ios (all from the pager's view) and write them (takes swap_lock). */
+void mm_swap_write(struct mm_pager *p, struct swap_io *ios, unsigned nio);
 /* Open the swap store at its first use (swap_lock held); -errno if it cannot be. */
 int mm_swap_ensure_locked(struct mm_pager *p);
 void mm_wake_faults(struct mm_pager *p);

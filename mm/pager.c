@@ -146,30 +146,53 @@ int mm_stray_page(struct mm_pager *p, uint64_t pfn, const uint8_t *copy)
 	return -EIO;
 }
 
-void mm_swap_tag_pages(struct mm_pager *p, uint64_t base, unsigned npg, const uint8_t *vic,
-		       uint32_t *out)
+/*
+ * Each io in pieces of HOT_PAGES: tag a piece, then write it at once, so that the
+ * kernel's copy reads what the hash just brought into the cache (swap_lock held).
+ * Hashing a whole 32 MiB group first and writing it after read it from memory twice:
+ * whole-VM swap-out took 1.2x as long as without tags; this way it does not
+ * (bench/README.md, "Swap tags"). Backends that batch (memcached) get the pieces
+ * in one call all the same: pieces go to the file backend only.
+ */
+#define HOT_PAGES 32 /* 128 KiB */
+static int write_hot(struct mm_pager *p, struct swap_io *ios, unsigned nio)
 {
-	for (unsigned i = 0; i < npg; i++)
-		if (vic[i])
-			out[i] = swap_tag(&p->tags, base + i, p->alias + (base + i) * MM_PAGE);
-}
+	int first = 0;
 
-void mm_swap_write(struct mm_pager *p, struct swap_io *ios, unsigned nio, const uint32_t *pre,
-		   uint64_t base)
-{
+	if (strcmp(swap_backend_name(p->swap), "file")) {
+		for (unsigned k = 0; k < nio; k++)
+			for (uint32_t j = 0; j < ios[k].npages; j++)
+				swap_tags_set(&p->tags, ios[k].slot + j, ios[k].pfn + j,
+					      (uint8_t *)ios[k].buf + (uint64_t)j * MM_PAGE);
+		return swap_write(p->swap, ios, nio);
+	}
 	for (unsigned k = 0; k < nio; k++) {
 		uint64_t pfn = (uint64_t)((uint8_t *)ios[k].buf - p->alias) / MM_PAGE;
 
-		for (uint32_t j = 0; j < ios[k].npages; j++) {
-			if (pre && ios[k].slot + j < p->tags.nslots)
-				p->tags.tag[ios[k].slot + j] = pre[pfn + j - base];
-			else
-				swap_tags_set(&p->tags, ios[k].slot + j, pfn + j,
-					      (uint8_t *)ios[k].buf + (uint64_t)j * MM_PAGE);
+		ios[k].res = 0;
+		for (uint32_t j = 0; j < ios[k].npages && !ios[k].res; j += HOT_PAGES) {
+			uint32_t n = ios[k].npages - j < HOT_PAGES ? ios[k].npages - j : HOT_PAGES;
+			struct swap_io io = {.slot = ios[k].slot + j,
+					     .npages = n,
+					     .buf = (uint8_t *)ios[k].buf + (uint64_t)j * MM_PAGE,
+					     .pfn = pfn + j};
+
+			for (uint32_t i = 0; i < n; i++)
+				swap_tags_set(&p->tags, io.slot + i, io.pfn + i,
+					      (uint8_t *)io.buf + (uint64_t)i * MM_PAGE);
+			swap_write(p->swap, &io, 1);
+			ios[k].res = io.res;
 		}
+		if (ios[k].res && !first)
+			first = ios[k].res;
 	}
+	return first;
+}
+
+void mm_swap_write(struct mm_pager *p, struct swap_io *ios, unsigned nio)
+{
 	pthread_mutex_lock(&p->swap_lock);
-	if (swap_write(p->swap, ios, nio) < 0) /* why, for write_failed's message */
+	if (write_hot(p, ios, nio) < 0) /* why, for write_failed's message */
 		snprintf(p->write_why, sizeof(p->write_why), "%s", swap_why(p->swap));
 	pthread_mutex_unlock(&p->swap_lock);
 }

@@ -232,7 +232,7 @@ uint64_t mm_evict(struct mm_pager *p, uint64_t base, unsigned npg, uint8_t *vic,
 	unsigned nio = mm_evict_prepare(p, base, npg, vic, p->rc_ios, true, err);
 
 	if (nio)
-		mm_swap_write(p, p->rc_ios, nio, NULL, 0);
+		mm_swap_write(p, p->rc_ios, nio);
 	return mm_evict_finish(p, base, npg, vic, p->rc_ios, nio, err);
 }
 

@@ -75,14 +75,13 @@ struct swapout_group {
 	bool any, writing;
 	uint8_t *vic;
 	struct swap_io *ios;
-	uint32_t *tags; /* the victims' tags, computed before the previous write is waited for */
 };
 
 static void swapout_write(void *arg)
 {
 	struct swapout_group *g = arg;
 
-	mm_swap_write(g->p, g->ios, g->nio, g->tags, g->r * MM_REGION_PAGES);
+	mm_swap_write(g->p, g->ios, g->nio);
 }
 
 /* Step 4 for a group whose write has returned, then unlock it. */
@@ -115,9 +114,6 @@ static uint64_t swapout_groups(struct mm_pager *p, struct swapout_group g[2], in
 		for (unsigned i = 0; i < cur->n; i++)
 			pthread_mutex_lock(&p->reg[r + i].lock);
 		cur->any = mm_evict_zap(p, r, cur->n, true, cur->vic);
-		if (cur->any) /* while the worker still writes prev */
-			mm_swap_tag_pages(p, r * MM_REGION_PAGES, cur->n * MM_REGION_PAGES,
-					  cur->vic, cur->tags);
 		if (prev && prev->writing)
 			mm_worker_wait(&w); /* the store is ours again */
 		cur->nio = cur->any
@@ -159,10 +155,8 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 	 * the second group's buffers are ours, the first's are reclaim's. */
 	g[1].vic = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES + 1, 1);
 	g[1].ios = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*g[1].ios));
-	g[0].tags = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*g[0].tags));
-	g[1].tags = calloc(MM_EVICT_REGIONS * MM_REGION_PAGES, sizeof(*g[1].tags));
 	pthread_mutex_lock(&p->evict_lock);
-	if (g[1].vic && g[1].ios && g[0].tags && g[1].tags) {
+	if (g[1].vic && g[1].ios) {
 		pages = swapout_groups(p, g, &err);
 	} else {
 		for (uint64_t r = 0; r < p->nregions; r += MM_EVICT_REGIONS) {
@@ -179,8 +173,6 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 	pthread_mutex_unlock(&p->evict_lock);
 	free(g[1].vic);
 	free(g[1].ios);
-	free(g[0].tags);
-	free(g[1].tags);
 	MM_STAT_ADD(p, swapout_all_runs, 1);
 	MM_STAT_ADD(p, swapout_all_pages, pages);
 	MM_STAT_ADD(p, swapout_all_ns, mm_now_ns() - t0);
