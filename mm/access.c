@@ -418,5 +418,14 @@ int mm_pager_wss(struct mm_pager *p, struct mm_wss *w)
 	pthread_mutex_lock(&a->lock);
 	*w = a->wss;
 	pthread_mutex_unlock(&a->lock);
+	if (atomic_load(&p->frozen)) { /* no scans now: a window inside the freeze saw nothing */
+		uint64_t since = mm_now_ns() - __atomic_load_n(&p->frozen_ns, __ATOMIC_RELAXED);
+
+		for (unsigned i = 0; i < MM_WSS_WINDOWS; i++)
+			if (since >= w->window_s[i] * 1000000000ULL) {
+				w->window_pages[i] = 0;
+				w->window_covered_ms[i] = w->window_s[i] * 1000;
+			}
+	}
 	return 0;
 }

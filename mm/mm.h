@@ -580,6 +580,7 @@ struct mm_pager {
 	 * threads, each checking the limit alone would let each overshoot it by a chunk */
 	_Atomic uint64_t reserved;
 	atomic_bool frozen; /* mm_pager_freeze: tables dropped, sampler held until a fault */
+	uint64_t frozen_ns; /* ... since when */
 	atomic_bool stop, dead, stalled, warned_write, warned_open, warned_full, warned_rc;
 	char swap_name[300];	      /* for messages: "swap file PATH", "swap memcached://..." */
 	char write_why[SWAP_WHY_LEN]; /* the backend's words on the last failed write */

@@ -196,6 +196,7 @@ int mm_pager_freeze(struct mm_pager *p)
 {
 	int err;
 
+	__atomic_store_n(&p->frozen_ns, mm_now_ns(), __ATOMIC_RELAXED);
 	atomic_store(&p->frozen, true);
 	mm_access_quiesce(p);
 	/* Every write to the tables happens under a region lock (fault threads only

@@ -81,7 +81,10 @@ def main():
                 check(kib < 1024, 'frozen %d: RssAnon + RssShmem %d KiB < 1 MiB' % (round, kib))
                 scans = call(sock, {'cmd': 'wss'})['scans']
                 time.sleep(2.5)  # the sampler would have scanned (and aged every page) twice
-                check(call(sock, {'cmd': 'wss'})['scans'] == scans, 'the sampler holds while frozen')
+                w = call(sock, {'cmd': 'wss'})
+                check(w['scans'] == scans, 'the sampler holds while frozen')
+                check(w['windows'][0]['pages'] == 0,
+                      'the 1 s working set of a VM frozen 2.5 s is empty: %s' % w['windows'][0])
                 check(rss(vm.pid) < 1024, 'still under 1 MiB after 2.5 s: %d KiB' % rss(vm.pid))
             if round == 2:  # (its answer's buffers stay in the control thread's malloc arena)
                 pm = call(sock, {'cmd': 'pagemap'})

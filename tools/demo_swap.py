@@ -139,8 +139,9 @@ class Demo:
                   self.passes_ok('big') >= 1)
         before = self.ps('before: both VMs running, each with its data in memory')
         self.mark('hog starts')
-        say('the hog: a third VM (%d MiB guest RAM) that writes %d MiB' % (a.hog, a.hog * 7 // 8))
-        r = call(self.sock, {'cmd': 'start', 'name': 'hog', 'args': [
+        say('the hog: a third VM (%d MiB guest RAM, %d shares against their 1) that writes %d MiB'
+            % (a.hog, a.hog_shares, a.hog * 7 // 8))
+        r = call(self.sock, {'cmd': 'start', 'name': 'hog', 'shares': a.hog_shares, 'args': [
             '--mem', '%dM' % a.hog, '--cmdline', 'mib=%d passes=1000000' % (a.hog * 7 // 8),
             os.path.join(self.build, 'guests/memtouch.elf')]})
         check(r.get('ok'), 'the pool starts the hog: %s' % r.get('error', 'ok'))
@@ -207,7 +208,8 @@ def main():
     ap.add_argument('--big', type=int, default=768, help='big VM guest RAM, MiB')
     ap.add_argument('--hog', type=int, default=1024, help='the hog\'s guest RAM, MiB')
     ap.add_argument('--budget', type=int, default=1024, help='the pool budget, MiB')
-    ap.add_argument('--policy', default='pressure')
+    ap.add_argument('--hog-shares', type=int, default=4, help='the hog\'s shares (the others have 1)')
+    ap.add_argument('--policy', default='tax', help='the pool\'s policy (tax: idle VMs give way)')
     a = ap.parse_args()
     if not os.access('/dev/kvm', os.R_OK | os.W_OK):
         print('demo_swap: /dev/kvm is not usable here', file=sys.stderr)
