@@ -212,7 +212,8 @@ static void draw(struct draw_img *m, struct series *S, const char *title)
 	draw_fill(m, PLOT_X, PLOT_Y + PLOT_H, pw, 1, axis);
 	draw_fill(m, PLOT_X, sy, pw, 1, grid);
 	draw_fill(m, PLOT_X, sy + STALL_H, pw, 1, axis);
-	draw_text(m, 8, sy - 18, "stall (% of time)");
+	draw_text(m, 8, sy + STALL_H / 2 - 12, "stall");
+	draw_text(m, 8, sy + STALL_H / 2 + 2, "pct");
 	draw_text(m, PLOT_X - 8 - draw_text_w("100"), sy - 5, "100");
 	draw_text(m, PLOT_X - 8 - draw_text_w("0"), sy + STALL_H - 5, "0");
 	/* x axis (seconds), under both panels */
