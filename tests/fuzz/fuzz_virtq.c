@@ -98,15 +98,17 @@ void fuzz_init(void)
 		disk_image[i] = (uint8_t)(i * 31 + 7);
 	blk.fd = fd;
 	blk.sectors = DISK_SECTORS;
+	blk.can_punch = true; /* a memfd punches holes: DISCARD and WRITE_ZEROES offered */
 	FUZZ_NEED(io_uring_queue_init(BLK_QDEPTH, &blk.ring, 0) == 0, "io_uring");
 	blk.ring_ok = true;
-	blk.ops = (struct vio_dev_ops){.device_id = VIRTIO_ID_BLOCK,
-				       .features = (1ULL << VIRTIO_BLK_F_SEG_MAX) |
-						   (1ULL << VIRTIO_BLK_F_FLUSH),
-				       .nqueues = 1,
-				       .config_len = sizeof(struct virtio_blk_config),
-				       .notify = blk_notify,
-				       .config_read = blk_config_read};
+	blk.ops = (struct vio_dev_ops){
+	    .device_id = VIRTIO_ID_BLOCK,
+	    .features = (1ULL << VIRTIO_BLK_F_SEG_MAX) | (1ULL << VIRTIO_BLK_F_FLUSH) |
+			(1ULL << VIRTIO_BLK_F_DISCARD) | (1ULL << VIRTIO_BLK_F_WRITE_ZEROES),
+	    .nqueues = 1,
+	    .config_len = sizeof(struct virtio_blk_config),
+	    .notify = blk_notify,
+	    .config_read = blk_config_read};
 	blk.vdev = (struct vio_dev){
 	    .ops = &blk.ops, .name = "virtio-blk", .priv = &blk, .mem = &mem, .irq.fd = -1};
 

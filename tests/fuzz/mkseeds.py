@@ -211,12 +211,17 @@ def virtq_seeds():
           notify(1) + reg(0x70, 0) + init(F_VERSION_1) + queue(1, 4, 0x4000) + avail(1, 0) +
           notify(1))
 
-    blk_feat = F_VERSION_1 | (1 << 2) | (1 << 9)
+    blk_feat = F_VERSION_1 | (1 << 2) | (1 << 9) | (1 << 13) | (1 << 14)
     for name, typ, data_flags in (("blk-read", 0, WRITE), ("blk-write", 1, 0),
-                                  ("blk-flush", 4, None), ("blk-getid", 8, WRITE)):
+                                  ("blk-flush", 4, None), ("blk-getid", 8, WRITE),
+                                  ("blk-discard", 11, "seg"), ("blk-write-zeroes", 13, "seg")):
         s = bytes([BLK]) + init(blk_feat) + queue(0, 16)
         s += gmem(0x10000, struct.pack("<IIQ", typ, 0, 3))
-        if data_flags is None:
+        if data_flags == "seg":  # one segment: sector, count, flags (unmap for zeroes)
+            s += gmem(0x11000, struct.pack("<QII", 8, 16, 1 if typ == 13 else 0))
+            s += (desc(0, 0, 0x10000, 16, NEXT, 1) + desc(0, 1, 0x11000, 16, NEXT, 2) +
+                  desc(0, 2, 0x12000, 1, WRITE))
+        elif data_flags is None:
             s += desc(0, 0, 0x10000, 16, NEXT, 1) + desc(0, 1, 0x12000, 1, WRITE)
         else:
             s += (desc(0, 0, 0x10000, 16, NEXT, 1) +
