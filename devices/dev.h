@@ -235,7 +235,7 @@ void vio_balloon_get_info(struct vio_balloon *b, struct vio_balloon_info *out);
 typedef int64_t (*vio_balloon_drop_fn)(void *arg, gpa_t gpa, uint64_t len);
 void vio_balloon_set_drop_hook(vio_balloon_drop_fn fn, void *arg);
 /* The default drop: punch the memfd hole and zap the mapping; the pages that held
- * memory (the memfd's data there, by SEEK_DATA), or -errno. */
+ * memory (in the memfd's page cache, by mincore), or -errno. */
 int64_t vio_balloon_drop(struct mm_mem *mem, gpa_t gpa, uint64_t len);
 
 #endif
