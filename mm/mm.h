@@ -176,7 +176,9 @@ int uffd_read(struct uffd *u, void *msgs, int max);
 struct swap_store;
 
 struct swap_opts {
-	/* NULL: an unlinked temporary file under $TMPDIR (or /tmp); a path: that file;
+	/* NULL: an unlinked temporary file under $TMPDIR (or /tmp); a path: that file
+	 * (a new one, an empty one or a block device; one with data is -EEXIST, one in
+	 * /proc or /sys -EMEDIUMTYPE);
 	 * memcached://HOST:PORT[,HOST:PORT...][?replicas=N&timeout_ms=T]: a cluster */
 	const char *path;
 	bool direct;	 /* open with O_DIRECT (buffers must then be 4 KiB aligned); file only */
@@ -191,7 +193,9 @@ struct swap_opts {
 };
 
 int swap_open(struct swap_store **out, const struct swap_opts *o, uint64_t max_pages);
-void swap_close(struct swap_store *s); /* NULL is a no-op */
+/* Close, and remove the file if swap_open created it (and it is still that file). NULL
+ * is a no-op. */
+void swap_close(struct swap_store *s);
 
 /*
  * Slot allocator: freed slots are reused (most recently freed first) before
@@ -207,7 +211,7 @@ int64_t swap_slot_alloc(struct swap_store *s); /* slot number, or -ENOSPC */
  */
 int64_t swap_slot_alloc_run(struct swap_store *s, uint32_t n);
 void swap_slot_free(struct swap_store *s, uint64_t slot);
-uint64_t swap_slots_used(const struct swap_store *s);
+uint64_t swap_slots_used(const struct swap_store *s); /* lock-free: any thread, any time */
 /* The allocator's tables into a file (drop false; writers held off by the caller), then
  * out of memory (drop true): as mm_meta_to_file and mm_meta_drop, for a frozen VM. */
 int swap_slots_freeze(struct swap_store *s, bool drop);
@@ -319,7 +323,7 @@ void swap_slots_destroy(struct swap_slots *sl);
 int64_t swap_slots_get(struct swap_slots *sl, uint32_t n); /* first of n slots, or -errno */
 void swap_slots_put(struct swap_slots *sl, uint64_t slot);
 bool swap_slots_test(const struct swap_slots *sl, uint64_t slot);
-uint64_t swap_slots_count(const struct swap_slots *sl);
+uint64_t swap_slots_count(const struct swap_slots *sl); /* lock-free, see swap_slots_used */
 int swap_slots_to_file(struct swap_slots *sl); /* mm_meta_to_file of its tables */
 int swap_slots_drop(struct swap_slots *sl);    /* mm_meta_drop of its tables */
 
@@ -377,6 +381,12 @@ struct mm_host_ops {
 	 * slot until it is written, and is dropped without a write when clean.
 	 */
 	int64_t (*harvest_dirty)(void *ctx, uint64_t *bitmap);
+	/*
+	 * Whether the VM is ending: long operations (whole-VM swap-out and swap-in,
+	 * reclaim requests) then give up at their next step with -ECANCELED, so that a
+	 * stop never waits for them to finish. May be NULL.
+	 */
+	bool (*stopping)(void *ctx);
 };
 
 struct mm_pager_opts {
@@ -449,7 +459,19 @@ void mm_pager_stop(struct mm_pager *p);
 /* After mm_pager_start failed: whether opening --swap's file (or --swap-direct's) did. */
 bool mm_pager_start_failed_swap(void);
 const char *mm_pager_strerror(int err);
+/* The counters now. Never waits for a lock a pager thread may hold across swap I/O,
+ * so it answers even while a swap device stalls. */
 void mm_pager_get_stats(struct mm_pager *p, struct mm_pager_stats *st);
+/*
+ * The VM is ending and vCPUs are still blocked in faults the pager will not serve (a
+ * failed swap read, a stalled swap device): let every blocked fault go. Guest RAM leaves
+ * the userfaultfd, so each fault retries as a plain fault on the memfd (a page not in
+ * it reads as zeros); the vCPUs, kicked by the stop already, leave KVM_RUN before the
+ * guest runs again, so no guest sees those zeros. The pager serves nothing from then
+ * on. Any thread; idempotent.
+ */
+void mm_pager_release(struct mm_pager *p);
+
 /*
  * Pause the vCPUs (ops), write every resident page out, record the memfd's
  * size (stats.swapout_all_resident_bytes), then with MM_SWAPIN_PREFETCH read
@@ -523,7 +545,8 @@ int mm_pager_wss(struct mm_pager *p, struct mm_wss *w);
  */
 int mm_pager_pagemap(struct mm_pager *p, uint64_t first, uint64_t n, uint8_t *state, uint8_t *age);
 /* The swap store's backend ("file", "memcached"; NULL before the store opens) and up to
- * max of its servers' figures; returns how many servers it has (0 for a file). */
+ * max of its servers' figures; returns how many servers it has (0 for a file, and 0
+ * when swap I/O held the store for more than 100 ms: never blocks on a stalled device). */
 unsigned mm_pager_swap_servers(struct mm_pager *p, struct swap_server_stats *out, unsigned max,
 			       const char **backend);
 /* TEST ONLY: make the swap store fail (see swap_inject_error). */
@@ -582,6 +605,7 @@ struct mm_pager {
 	atomic_bool frozen; /* mm_pager_freeze: tables dropped, sampler held until a fault */
 	uint64_t frozen_ns; /* ... since when */
 	atomic_bool stop, dead, stalled, warned_write, warned_open, warned_full, warned_rc;
+	atomic_bool released; /* mm_pager_release: guest RAM left the uffd */
 	char swap_name[300];	      /* for messages: "swap file PATH", "swap memcached://..." */
 	char write_why[SWAP_WHY_LEN]; /* the backend's words on the last failed write */
 	/* whole-VM swap-outs pausing the vCPUs (a count: the control socket and the
@@ -611,6 +635,8 @@ struct mm_pager {
 
 /* pager.c */
 uint64_t mm_now_ns(void);
+/* A long operation should give up now: the pager or the VM is stopping. */
+bool mm_cancelled(const struct mm_pager *p);
 void mm_region_unlock(struct mm_pager *p, uint64_t r);
 /* Move a page (region lock held), keeping counters and swap slots right; false on a bug. */
 bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to);

@@ -345,10 +345,28 @@ int mm_swap_ensure_locked(struct mm_pager *p)
 {
 	struct swap_opts so = {
 	    .path = p->o.swap_path, .direct = p->o.swap_direct, .verify = tag_ok, .verify_ctx = p};
+	struct swap_store *s;
+	int err;
 
 	if (p->swap)
 		return 0;
-	return swap_open(&p->swap, &so, p->npages);
+	err = swap_open(&s, &so, p->npages);
+	if (!err) /* published whole: mm_pager_get_stats reads it without swap_lock */
+		__atomic_store_n(&p->swap, s, __ATOMIC_RELEASE);
+	return err;
+}
+
+void mm_pager_release(struct mm_pager *p)
+{
+	if (atomic_exchange(&p->released, true))
+		return;
+	atomic_store(&p->dead, true); /* quiet: what fails from now on is no news */
+	uffd_unregister(&p->uffd, p->mem->hva, p->mem->size);
+}
+
+bool mm_cancelled(const struct mm_pager *p)
+{
+	return atomic_load(&p->stop) || (p->ops.stopping && p->ops.stopping(p->ctx));
 }
 
 static int check_opts(struct mm_pager *p, const struct mm_pager_opts *o)
@@ -543,6 +561,7 @@ void mm_pager_get_stats(struct mm_pager *p, struct mm_pager_stats *st)
 {
 	const uint64_t *src = (const uint64_t *)&p->st;
 	uint64_t *dst = (uint64_t *)st;
+	struct swap_store *swap;
 	struct stat sb;
 
 	for (size_t i = 0; i < sizeof(*st) / sizeof(uint64_t); i++)
@@ -553,20 +572,30 @@ void mm_pager_get_stats(struct mm_pager *p, struct mm_pager_stats *st)
 	st->limit_pages = p->limit_pages;
 	st->reclaim_stalled = p->limit_pages && atomic_load(&p->stalled);
 	st->memfd_bytes = fstat(p->mem->memfd, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
-	pthread_mutex_lock(&p->swap_lock);
-	st->swap_slots_used = p->swap ? swap_slots_used(p->swap) : 0;
-	pthread_mutex_unlock(&p->swap_lock);
+	/* not under swap_lock: its holder may be waiting for a stalled swap device */
+	swap = __atomic_load_n(&p->swap, __ATOMIC_ACQUIRE);
+	st->swap_slots_used = swap ? swap_slots_used(swap) : 0;
 }
 
 unsigned mm_pager_swap_servers(struct mm_pager *p, struct swap_server_stats *out, unsigned max,
 			       const char **backend)
 {
+	struct swap_store *swap = __atomic_load_n(&p->swap, __ATOMIC_ACQUIRE);
+	struct timespec until;
 	unsigned n = 0;
 
-	pthread_mutex_lock(&p->swap_lock);
-	*backend = p->swap ? swap_backend_name(p->swap) : NULL;
-	if (p->swap)
-		n = swap_servers(p->swap, out, max);
+	*backend = swap ? swap_backend_name(swap) : NULL;
+	/* the servers' counters are the backend's, under swap_lock; a holder that waits
+	 * for a stalled device must not hold up the statistics: without them then */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += 100 * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	if (!swap || pthread_mutex_timedlock(&p->swap_lock, &until) != 0)
+		return 0;
+	n = swap_servers(swap, out, max);
 	pthread_mutex_unlock(&p->swap_lock);
 	return n;
 }

@@ -58,12 +58,13 @@ uint64_t mm_reclaim_coldest(struct mm_pager *p, uint64_t want, unsigned min_age,
 	uint64_t freed = 0;
 	unsigned npass = sizeof(pass_age) / sizeof(pass_age[0]);
 
-	for (unsigned k = 0; k <= npass && freed < want && !*err && !atomic_load(&p->stop); k++) {
+	for (unsigned k = 0; k <= npass && freed < want && !*err && !mm_cancelled(p); k++) {
 		bool f = k == npass;
 
 		if ((f && !force) || (!f && pass_age[k] < min_age))
 			continue;
-		for (uint64_t i = 0; i < p->nregions && freed < want && !*err; i++) {
+		for (uint64_t i = 0; i < p->nregions && freed < want && !*err && !mm_cancelled(p);
+		     i++) {
 			uint64_t r = (p->hand + i) % p->nregions;
 
 			if (!p->reg[r].nres)

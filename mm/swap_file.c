@@ -1,11 +1,13 @@
 /* swap_file.c: the file swap backend: a file of slots and its io_uring engine (batched, retried) */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "mm/mm.h"
@@ -39,7 +41,9 @@ struct swap_inject {
 
 struct swap_file {
 	int fd;
-	char *created; /* the path ufvm created (removed at close), or NULL */
+	char *created;	   /* the path ufvm created (removed at close), or NULL */
+	dev_t created_dev; /* ... and the file it was then */
+	ino_t created_ino;
 	bool direct;
 	uint64_t max_pages;
 	struct io_uring ring;
@@ -91,10 +95,30 @@ out_free:
 	return fd;
 }
 
+/* /proc and /sys files look like empty regular files, and writing them does harm
+ * (/proc/self/mem is guest RAM itself): never swap there (-EMEDIUMTYPE). */
+static bool refused_fs(int fd)
+{
+	struct statfs sf;
+
+	return fstatfs(fd, &sf) == 0 && (sf.f_type == PROC_SUPER_MAGIC || sf.f_type == SYSFS_MAGIC);
+}
+
+/* Remove the file we created, if the path still names it. */
+static void remove_created(const struct swap_file *s)
+{
+	struct stat st;
+
+	if (s->created && lstat(s->created, &st) == 0 && st.st_dev == s->created_dev &&
+	    st.st_ino == s->created_ino)
+		unlink(s->created);
+}
+
 /*
  * A path of the user's: a new file, created here and removed at close (guest memory
  * does not outlive the VM), or an existing empty file or a block device. An existing
- * file with data in it is refused (-EEXIST), never truncated: it may be anything.
+ * file with data in it is refused (-EEXIST), never truncated: it may be anything; so
+ * is a file in /proc or /sys (-EMEDIUMTYPE).
  */
 static int open_file(struct swap_file *s, const struct swap_opts *o)
 {
@@ -106,6 +130,10 @@ static int open_file(struct swap_file *s, const struct swap_opts *o)
 	fd = open(o->path, flags | O_CREAT | O_EXCL, 0600);
 	if (fd >= 0) {
 		s->created = strdup(o->path);
+		if (fstat(fd, &st) == 0) {
+			s->created_dev = st.st_dev;
+			s->created_ino = st.st_ino;
+		}
 		return fd;
 	}
 	if (errno != EEXIST)
@@ -114,8 +142,10 @@ static int open_file(struct swap_file *s, const struct swap_opts *o)
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0 || (S_ISREG(st.st_mode) && st.st_size > 0) ||
-	    !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
-		int err = S_ISREG(st.st_mode) ? -EEXIST : -EINVAL;
+	    !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) || refused_fs(fd)) {
+		int err = refused_fs(fd)			  ? -EMEDIUMTYPE
+			  : S_ISREG(st.st_mode) && st.st_size > 0 ? -EEXIST
+								  : -EINVAL;
 
 		close(fd);
 		return err;
@@ -168,8 +198,7 @@ static int file_open(void **out, const struct swap_opts *o, uint64_t max_pages)
 
 err_close:
 	close(s->fd);
-	if (s->created)
-		unlink(s->created);
+	remove_created(s);
 	free(s->created);
 err_reqs:
 	free(s->pool);
@@ -184,8 +213,7 @@ static void file_close(void *impl)
 
 	io_uring_queue_exit(&s->ring);
 	close(s->fd);
-	if (s->created)
-		unlink(s->created);
+	remove_created(s);
 	free(s->created);
 	free(s->pool);
 	free(s->reqs);

@@ -95,7 +95,7 @@ bool swap_slots_test(const struct swap_slots *sl, uint64_t slot)
 
 uint64_t swap_slots_count(const struct swap_slots *sl)
 {
-	return sl->nused;
+	return __atomic_load_n(&sl->nused, __ATOMIC_RELAXED);
 }
 
 static void list_push(struct swap_slots *sl, uint32_t i)
@@ -166,7 +166,8 @@ int64_t swap_slots_get(struct swap_slots *sl, uint32_t n)
 	}
 	for (i = (uint64_t)first; i < (uint64_t)first + n; i++)
 		sl->used[i / 64] |= 1ULL << (i % 64);
-	sl->nused += n;
+	/* atomic: the count is read without the owner's lock (swap_slots_count) */
+	__atomic_store_n(&sl->nused, sl->nused + n, __ATOMIC_RELAXED);
 	return first;
 }
 
@@ -175,7 +176,7 @@ void swap_slots_put(struct swap_slots *sl, uint64_t slot)
 	if (!swap_slots_test(sl, slot))
 		return; /* never allocated or already free: nothing to undo */
 	sl->used[slot / 64] &= ~(1ULL << (slot % 64));
-	sl->nused--;
+	__atomic_store_n(&sl->nused, sl->nused - 1, __ATOMIC_RELAXED);
 	if (slot + 1 < sl->hwm) {
 		list_push(sl, (uint32_t)slot);
 		return;

@@ -230,6 +230,7 @@ int mm_pager_swapin_all(struct mm_pager *p)
 	struct swapin_pipe sp;
 	uint64_t t0 = mm_now_ns(), pages = 0, r = 0;
 	int err = swapin_pipe_open(&sp, p);
+	bool cancelled = false;
 
 	if (err < 0)
 		goto out;
@@ -238,6 +239,10 @@ int mm_pager_swapin_all(struct mm_pager *p)
 
 		nx->r = r;
 		nx->n = next_group(p, &nx->r, cur ? cur->n : 0);
+		if (nx->n && mm_cancelled(p)) { /* the VM is ending: no more reads */
+			nx->n = 0;
+			cancelled = true;
+		}
 		nx->buf = b;
 		nx->sp = &sp;
 		if (nx->n) {
@@ -267,5 +272,5 @@ out:
 	swapin_pipe_close(&sp);
 	MM_STAT_ADD(p, swapin_all_pages, pages);
 	MM_STAT_ADD(p, swapin_all_ns, mm_now_ns() - t0);
-	return err;
+	return err ? err : cancelled ? -ECANCELED : 0;
 }

@@ -108,6 +108,10 @@ static uint64_t swapout_groups(struct mm_pager *p, struct swapout_group g[2], in
 	for (uint64_t r = 0; r < p->nregions; r += MM_EVICT_REGIONS, b ^= 1) {
 		struct swapout_group *cur = &g[b];
 
+		if (mm_cancelled(p)) { /* the VM is ending: what is out stays out */
+			*err = -ECANCELED;
+			break;
+		}
 		cur->r = r;
 		cur->n = p->nregions - r < MM_EVICT_REGIONS ? (unsigned)(p->nregions - r)
 							    : MM_EVICT_REGIONS;
@@ -159,7 +163,7 @@ int mm_pager_swapout_all(struct mm_pager *p, enum mm_swapin_mode mode)
 	if (g[1].vic && g[1].ios) {
 		pages = swapout_groups(p, g, &err);
 	} else {
-		for (uint64_t r = 0; r < p->nregions; r += MM_EVICT_REGIONS) {
+		for (uint64_t r = 0; r < p->nregions && !mm_cancelled(p); r += MM_EVICT_REGIONS) {
 			unsigned n =
 			    p->nregions - r < MM_EVICT_REGIONS ? p->nregions - r : MM_EVICT_REGIONS;
 

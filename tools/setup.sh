@@ -5,6 +5,7 @@ set -eu
 
 PKGS="meson ninja-build gcc libc6-dev pkg-config liburing-dev libxxhash-dev libmemcached-dev memcached libjansson-dev libpng-dev python3 util-linux"
 PKGS="$PKGS acpica-tools" # iasl: tests/test_acpi.c reads the ACPI tables back
+PKGS="$PKGS libfuse3-dev"  # the stop tests' slow and stalling swap device (tests/fuse_stall.c)
 if [ "${1:-}" = fuzz ]; then
 	PKGS="$PKGS afl++ clang"
 fi

@@ -111,7 +111,7 @@ static json_t *vm_json(struct ctl_ctx *c)
 
 	return json_pack("{s:I, s:I, s:i, s:b, s:I}", "mem_bytes", (json_int_t)vm->mem->size,
 			 "pages", (json_int_t)(vm->mem->size / 4096), "cpus", (int)vm->ncpus,
-			 "paused", c->paused, "uptime_ms",
+			 "paused", (int)atomic_load(&c->paused), "uptime_ms",
 			 (json_int_t)(vm->start_ns ? (vmm_now_ns() - vm->start_ns) / 1000000 : 0));
 }
 
@@ -280,10 +280,12 @@ static json_t *req_reclaim(struct ctl_ctx *c, json_t *req)
 static json_t *req_pause(struct ctl_ctx *c, json_t *req)
 {
 	(void)req;
-	if (!c->paused) {
-		if (vm_pause(c->vm) < 0)
+	if (!atomic_load(&c->paused)) {
+		if (vm_pause(c->vm) < 0) {
+			vm_resume(c->vm); /* every vm_pause is matched, even a failed one */
 			return err_json("%s", "the VM is stopping");
-		c->paused = true;
+		}
+		atomic_store(&c->paused, true);
 	}
 	return ok_json();
 }
@@ -291,9 +293,9 @@ static json_t *req_pause(struct ctl_ctx *c, json_t *req)
 static json_t *req_resume(struct ctl_ctx *c, json_t *req)
 {
 	(void)req;
-	if (c->paused) {
+	if (atomic_load(&c->paused)) {
 		vm_resume(c->vm);
-		c->paused = false;
+		atomic_store(&c->paused, false);
 	}
 	return ok_json();
 }
@@ -318,6 +320,9 @@ static json_t *req_swap(struct ctl_ctx *c, json_t *req, bool out)
 							     : MM_SWAPIN_ON_DEMAND)
 		  : mm_pager_swapin_all(p);
 	/* pauses nest: the pager lifts only its own, a client's `pause` stays in force */
+	if (err == -ECANCELED || err == -ESHUTDOWN)
+		return err_json(out ? "swap-out stopped: %s" : "swap-in stopped: %s",
+				"the VM is stopping");
 	if (err < 0)
 		return err_json(out ? "swap-out failed: %s" : "swap-in failed: %s", strerror(-err));
 	/* paused by a client and swapped out: frozen, the pager's own tables go out too */
@@ -389,20 +394,34 @@ static const struct {
 	const char *name;
 	ctl_fn fn;
 	const char *args; /* accepted keys besides "cmd" and "id", space-separated */
+	bool slow;	  /* may wait long: run on the server's worker (ctl_request_slow) */
 } cmds[] = {
-    {"stats", req_stats, ""},
-    {"limit", req_limit, "bytes"},
-    {"reclaim", req_reclaim, "pages"},
-    {"pause", req_pause, ""},
-    {"resume", req_resume, ""},
-    {"swapout", req_swapout, "prefetch"},
-    {"swapin", req_swapin, ""},
-    {"wss", req_wss, ""},
-    {"pagemap", ctl_pagemap, "first count"},
-    {"dirty", ctl_dirty, ""},
-    {"balloon", ctl_balloon, "pages"},
-    {"stop", req_stop, "status"},
+    {"stats", req_stats, "", false},
+    {"limit", req_limit, "bytes", false},
+    {"reclaim", req_reclaim, "pages", true},
+    {"pause", req_pause, "", true},
+    {"resume", req_resume, "", true},
+    {"swapout", req_swapout, "prefetch", true},
+    {"swapin", req_swapin, "", true},
+    {"wss", req_wss, "", false},
+    {"pagemap", ctl_pagemap, "first count", true},
+    {"dirty", ctl_dirty, "", false},
+    {"balloon", ctl_balloon, "pages", false},
+    {"stop", req_stop, "status", false},
 };
+
+bool ctl_request_slow(const char *line, size_t len)
+{
+	json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+	json_t *cmd = json_object_get(req, "cmd");
+	bool slow = false;
+
+	for (size_t i = 0; json_is_string(cmd) && i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(cmds[i].name, json_string_value(cmd)))
+			slow = cmds[i].slow;
+	json_decref(req);
+	return slow;
+}
 
 /* Is key one of the space-separated words of args? (exactly: "first count" is no key) */
 static bool key_listed(const char *key, const char *args)

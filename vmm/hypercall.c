@@ -1,13 +1,14 @@
 /* hypercall.c: guest hypercalls (console, exit, clock, mark, halt) behind the gpa gate */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vmm/vmm.h"
-
-static pthread_mutex_t hc_console_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* An argument struct outside guest RAM is not a request we can answer: stop. */
 static bool hc_bad_arg(struct vcpu *v, const char *name, uint32_t gpa, size_t len)
@@ -20,17 +21,93 @@ static bool hc_bad_arg(struct vcpu *v, const char *name, uint32_t gpa, size_t le
 	return false;
 }
 
-static int hc_write_all(const uint8_t *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(STDOUT_FILENO, p, len);
+/*
+ * The console is stdout, written by one vCPU at a time. A reader that stops reading
+ * must not hold a vCPU for ever: a vCPU that waits for the console (for its turn,
+ * or for room in a full pipe) is parked, so a pause does not wait for it, and its
+ * wait ends at the VM's stop.
+ */
+static pthread_once_t console_once = PTHREAD_ONCE_INIT;
+static int console_fd = STDOUT_FILENO;
 
-		if (n < 0 && errno == EINTR)
+/*
+ * A pipe gets a non-blocking file description of its own (opened through /proc), so
+ * that a full pipe never blocks a write and the flags of the one we inherited, which
+ * others share, stay as they are. Other kinds of stdout are written as they are: a
+ * write that blocks there is interrupted by the stop's kick (EINTR).
+ */
+static void console_open(void)
+{
+	struct stat sb;
+	int fd;
+
+	if (fstat(STDOUT_FILENO, &sb) < 0 || !S_ISFIFO(sb.st_mode))
+		return;
+	fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0)
+		console_fd = fd;
+}
+
+/* Wait for the console to be ours (parked while another vCPU has it); false at the stop. */
+static bool console_take(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+	bool parked = false, ok;
+
+	pthread_mutex_lock(&vm->lock);
+	while (!atomic_load(&vm->stopping) &&
+	       (vm->console_busy || (parked && atomic_load(&vm->pause_req)))) {
+		if (!parked)
+			vcpu_park_locked(v);
+		parked = true;
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	}
+	if (parked)
+		vm->paused--;
+	ok = !atomic_load(&vm->stopping);
+	if (ok)
+		vm->console_busy = true;
+	pthread_mutex_unlock(&vm->lock);
+	return ok;
+}
+
+static void console_give(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->console_busy = false;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+/* Write all of p, or -errno (-ESHUTDOWN: the VM stopped first). */
+static int console_write(struct vcpu *v, const uint8_t *p, size_t len)
+{
+	struct vm *vm = v->vm;
+
+	pthread_once(&console_once, console_open);
+	while (len) {
+		ssize_t n = write(console_fd, p, len);
+		struct pollfd pf[2] = {{.fd = console_fd, .events = POLLOUT},
+				       {.fd = vm->stop_efd, .events = POLLIN}};
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
 			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
+		}
+		if (n == 0)
+			return -EIO;
+		if (errno != EINTR && errno != EAGAIN)
+			return -errno;
+		if (atomic_load(&vm->stopping))
+			return -ESHUTDOWN;
+		if (errno == EINTR)
+			continue;
+		vcpu_park(v); /* the pipe is full: wait for its reader, or the stop */
+		while (poll(pf, 2, -1) < 0 && errno == EINTR)
+			;
+		if (!vcpu_unpark(v))
+			return -ESHUTDOWN;
 	}
 	return 0;
 }
@@ -52,15 +129,18 @@ static bool hc_write(struct vcpu *v, uint32_t gpa)
 		static bool warned;
 		int err;
 
-		pthread_mutex_lock(&hc_console_lock);
-		err = hc_write_all(buf, a.len);
-		if (err < 0 && !warned) {
+		if (!console_take(v))
+			return false; /* stopping: the vCPU leaves */
+		err = console_write(v, buf, a.len);
+		if (err < 0 && err != -ESHUTDOWN && !warned) {
 			warned = true;
 			fprintf(stderr,
 				"ufvm: console: write to stdout failed: %s (the guest sees %d)\n",
 				strerror(-err), -UFVM_EIO);
 		}
-		pthread_mutex_unlock(&hc_console_lock);
+		console_give(v->vm);
+		if (err == -ESHUTDOWN)
+			return false;
 		a.ret = err < 0 ? -UFVM_EIO : (int64_t)a.len;
 	}
 	mm_copy_to_guest(mem, gpa + offsetof(struct ufvm_hc_write, ret), &a.ret, sizeof(a.ret));

@@ -24,7 +24,8 @@ static void usage(FILE *f)
 		   "\n"
 		   "Runs a static ELF64 guest at CPL 3 on a KVM vCPU per --cpus, with guest RAM\n"
 		   "managed by ufvm. Exits with the guest's exit status (0..255); 2 on bad input,\n"
-		   "3 when the guest crashes, 1 on a host-side failure, 128+N after signal N.\n"
+		   "3 when the guest crashes, 1 on a host-side failure, 128+N after signal N\n"
+		   "(a second one ends ufvm at once).\n"
 		   "\n"
 		   "options for run:\n"
 		   "  --mem SIZE        guest RAM (K/M/G suffixes; default 64M, 16M..64G,\n"
@@ -343,7 +344,9 @@ static void run_end(struct run *r)
 {
 	ctl_stop(r->ctl);	 /* before the pager goes: requests use it */
 	pager_glue_stop(&r->pg); /* --stats, after every vCPU is gone */
-	linux_boot_end(&r->lb);	 /* devices go before the VM fd */
+	vmm_files_remove_all();
+	vmm_stop_end();		/* what is left cannot block: no more deadline */
+	linux_boot_end(&r->lb); /* devices go before the VM fd */
 	dirty_destroy(&r->dirty);
 	if (r->vm_made)
 		vm_destroy(&r->vm);
@@ -353,10 +356,48 @@ static void run_end(struct run *r)
 	free(r->image);
 }
 
+static void run_say_signal(void)
+{
+	if (vmm_stop_signal())
+		fprintf(stderr, "ufvm: %s: the VM was stopped\n", strsignal(vmm_stop_signal()));
+}
+
+/*
+ * The stop thread's way out (stop.c) when the VM has not ended within the grace
+ * period after its stop: some thread is blocked in the kernel for good. Do what
+ * run_end does that anyone outside can see, and leave without that thread.
+ */
+static void run_abandon(void *arg)
+{
+	struct run *r = arg;
+	int status;
+
+	pthread_mutex_lock(&r->vm.lock);
+	status = r->vm.exit_status;
+	pthread_mutex_unlock(&r->vm.lock);
+	fprintf(stderr,
+		"ufvm: the VM did not end within %d ms of its stop (a thread is blocked in the "
+		"kernel, e.g. on swap I/O that does not complete): exiting without it\n",
+		VMM_STOP_GRACE_MS);
+	run_say_signal();
+	pager_glue_stats(&r->pg);
+	vmm_files_remove_all();
+	_exit(status);
+}
+
+static void run_release(void *arg)
+{
+	struct run *r = arg;
+
+	pager_glue_release(&r->pg);
+}
+
+static const struct vmm_stop_ops run_stop_ops = {.release = run_release, .abandon = run_abandon};
+
 static int run(const struct vmm_opts *o)
 {
 	struct run r = {.o = o, .mem = {.memfd = -1}};
-	int status;
+	int status, err;
 
 	if (o->pin) { /* before any thread: they all inherit it */
 		cpu_set_t one;
@@ -374,11 +415,13 @@ static int run(const struct vmm_opts *o)
 		status = run_build(&r);
 	if (!status)
 		status = run_services(&r);
+	if (!status && (err = vmm_stop_start(&r.vm, &run_stop_ops, &r)) != 0) {
+		fprintf(stderr, "ufvm: cannot start the stop thread: %s\n", strerror(-err));
+		status = VMM_EXIT_INTERNAL;
+	}
 	if (!status) {
 		status = vm_run(&r.vm);
-		if (vmm_stop_signal)
-			fprintf(stderr, "ufvm: %s: the VM was stopped\n",
-				strsignal(vmm_stop_signal));
+		run_say_signal();
 	}
 	run_end(&r);
 	return status;

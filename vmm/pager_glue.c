@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "devices/dev.h"
@@ -28,8 +29,8 @@ const char *pager_usage =
     "  --scan-rate N     pages sampled per interval (default 1/64 of RAM)\n"
     "  --scan-cpu PCT    CPU budget of the sampler, % of one CPU (default 2)\n"
     "  --swap PATH       swap file: a new file (removed at exit), an empty one or a\n"
-    "                    block device, never a file with data in it (default: an\n"
-    "                    unlinked file in $TMPDIR)\n"
+    "                    block device, never a file with data in it nor one in\n"
+    "                    /proc or /sys (default: an unlinked file in $TMPDIR)\n"
     "  --swap memcached://HOST:PORT[,HOST:PORT...][?replicas=N&timeout_ms=T]\n"
     "                    swap to memcached servers (each run with -M), every\n"
     "                    page on N+1 of them (default 0), every request bounded\n"
@@ -176,18 +177,24 @@ int pager_check_opts(const struct pager_cli *pc, const char **why)
 }
 
 /*
- * The vCPU that faulted on the page the pager cannot give is blocked in a
- * userfault that no signal interrupts (KVM's own uaccess waits killably), so
- * vm_stop could never finish: end the process here, console flushed.
+ * The page a vCPU faulted on cannot be given (a swap read failed): the VM stops. That
+ * vCPU stays blocked in its fault; the stop's kick gets it out where KVM waits
+ * interruptibly, and the stop deadline (stop.c) ends the process where it does not.
+ * Either way the end is the orderly one: --stats, no socket or swap file left behind.
  */
 static void on_fatal(void *ctx, const char *msg)
 {
 	struct vm *vm = ctx;
 
-	vm_stop(vm, VMM_EXIT_INTERNAL);
-	fflush(stdout);
 	fprintf(stderr, "%s\n", msg);
-	_exit(VMM_EXIT_INTERNAL);
+	vm_stop(vm, VMM_EXIT_INTERNAL);
+}
+
+static bool on_stopping(void *ctx)
+{
+	struct vm *vm = ctx;
+
+	return atomic_load(&vm->stopping);
 }
 
 static void on_warn(void *ctx, const char *msg)
@@ -246,8 +253,11 @@ static int64_t on_harvest(void *ctx, uint64_t *bitmap)
 
 static struct pager_glue_hooks {
 	struct mm_host_ops ops;
-} hooks = {
-    {.fatal = on_fatal, .warn = on_warn, .pause_vcpus = on_pause, .resume_vcpus = on_resume}};
+} hooks = {{.fatal = on_fatal,
+	    .warn = on_warn,
+	    .pause_vcpus = on_pause,
+	    .resume_vcpus = on_resume,
+	    .stopping = on_stopping}};
 
 /* CPUs this process may run on (--pin makes it one). */
 static long usable_cpus(void)
@@ -272,6 +282,8 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 	struct mm_pager_opts o = pc->o;
 	struct mm_host_ops ops;
 	struct sigaction sa = {.sa_handler = on_sigusr1, .sa_flags = SA_RESTART};
+	bool swap_created; /* --swap names a file that the pager makes */
+	struct stat sb;
 	int err;
 
 	g->cli = pc;
@@ -293,7 +305,10 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 	 * KVM's log: only ELF guests, whose host writes all use mm_copy_to_guest. */
 	if (vm->dirty && !vm->on_io)
 		ops.harvest_dirty = on_harvest;
+	swap_created = pc->o.swap_path && !swap_is_memcached(pc->o.swap_path) &&
+		       lstat(pc->o.swap_path, &sb) < 0 && errno == ENOENT;
 	err = mm_pager_start(&g->pager, mem, &o, &ops, vm);
+	swap_created = swap_created && !err && lstat(pc->o.swap_path, &sb) == 0;
 	if (err && mm_pager_start_failed_swap()) { /* a path the user gave: bad input */
 		char name[300];
 		const char *why = swap_open_why();
@@ -304,6 +319,7 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 			: err == -EEXIST
 			    ? "it exists and holds data (ufvm never overwrites a file: "
 			      "remove it or name a new one)"
+			: err == -EMEDIUMTYPE ? "a /proc or /sys file (never swapped to)"
 			: err == -EINVAL ? "neither a regular file nor a block device, or O_DIRECT "
 					   "is not supported there"
 					 : strerror(-err));
@@ -315,6 +331,9 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 	}
 	if (pc->test_fail)
 		inject(g->pager, pc->test_fail);
+	/* a swap file ufvm made is removed at the end, even an abandoned one (stop.c) */
+	if (swap_created)
+		vmm_file_track(pc->o.swap_path);
 	vio_balloon_set_drop_hook(on_balloon_drop, g->pager);
 	vm->on_mark = on_mark;
 	vm->on_mark_ctx = g;
@@ -476,17 +495,23 @@ static void print_json(FILE *f, const struct mm_pager_stats *s)
 	fprintf(f, "]}");
 }
 
-/* After vm_run: print --stats, then stop the pager. */
-void pager_glue_stop(struct pager_glue *g)
+void pager_glue_release(struct pager_glue *g)
+{
+	if (g->pager)
+		mm_pager_release(g->pager);
+}
+
+/* --stats is printed once, by the orderly end or by the stop deadline's (main.c). */
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool stats_done;
+
+void pager_glue_stats(struct pager_glue *g)
 {
 	struct mm_pager_stats st;
 
-	if (!g->pager)
-		return;
-	sig_pager = NULL;
-	vio_balloon_set_drop_hook(NULL, NULL);
-	if (g->cli->stats) {
-		mm_pager_get_stats(g->pager, &st);
+	pthread_mutex_lock(&stats_lock);
+	if (!stats_done && g->pager && g->cli->stats) {
+		mm_pager_get_stats(g->pager, &st); /* never waits on a blocked pager thread */
 		if (g->cli->stats == 2) {
 			print_json(stderr, &st);
 			fprintf(stderr, ", ");
@@ -497,6 +522,18 @@ void pager_glue_stop(struct pager_glue *g)
 			print_servers(stderr, g->pager, false);
 		}
 	}
+	stats_done = true;
+	pthread_mutex_unlock(&stats_lock);
+}
+
+/* After vm_run: print --stats, then stop the pager. */
+void pager_glue_stop(struct pager_glue *g)
+{
+	if (!g->pager)
+		return;
+	sig_pager = NULL;
+	vio_balloon_set_drop_hook(NULL, NULL);
+	pager_glue_stats(g);
 	mm_pager_stop(g->pager);
 	g->pager = NULL;
 }

@@ -197,42 +197,41 @@ static bool vcpu_handle_exit(struct vcpu *v)
 static bool vcpu_pause_point(struct vcpu *v)
 {
 	struct vm *vm = v->vm;
+	bool ok;
 
 	if (!atomic_load(&vm->pause_req))
 		return !atomic_load(&vm->stopping);
 	pthread_mutex_lock(&vm->lock);
-	vm->paused++;
-	pthread_cond_broadcast(&vm->cond);
-	while (atomic_load(&vm->pause_req) && !atomic_load(&vm->stopping))
-		pthread_cond_wait(&vm->cond, &vm->lock);
-	vm->paused--;
+	vcpu_park_locked(v);
+	ok = vcpu_unpark_locked(v);
 	pthread_mutex_unlock(&vm->lock);
-	return !atomic_load(&vm->stopping);
+	return ok;
 }
 
 static void vcpu_leave(struct vcpu *v)
 {
 	struct vm *vm = v->vm;
+	bool last;
 
 	pthread_mutex_lock(&vm->lock);
-	vm->live--;
+	last = --vm->live == 0;
 	v->started = false; /* no more kicks for this thread */
 	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
+	/* every vCPU leaves by a stop but halted ones, and the last to halt stops the VM:
+	 * this one is for a path that forgot, so that the VM ends rather than hang */
+	if (last && !atomic_load(&vm->stopping))
+		vm_stop(vm, VMM_EXIT_INTERNAL);
 }
 
 void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 
-	vcpu_self_run = v->run;
-	vmm_signals_unblock();
 	for (;;) {
 		/* clear before checking the flags: a kick that set it after this
 		 * store is seen through the flags it set first */
 		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
-		if (vmm_stop_signal)
-			vm_stop(v->vm, 128 + vmm_stop_signal);
 		if (!vcpu_pause_point(v))
 			break;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
@@ -243,10 +242,11 @@ void *vcpu_thread(void *arg)
 			vm_stop(v->vm, VMM_EXIT_INTERNAL);
 			break;
 		}
-		if (!vcpu_handle_exit(v))
+		/* stop means stop: an exit that raced with it is not served (no more output,
+		 * no more device work) */
+		if (atomic_load(&v->vm->stopping) || !vcpu_handle_exit(v))
 			break;
 	}
-	vcpu_self_run = NULL; /* vcpu_destroy unmaps it */
 	vcpu_leave(v);
 	return NULL;
 }

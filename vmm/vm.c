@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,48 +22,7 @@ uint64_t vmm_now_ns(void)
 
 static void vm_kick_handler(int sig)
 {
-	(void)sig; /* only here to interrupt KVM_RUN with EINTR */
-}
-
-volatile sig_atomic_t vmm_stop_signal;
-/* this thread's vCPU, for the stop signal's handler (NULL on other threads) */
-_Thread_local struct kvm_run *vcpu_self_run;
-
-static void vm_stop_handler(int sig)
-{
-	if (!vmm_stop_signal)
-		vmm_stop_signal = sig;
-	if (vcpu_self_run) /* between the run loop's check and KVM_RUN: leave at once */
-		__atomic_store_n(&vcpu_self_run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-}
-
-static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
-
-static void stop_signal_set(sigset_t *set)
-{
-	sigemptyset(set);
-	for (unsigned i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
-		sigaddset(set, stop_signals[i]);
-}
-
-void vmm_signals_init(void)
-{
-	struct sigaction sa = {.sa_handler = vm_stop_handler};
-	sigset_t set;
-
-	sigemptyset(&sa.sa_mask);
-	for (unsigned i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
-		sigaction(stop_signals[i], &sa, NULL); /* no SA_RESTART: KVM_RUN returns EINTR */
-	stop_signal_set(&set);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
-void vmm_signals_unblock(void)
-{
-	sigset_t set;
-
-	stop_signal_set(&set);
-	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	(void)sig; /* only here to interrupt KVM_RUN (and console writes) with EINTR */
 }
 
 int vm_create(struct vm *vm, struct kvm *k, struct mm_mem *mem, const struct vmm_opts *o)
@@ -86,9 +46,16 @@ int vm_create(struct vm *vm, struct kvm *k, struct mm_mem *mem, const struct vmm
 	sigemptyset(&sa.sa_mask);
 	sigaction(VCPU_KICK_SIGNAL, &sa, NULL); /* no SA_RESTART: KVM_RUN returns EINTR */
 
-	vm->fd = ioctl(k->fd, KVM_CREATE_VM, 0);
-	if (vm->fd < 0)
+	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->stop_efd < 0) {
+		vm->fd = -1;
 		return -errno;
+	}
+	vm->fd = ioctl(k->fd, KVM_CREATE_VM, 0);
+	if (vm->fd < 0) {
+		err = -errno;
+		goto err_efd;
+	}
 	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
 		err = -errno;
 		goto err_close;
@@ -98,6 +65,9 @@ int vm_create(struct vm *vm, struct kvm *k, struct mm_mem *mem, const struct vmm
 err_close:
 	close(vm->fd);
 	vm->fd = -1;
+err_efd:
+	close(vm->stop_efd);
+	vm->stop_efd = -1;
 	return err;
 }
 
@@ -108,6 +78,9 @@ void vm_destroy(struct vm *vm)
 	if (vm->fd >= 0)
 		close(vm->fd);
 	vm->fd = -1;
+	if (vm->stop_efd >= 0)
+		close(vm->stop_efd);
+	vm->stop_efd = -1;
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
 }
@@ -131,13 +104,21 @@ static void vm_kick_all(struct vm *vm)
 
 void vm_stop(struct vm *vm, int status)
 {
+	uint64_t one = 1;
+	bool first = false;
+
 	pthread_mutex_lock(&vm->lock);
 	if (!atomic_load(&vm->stopping)) {
 		vm->exit_status = status;
 		atomic_store(&vm->stopping, true);
+		first = true;
 	}
 	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
+	/* once is enough: nobody reads it, so it stays readable */
+	if (first && write(vm->stop_efd, &one, sizeof(one)) < 0) {
+		/* cannot fail: the counter is far from saturated */
+	}
 	vm_kick_all(vm);
 }
 
@@ -173,6 +154,39 @@ int vm_pause(struct vm *vm)
 		err = -ESHUTDOWN;
 	pthread_mutex_unlock(&vm->lock);
 	return err;
+}
+
+void vcpu_park_locked(struct vcpu *v)
+{
+	v->vm->paused++;
+	pthread_cond_broadcast(&v->vm->cond); /* a vm_pause may be waiting for this one */
+}
+
+bool vcpu_unpark_locked(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+
+	while (atomic_load(&vm->pause_req) && !atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	vm->paused--;
+	return !atomic_load(&vm->stopping);
+}
+
+void vcpu_park(struct vcpu *v)
+{
+	pthread_mutex_lock(&v->vm->lock);
+	vcpu_park_locked(v);
+	pthread_mutex_unlock(&v->vm->lock);
+}
+
+bool vcpu_unpark(struct vcpu *v)
+{
+	bool ok;
+
+	pthread_mutex_lock(&v->vm->lock);
+	ok = vcpu_unpark_locked(v);
+	pthread_mutex_unlock(&v->vm->lock);
+	return ok;
 }
 
 void vm_resume(struct vm *vm)

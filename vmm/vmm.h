@@ -156,11 +156,13 @@ struct vm {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	atomic_bool stopping;
+	int stop_efd;	       /* eventfd, readable from the first vm_stop on: wakes a poll() */
 	int exit_status;       /* valid once stopping */
 	unsigned halted;       /* vCPUs parked by the HALT hypercall */
 	unsigned live;	       /* vCPUs inside their run loop */
-	unsigned paused;       /* vCPUs waiting in vmm_pause */
+	unsigned paused;       /* vCPUs parked: at their pause point, or waiting (vcpu_park) */
 	atomic_uint pause_req; /* pause depth: vCPUs park while it is > 0 */
+	bool console_busy;     /* a vCPU is writing to the console (hypercall.c); under lock */
 
 	struct dirty *dirty;	     /* KVM dirty tracking, NULL when off */
 	struct vio_balloon *balloon; /* Linux guests' balloon (control socket), NULL if none */
@@ -179,8 +181,9 @@ int vm_create(struct vm *vm, struct kvm *k, struct mm_mem *mem, const struct vmm
 void vm_destroy(struct vm *vm);
 /* Start every vCPU thread and wait until the VM stops; returns the exit status. */
 int vm_run(struct vm *vm);
-/* End the VM with `status` (first caller wins) and kick every vCPU out of KVM_RUN.
- * Safe from any thread, including vCPU threads and the pager. */
+/* End the VM with `status` (first caller wins): kick every vCPU out of KVM_RUN, wake
+ * every wait on vm->cond, make vm->stop_efd readable. Safe from any thread, including
+ * vCPU threads and the pager. */
 void vm_stop(struct vm *vm, int status);
 /* Stop all running vCPUs at their next exit and wait until they are parked.
  * Must not be called from a vCPU thread. Returns -ESHUTDOWN if the VM is stopping.
@@ -188,21 +191,60 @@ void vm_stop(struct vm *vm, int status);
  * and the vCPUs run again only after the last. */
 int vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
+/*
+ * A vCPU about to wait outside the guest for something that may never come (the
+ * console's reader) parks itself: a vm_pause does not wait for it meanwhile. Its wait
+ * must end when vm->stop_efd becomes readable. vcpu_unpark ends the park, and keeps
+ * the vCPU parked while a pause is in force; false when the VM is stopping. Called
+ * without vm->lock; with the lock held, the _locked variants.
+ */
+void vcpu_park(struct vcpu *v);
+bool vcpu_unpark(struct vcpu *v);
+void vcpu_park_locked(struct vcpu *v);
+bool vcpu_unpark_locked(struct vcpu *v);
 uint64_t vmm_now_ns(void);
+
+/* ---- stop.c: the stop signals, the stop deadline, the files removed at the end ---- */
 
 /*
  * SIGINT, SIGTERM and SIGHUP stop the VM the orderly way (statistics printed, the
- * control socket removed, exit status 128 + signal). vmm_signals_init installs the
- * handlers and blocks the signals in the calling thread, so every thread it creates
- * (pager, control socket) leaves them to the vCPUs, which unblock them in vcpu_thread:
- * a vCPU interrupted in KVM_RUN sees vmm_stop_signal and calls vm_stop.
- * Must be called before any thread is created.
+ * control socket removed, exit status 128 + signal). vmm_signals_init blocks them in
+ * the calling thread, so that every thread it creates inherits the mask; the stop
+ * thread (vmm_stop_start) takes them from a signalfd and calls vm_stop, so a signal
+ * acts whatever the vCPUs are doing (halted, paused, blocked on the console). Must be
+ * called before any thread is created.
  */
-extern volatile sig_atomic_t vmm_stop_signal;
-extern _Thread_local struct kvm_run *vcpu_self_run;
 void vmm_signals_init(void);
-/* vCPU threads only: take the stop signals from here on. */
-void vmm_signals_unblock(void);
+/*
+ * What the stop thread calls when the VM does not end by itself (stop.c):
+ * release: vCPUs are still in the VM VMM_STOP_RELEASE_MS after its stop, blocked in
+ *   faults that will not be served: let them go (the pager's mm_pager_release). Called
+ *   with vm->lock held, while at least one vCPU is live. May be NULL.
+ * abandon: the process has not ended VMM_STOP_GRACE_MS after the stop (a thread blocked
+ *   in the kernel: swap I/O on a stalled device), or a second stop signal came: end the
+ *   process as an orderly stop would (statistics, files removed, status); never returns.
+ */
+struct vmm_stop_ops {
+	void (*release)(void *ctx);
+	void (*abandon)(void *ctx);
+};
+#define VMM_STOP_RELEASE_MS 50
+#define VMM_STOP_GRACE_MS   1000
+/* Start the stop thread for vm (before vm_run); -errno. */
+int vmm_stop_start(struct vm *vm, const struct vmm_stop_ops *ops, void *ctx);
+/* After the orderly end: stop the stop thread (a no-op if it never started). */
+void vmm_stop_end(void);
+/* The stop signal that stopped the VM, or 0. */
+int vmm_stop_signal(void);
+/*
+ * Files ufvm created and removes when it ends (the control socket, a swap file):
+ * vmm_file_track records path's device and inode now and returns a handle (or -errno);
+ * vmm_file_remove unlinks the path only if it still names that file, so another VM's
+ * socket that replaced ours stays. Idempotent and thread-safe; a handle < 0 is a no-op.
+ */
+int vmm_file_track(const char *path);
+void vmm_file_remove(int handle);
+void vmm_files_remove_all(void);
 
 /* vcpu.c */
 int vcpu_create(struct vm *vm, unsigned index);
@@ -217,7 +259,7 @@ struct ctl;
 /* What requests act on; owned by the control thread. */
 struct ctl_ctx {
 	struct vm *vm;
-	bool paused; /* paused by a `pause` request, until `resume` */
+	atomic_bool paused; /* paused by a `pause` request, until `resume` */
 };
 
 /*
@@ -232,6 +274,10 @@ void ctl_stop(struct ctl *c);
 /* Answer one request line (len bytes, no newline) with a malloc'd JSON object
  * line ending in '\n' (*outlen bytes); NULL only when out of memory. */
 char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen);
+/* Whether the request may take long or wait for the vCPUs or the pager's locks (pause,
+ * resume, swapout, swapin, reclaim, pagemap): the server runs those on a thread of their
+ * own, one at a time, and keeps answering the others (stop above all) meanwhile. */
+bool ctl_request_slow(const char *line, size_t len);
 /* control_map.c: the `pagemap` request (a jansson json_t in and out) */
 struct json_t *ctl_pagemap(struct ctl_ctx *c, struct json_t *req);
 struct json_t *ctl_dirty(struct ctl_ctx *c, struct json_t *req); /* the `dirty` request */
@@ -306,5 +352,10 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 		     struct mm_mem *mem);
 /* After vm_run (and after the control socket stopped): print --stats, stop the pager. */
 void pager_glue_stop(struct pager_glue *g);
+/* The VM's stop waits for vCPUs blocked in faults: let them go (mm_pager_release). */
+void pager_glue_release(struct pager_glue *g);
+/* Print --stats if asked for and not printed yet; safe beside pager_glue_stop, from the
+ * stop thread (the process then ends without stopping the pager). */
+void pager_glue_stats(struct pager_glue *g);
 
 #endif

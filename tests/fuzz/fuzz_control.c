@@ -1,6 +1,7 @@
 /* fuzz_control.c: the control socket's request parser (vmm/control_req.c and friends): request
  * lines in, and every answer must be one valid JSON object line */
 #include <jansson.h>
+#include <sys/eventfd.h>
 
 #include "tests/fuzz/fuzz.h"
 #include "vmm/vmm.h"
@@ -28,6 +29,8 @@ void fuzz_init(void)
 	vm.opts = &opts;
 	vm.ncpus = 1;
 	vm.fd = -1;
+	vm.stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); /* vm_stop writes it */
+	FUZZ_NEED(vm.stop_efd >= 0, "an eventfd");
 	pthread_mutex_init(&vm.lock, NULL);
 	pthread_cond_init(&vm.cond, NULL);
 	balloon.vdev.ops = &balloon_ops;

@@ -2,6 +2,7 @@
  * hostile guest's RAM and port I/O exits, fed through hc_decode_io and hc_dispatch */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "tests/fuzz/fuzz.h"
@@ -44,6 +45,8 @@ void fuzz_init(void)
 	vm.opts = &opts;
 	vm.ncpus = NCPUS;
 	vm.fd = -1;
+	vm.stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); /* vm_stop writes it */
+	FUZZ_NEED(vm.stop_efd >= 0, "an eventfd");
 	pthread_mutex_init(&vm.lock, NULL);
 	pthread_cond_init(&vm.cond, NULL);
 	for (unsigned i = 0; i < NCPUS; i++)
