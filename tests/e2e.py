@@ -164,6 +164,10 @@ CASES = {
                     want=[r'(?i)divide|#DE'], reject=NOT_FAILED),
     'triplefault': Case(run_guest('triplefault', mem=SMALL), status=3,
                         want=[r'IDT cleared', r'(?i)triple fault|shutdown'], reject=NOT_FAILED),
+    # a crash report forged from CPL 3 on the stubs' port is an unexpected port, not a crash
+    'forged-exception': Case(run_guest('forgeexc', mem=SMALL), status=3,
+                             want=[r'unexpected port I/O: out port 0x5ff'],
+                             reject=NOT_FAILED + [r'guest exception', r'#DE']),
     # --- bad command lines: status 2 and a hint where to look
     'cli-unknown-option': Case(['run', '--bogus', '{guest:hello}'], status=2,
                                want=[r'--bogus', USAGE_HINT]),
@@ -198,6 +202,34 @@ CASES = {
                                  want=[r'--cmdline.*too long']),
     'cli-missing-guest-file': Case(['run', '/nonexistent/guest.elf'], status=2,
                                    want=[r'/nonexistent/guest\.elf.*No such file']),
+    # option errors name the option, however its value was given
+    'cli-mem-limit-too-small': Case(['run', '--mem-limit', '1', '{guest:hello}'], status=2,
+                                    want=[r"--mem-limit: invalid value '1'", USAGE_HINT]),
+    'cli-mem-limit-too-small-eq': Case(['run', '--mem-limit=1', '{guest:hello}'], status=2,
+                                       want=[r"--mem-limit: invalid value '1'"]),
+    'cli-scan-rate-zero': Case(['run', '--scan-rate', '0', '{guest:hello}'], status=2,
+                               want=[r"--scan-rate: invalid value '0'"]),
+    # accepted silently once: a limit that limits nothing, marks no guest can make,
+    # /proc and /sys files as swap
+    'cli-mem-limit-above-mem': Case(['run', '--mem', '64M', '--mem-limit', '128M',
+                                     '{guest:hello}'], status=2,
+                                    want=[r'--mem-limit: 128 MiB is more than .*--mem 64 MiB']),
+    'cli-swapout-mark-empty': Case(['run', '--swapout-at-mark', '', '{guest:hello}'], status=2,
+                                   want=[r"--swapout-at-mark: invalid value '' \(a mark label "
+                                         r"of 1\.\.64 bytes\)"]),
+    'cli-swapout-mark-too-long': Case(['run', '--swapout-at-mark', 'm' * 65, '{guest:hello}'],
+                                      status=2, want=[r'--swapout-at-mark: invalid value']),
+    'cli-swapout-mark-64': Case(['run', '--mem', SMALL, '--swapout-at-mark', 'm' * 64,
+                                 '{guest:hello}'], want=[r'Hello from ufvm guest']),
+    'cli-swap-proc-mem': Case(['run', '--swap', '/proc/self/mem', '{guest:hello}'], status=2,
+                              want=[r'swap file /proc/self/mem: cannot open: a /proc or /sys']),
+    'cli-swap-sys': Case(['run', '--swap', '/sys/kernel/mm/transparent_hugepage/enabled',
+                          '{guest:hello}'], status=2, want=[r'a /proc or /sys file']),
+    # a control socket path that cannot be used is bad input (2), not a host failure (1)
+    'cli-api-empty': Case(['run', '--api', '', '{guest:hello}'], status=2,
+                          want=[r'--api: empty path']),
+    'cli-api-no-dir': Case(['run', '--api', '/nonexistent/dir/sock', '{guest:hello}'], status=2,
+                           want=[r'control socket /nonexistent/dir/sock: .*No such file']),
     'cli-no-guest': Case(['run', '--mem', '64M'], status=2, want=[r'(?i)no guest', USAGE_HINT]),
     'cli-guest-is-directory': Case(['run', '/'], status=2, want=[r"'?/'?.*regular file|directory"]),
     # --- the ELF generator's own good image must load and run

@@ -419,6 +419,12 @@ def test_ufvmctl(sock, tmp, pager):
         check(rc == 2 and err.startswith("ufvmctl: "), "ufvmctl usage error: %s -> status 2" % what)
     rc, _, err = ctl(os.path.join(tmp, "nope.sock"), "stats")
     check(rc == 1 and "cannot connect" in err, "ufvmctl: a missing socket -> status 1, says so")
+    # the arguments are checked before connecting: a bad one is a usage error even
+    # when the VM has gone
+    for args in ((["balloon", "12345"]), (["limit", "huge"]), (["stop", "300"])):
+        rc, _, err = ctl(os.path.join(tmp, "nope.sock"), *args)
+        check(rc == 2 and "bad argument" in err,
+              "ufvmctl %s without a VM -> status 2 (%d, %s)" % (" ".join(args), rc, err.strip()))
 
 
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -630,8 +636,8 @@ def test_top_interrupt(tmp):
 def test_api_in_use(sock, c):
     """--api on the socket of a running VM must fail and leave that VM's socket alone."""
     p = subprocess.run([UFVM, "run", "--api", sock, GUEST], capture_output=True, text=True, timeout=30)
-    check(p.returncode == 1 and sock in p.stderr and "in use by a running ufvm" in p.stderr,
-          "--api on a live VM's socket: status 1, says it is in use (%s)" % p.stderr.strip())
+    check(p.returncode == 2 and sock in p.stderr and "in use by a running ufvm" in p.stderr,
+          "--api on a live VM's socket: status 2, says it is in use (%s)" % p.stderr.strip())
     check(os.path.exists(sock) and c.call({"cmd": "stats"}).get("ok") is True,
           "--api on a live VM's socket: the running VM keeps its socket")
     # a stale socket (nobody listening) is replaced
@@ -786,8 +792,8 @@ def main():
     notsock = os.path.join(tmp, "plain")
     open(notsock, "w").close()
     p = subprocess.run([UFVM, "run", "--api", notsock, GUEST], capture_output=True, text=True, timeout=30)
-    check(p.returncode == 1 and notsock in p.stderr and "not a socket" in p.stderr,
-          "--api on a regular file: status 1, names the path (%s)" % p.stderr.strip())
+    check(p.returncode == 2 and notsock in p.stderr and "not a socket" in p.stderr,
+          "--api on a regular file: status 2 (bad input), names the path (%s)" % p.stderr.strip())
 
     run_vm(tmp, sock, out_path)
     test_top_interrupt(tmp)

@@ -208,6 +208,12 @@ def cases():
     c['bad_mem_too_large'] = (['run', '--mem', '4G', '--kernel', bz], 2, r'at most 3G')
     c['bad_cmdline_too_long'] = (['run', '--kernel', bz, '--append', 'x' * 3000], 2,
                                  r'--append: the command line .* at most 2047')
+    # a kernel that takes any length (cmdline_size 0xffffffff) meets ufvm's own limit,
+    # and the message gives the whole length, not where a buffer cut it
+    c['bad_cmdline_too_long_for_ufvm'] = (
+        ['run', '--kernel', bz_patch(0x238, '<I', 0xffffffff), '--append', 'x' * 5000], 2,
+        r"--append: the command line with the devices' entries is 50\d\d bytes; "
+        r'ufvm takes at most 4095')
     c['bad_disk_missing'] = (['run', '--kernel', bz, '--disk', '{tmp}/nodisk'], 2,
                              r'virtio-blk .*nodisk: cannot open the disk file')
     # a --disk that names no usable disk is bad input too, whatever the reason

@@ -321,7 +321,7 @@ int main(int argc, char **argv)
 	unsigned nargs = 0, n = 0;
 	bool json = false;
 	struct uc c;
-	json_t *req, *ans;
+	json_t *req = NULL, *ans;
 	int err, status;
 
 	for (int i = 1; i < argc; i++) {
@@ -356,9 +356,17 @@ int main(int argc, char **argv)
 			ok |= !strcmp(args[1], known[i]);
 		if (!ok)
 			return usage_err("unknown command: ", args[1]);
+		/* the arguments first: a bad one is a usage error (2) whether or not the VM
+		 * is there to ask */
+		req = make_req(args[1], nargs > 2 ? args[2] : NULL);
+		if (!req || nargs > 3) {
+			json_decref(req);
+			return usage_err("bad argument for ", args[1]);
+		}
 	}
 	err = uc_connect(&c, args[0]);
 	if (err) {
+		json_decref(req);
 		fprintf(stderr,
 			"ufvmctl: %s: cannot connect: %s (is `ufvm run --api %s` running?)\n",
 			args[0], strerror(-err), args[0]);
@@ -371,12 +379,6 @@ int main(int argc, char **argv)
 	if (!strcmp(args[1], "heatmap")) {
 		status = uc_heatmap(&c, args[2], nargs == 4 ? atof(args[3]) : 5.0, 100);
 		goto out;
-	}
-	req = make_req(args[1], nargs > 2 ? args[2] : NULL);
-	if (!req || nargs > 3) {
-		json_decref(req);
-		uc_close(&c);
-		return usage_err("bad argument for ", args[1]);
 	}
 	ans = uc_call(&c, req, &why);
 	status = 1;

@@ -170,15 +170,28 @@ int linux_boot_vm(struct linux_boot *lb, struct vm *vm, const struct vmm_opts *o
 		return VMM_EXIT_INTERNAL;
 	}
 	/* the user's command line first, then the devices Linux must probe */
-	snprintf(cmdline, sizeof(cmdline), "%s%s%s", o->append ? o->append : "",
-		 o->append && *o->append && lb->dev.cmdline[0] ? " " : "", lb->dev.cmdline);
-	if (strlen(o->append ? o->append : "") + 1 + strlen(lb->dev.cmdline) >= sizeof(cmdline) ||
-	    linux_set_cmdline(vm->mem, &lb->li, cmdline) < 0) {
-		fprintf(stderr,
-			"ufvm: --append: the command line with the devices' entries is %zu bytes; "
-			"this kernel accepts at most %u\n",
-			strlen(cmdline), lb->li.cmdline_max);
-		return VMM_EXIT_USAGE;
+	{
+		const char *app = o->append ? o->append : "";
+		const char *sep = *app && lb->dev.cmdline[0] ? " " : "";
+		size_t len = strlen(app) + strlen(sep) + strlen(lb->dev.cmdline);
+		/* the kernel's limit, or ours where the kernel allows more */
+		bool ours = lb->li.cmdline_max >= LINUX_CMDLINE_MAX - 1;
+		uint64_t max = ours ? LINUX_CMDLINE_MAX - 1 : lb->li.cmdline_max;
+
+		if (len > max) {
+			fprintf(stderr,
+				"ufvm: --append: the command line with the devices' entries is %zu "
+				"bytes; %s at most %llu\n",
+				len, ours ? "ufvm takes" : "this kernel accepts",
+				(unsigned long long)max);
+			return VMM_EXIT_USAGE;
+		}
+		snprintf(cmdline, sizeof(cmdline), "%s%s%s", app, sep, lb->dev.cmdline);
+		if (linux_set_cmdline(vm->mem, &lb->li, cmdline) < 0) {
+			fprintf(stderr, "ufvm: --append: cannot write the command line to guest "
+					"RAM\n");
+			return VMM_EXIT_INTERNAL;
+		}
 	}
 	if (o->verbose)
 		fprintf(stderr, "ufvm: command line: %s\n", cmdline);

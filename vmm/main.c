@@ -97,11 +97,11 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	int c;
+	int c, li;
 
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":+vh", longopts, NULL)) != -1) {
+	while ((li = -1, c = getopt_long(argc, argv, ":+vh", longopts, &li)) != -1) {
 		switch (c) {
 		case OPT_MEM:
 			if (cli_parse_size(optarg, &o->mem) < 0 || o->mem < UFVM_MIN_MEM ||
@@ -131,6 +131,9 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 			o->pin = true;
 			break;
 		case OPT_API:
+			if (!*optarg)
+				return bad_arg("--api: empty path%s%s", "",
+					       " (name the socket file to create)");
 			o->api = optarg;
 			break;
 		case OPT_DIRTY:
@@ -172,10 +175,17 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 			const char *why = "";
 
 			if (c >= PAGER_OPT_PAGER && c < PAGER_OPT_END) { /* pager_glue.c */
-				if (pager_parse_opt(&o->pager, c, optarg, &why) < 0)
-					return bad_arg("%s: invalid value %s", argv[optind - 1],
-						       why);
-				break;
+				char name[64], val[160];
+
+				if (pager_parse_opt(&o->pager, c, optarg, &why) == 0)
+					break;
+				/* the option by its name, whether its value came as
+				 * --opt=VALUE or as the next argument */
+				snprintf(name, sizeof(name), "--%s",
+					 li >= 0 ? longopts[li].name : "?");
+				snprintf(val, sizeof(val), "'%.100s'%s%s", optarg ? optarg : "",
+					 *why ? " " : "", why);
+				return bad_arg("%s: invalid value %s", name, val);
 			}
 			return bad_arg("unknown option '%s'%s", argv[optind - 1], "");
 		}
@@ -186,6 +196,16 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 
 		if (pager_check_opts(&o->pager, &why) < 0)
 			return bad_arg("run: %s%s", why, "");
+	}
+	if (o->pager.o.mem_limit > o->mem) {
+		char lim[32], mem[32];
+
+		snprintf(lim, sizeof(lim), "%llu MiB",
+			 (unsigned long long)(o->pager.o.mem_limit >> 20));
+		snprintf(mem, sizeof(mem), "%llu MiB", (unsigned long long)(o->mem >> 20));
+		return bad_arg("--mem-limit: %s is more than the guest's RAM (--mem %s): it "
+			       "would limit nothing",
+			       lim, mem);
 	}
 	/* whoever attaches to the control socket wants idle ages and the working
 	 * set: sample by default then (--scan-interval off says otherwise) */
@@ -335,7 +355,12 @@ static int run_services(struct run *r)
 	if (r->o->api && (err = ctl_start(&r->ctl, r->o->api, &r->vm, &why)) != 0) {
 		fprintf(stderr, "ufvm: control socket %s: %s: %s\n", r->o->api, why,
 			strerror(-err));
-		return VMM_EXIT_INTERNAL;
+		/* a path that cannot be used is the user's to fix: bad input */
+		return err == -ENOENT || err == -ENOTDIR || err == -EACCES || err == -EPERM ||
+			       err == -ENAMETOOLONG || err == -EADDRINUSE || err == -EEXIST ||
+			       err == -EROFS || err == -ELOOP || err == -EISDIR
+			   ? VMM_EXIT_USAGE
+			   : VMM_EXIT_INTERNAL;
 	}
 	return 0;
 }

@@ -134,6 +134,9 @@ int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char *
 		pc->stats = arg ? 2 : 1;
 		return 0;
 	case PAGER_OPT_MARK:
+		/* a label no guest can mark would make the option a silent no-op */
+		if (!*arg || strlen(arg) > UFVM_MARK_MAX)
+			return *why = "(a mark label of 1..64 bytes)", -EINVAL;
 		pc->swapout_mark = arg;
 		return 0;
 	case PAGER_OPT_SPIN:
