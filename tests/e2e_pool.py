@@ -117,6 +117,19 @@ def main():
         if total > BUDGET + sum(batch(r['limit_bytes']) for r in rows):
             over.append((t, total // MiB))
     check(n > 10 and not over, 'all %d decisions within budget + batch (over: %s)' % (n, over[:5]))
+    # a CSV series, and --exit-when-done with the VM's own exit status
+    csv = os.path.join(d, 'series.csv')
+    r = subprocess.run([POOL, 'run', '--budget', '16M', '--interval', '100', '--series', csv,
+                        '--dir', os.path.join(d, 'csv'), '--ufvm', UFVM, '--exit-when-done', '-q',
+                        '--start', "one=--mem 32M --cmdline 'mib=8 passes=20' " +
+                        os.path.join(GUESTS, 'memtouch.elf')], capture_output=True, text=True,
+                       timeout=120)
+    rows = open(csv).read().splitlines()
+    check(r.returncode == 0, '--exit-when-done: exit 0 after the VM exited 0 (%d: %s)' % (
+        r.returncode, r.stderr[-300:]))
+    check(rows[0].startswith('t,kind,vm,state,resident_bytes') and
+          any(',vm,one,' in x for x in rows) and any(',event,one,' in x and 'exited' in x for x in rows),
+          'CSV series: header, VM rows and events (%d rows)' % len(rows))
     png = os.path.join(d, 'pool.png')
     r = subprocess.run([POOL, 'plot', series, png], capture_output=True, text=True)
     check(r.returncode == 0 and os.path.getsize(png) > 2000, 'plot writes a PNG: ' + r.stderr)

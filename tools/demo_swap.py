@@ -163,7 +163,7 @@ class Demo:
             check(frozen[n]['rss_shmem_bytes'] < MiB, '%s: guest RAM in memory (RssShmem) %.0f KiB < 1 MiB'
                   % (n, frozen[n]['rss_shmem_bytes'] / 1024))
             check(rss < MiB, '%s: RssAnon + RssShmem %.0f KiB < 1 MiB (RssAnon %.0f KiB: the VMM '
-                  'itself, with 8 bytes of page state per guest page)' %
+                  'itself: its heap and stacks; its per-page tables went to a file)' %
                   (n, rss / 1024, frozen[n]['rss_anon_bytes'] / 1024))
         self.wait('the hog gets the memory the frozen VMs gave back',
                   lambda: self.vm('hog')['limit_bytes'] > a.budget * MiB * 3 // 4, timeout=120)
