@@ -101,7 +101,8 @@ bool plink_wants_write(const struct pool_link *l);
 int plink_next(struct pool_link *l, json_t **ans, enum plink_req *kind, uint64_t *arg,
 	       uint64_t *sent_ns);
 
-/* ---- pool.c: the VMs, their measurements, and moving memory within the budget ---- */
+/* ---- pool.c: the VMs and moving memory within the budget; answers.c: what they
+ * answer; status.c: the `status` answer ---- */
 #define POOL_MAX_VMS 64
 #define POOL_EVENTS  32 /* the latest events, for `status` */
 
@@ -203,6 +204,11 @@ json_t *pool_status_json(struct pool *p);
 bool pool_proc_rss(pid_t pid, uint64_t *anon, uint64_t *shmem);
 const char *pool_state_name(const struct pool_vm *v);
 
+/* ---- loop.c: `ufvmpool run` until stopped (signal, `stop`) or, with exit_when_done,
+ * until every VM it started has exited; its exit status. ---- */
+struct pool_api;
+int pool_loop(struct pool *p, struct pool_api *api);
+
 /* ---- launch.c: the VMs the pool starts ---- */
 /* Guest RAM in pages from ufvm run's arguments (--mem, default 64M); -EINVAL with *why
  * when they hold something the pool owns (--api, --mem-limit) or a bad --mem. */
@@ -222,7 +228,8 @@ void pool_series_sample(struct pool *p);		/* one line per VM, and one for the po
 void pool_series_event(struct pool *p, const struct pool_event *e);
 void pool_series_close(struct pool *p);
 
-/* ---- api.c: the pool's own socket, JSON lines like the VMs' (pool/README.md) ---- */
+/* ---- server.c (the socket) and api.c (its requests): the pool's own socket, JSON
+ * lines like the VMs' (pool/README.md) ---- */
 struct pool_api;
 /* Listen at path (mode 0600; a stale socket is replaced). -errno with *why. */
 int pool_api_open(struct pool_api **out, const char *path, const char **why);
