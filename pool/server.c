@@ -32,7 +32,7 @@ struct pool_api {
 	int who[API_CLIENTS + 1]; /* pollfd slot -> client (-1: the listener) */
 };
 
-/* The VMs' control socket (vmm/control.c) in small, served by the pool's own loop. */
+/* The VMs' control socket (api/control.c) in small, served by the pool's own loop. */
 
 static const char too_long[] = "{\"ok\":false,\"error\":\"request too long: more than 65536 "
 			       "bytes before the newline\"}\n";

@@ -252,7 +252,7 @@ void vcpu_destroy(struct vcpu *v);
 void *vcpu_thread(void *arg);
 void vcpu_dump_regs(const struct vcpu *v);
 
-/* ---- control.c, control_req.c: the control socket (docs/API.md) ---- */
+/* ---- api/control.c, api/control_req.c: the control socket (docs/API.md) ---- */
 
 struct ctl;
 
@@ -278,10 +278,10 @@ char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen
  * resume, swapout, swapin, reclaim, pagemap): the server runs those on a thread of their
  * own, one at a time, and keeps answering the others (stop above all) meanwhile. */
 bool ctl_request_slow(const char *line, size_t len);
-/* control_map.c: the `pagemap` request (a jansson json_t in and out) */
+/* api/control_map.c: the `pagemap` request (a jansson json_t in and out) */
 struct json_t *ctl_pagemap(struct ctl_ctx *c, struct json_t *req);
 struct json_t *ctl_dirty(struct ctl_ctx *c, struct json_t *req); /* the `dirty` request */
-/* control_balloon.c: the `balloon` request (vm->balloon) */
+/* api/control_balloon.c: the `balloon` request (vm->balloon) */
 struct json_t *ctl_balloon(struct ctl_ctx *c, struct json_t *req);
 
 /* ---- dirty.c: KVM dirty tracking ---- */

@@ -1,4 +1,4 @@
-/* fuzz_control.c: the control socket's request parser (vmm/control_req.c and friends): request
+/* fuzz_control.c: the control socket's request parser (api/control_req.c and friends): request
  * lines in, and every answer must be one valid JSON object line */
 #include <jansson.h>
 #include <sys/eventfd.h>
