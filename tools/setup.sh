@@ -3,7 +3,10 @@
 # `setup.sh fuzz` adds what `make fuzz` needs (AFL++ and its clang).
 set -eu
 
-PKGS="meson ninja-build gcc libc6-dev pkg-config liburing-dev libxxhash-dev libmemcached-dev memcached libjansson-dev libpng-dev python3 util-linux"
+# qemu-system-x86 and busybox-static: the SVM test lane (tools/lane/), which also
+# downloads Debian's kernel package (apt-get download, never installed) into a cache
+PKGS="meson ninja-build gcc libc6-dev pkg-config liburing-dev libxxhash-dev libmemcached-dev memcached libjansson-dev libpng-dev python3 util-linux
+qemu-system-x86 busybox-static"
 PKGS="$PKGS acpica-tools" # iasl: tests/test_acpi.c reads the ACPI tables back
 PKGS="$PKGS libfuse3-dev"  # the stop tests' slow and stalling swap device (tests/fuse_stall.c)
 if [ "${1:-}" = fuzz ]; then

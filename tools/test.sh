@@ -1,11 +1,12 @@
 #!/bin/sh
-# test.sh: run the whole suite, then again under AddressSanitizer and UBSan (SANITIZE=0 skips
-# that pass), and close with one plain "N passed, N failed, N skipped" line per pass.
+# test.sh: run the whole suite: on this host, again under AddressSanitizer and UBSan
+# (SANITIZE=0 skips that pass), and inside the hardware-virtualization lanes (LANES=""
+# skips them); close with one plain "N passed, N failed, N skipped" line per pass.
 BUILD=${1:-build}
 SAN="$BUILD-san"
 
 summary() {
-	python3 - "$1/meson-logs/testlog.json" "$2" <<'PY'
+	python3 - "$1" "$2" <<'PY'
 import json, sys
 counts = {"OK": 0, "FAIL": 0, "SKIP": 0}
 try:
@@ -24,23 +25,52 @@ print("%s: %d passed, %d failed, %d skipped" % (sys.argv[2], counts["OK"], count
 PY
 }
 
-echo "==> running the test suite (meson test)"
-meson test -C "$BUILD" --print-errorlogs --num-processes 2
-rc=$?
-summary "$BUILD" "tests"
-[ "${SANITIZE:-1}" = 0 ] && exit $rc
-
-# The same suite with every sanitizer report fatal: a guest or a request that makes ufvm
-# read out of bounds, leak or hit undefined behaviour fails the test that caused it.
-echo "==> the suite again under AddressSanitizer and UBSan ($SAN; SANITIZE=0 skips this)"
-if [ ! -f "$SAN/build.ninja" ]; then
-	meson setup "$SAN" -Db_sanitize=address,undefined -Db_lundef=false \
-		-Dc_args=-fno-sanitize-recover=all >/dev/null || exit 1
+# The lanes (tools/lane.py) boot an emulator with hardware-style KVM and run every
+# end-to-end test again inside it. They start now and run beside the host's passes;
+# their meson tests (LANE_NAME) collect the results at the end.
+if [ -z "${LANES+set}" ]; then
+	LANES=$(meson introspect --buildoptions "$BUILD" | python3 -c '
+import json, sys
+print(" ".join(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "lanes")))')
 fi
-ninja -C "$SAN" || exit 1
-ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	meson test -C "$SAN" --print-errorlogs --num-processes 2
-src=$?
-summary "$SAN" "tests under sanitizers"
+NOLANES="--no-suite svm --no-suite vmx"
+for lane in $LANES; do
+	echo "==> lane $lane: every end-to-end test inside an emulated L1 with $lane KVM, in the background (log: $BUILD/lane-$lane.log)"
+	nice -n 5 tools/lane.py run "$lane" "$BUILD" >"$BUILD/lane-$lane.log" 2>&1 &
+done
+
+echo "==> running the test suite (meson test)"
+meson test -C "$BUILD" --print-errorlogs --num-processes 2 $NOLANES
+rc=$?
+summary "$BUILD/meson-logs/testlog.json" "tests"
+
+src=0
+if [ "${SANITIZE:-1}" != 0 ]; then
+	# The same suite with every sanitizer report fatal: a guest or a request that makes
+	# ufvm read out of bounds, leak or hit undefined behaviour fails the test that caused it.
+	echo "==> the suite again under AddressSanitizer and UBSan ($SAN; SANITIZE=0 skips this)"
+	if [ ! -f "$SAN/build.ninja" ]; then
+		meson setup "$SAN" -Db_sanitize=address,undefined -Db_lundef=false -Dlanes=[] \
+			-Dc_args=-fno-sanitize-recover=all >/dev/null || exit 1
+	fi
+	ninja -C "$SAN" || exit 1
+	ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		meson test -C "$SAN" --print-errorlogs --num-processes 2 $NOLANES
+	src=$?
+	summary "$SAN/meson-logs/testlog.json" "tests under sanitizers"
+fi
+
+lrc=0
+if [ -n "$LANES" ]; then
+	echo "==> waiting for the lanes ($LANES), then their results, one meson test each"
+	wait
+	suites=""
+	for lane in $LANES; do suites="$suites --suite $lane"; done
+	meson test -C "$BUILD" --print-errorlogs --num-processes 2 $suites \
+		--logbase lanes
+	lrc=$?
+	summary "$BUILD/meson-logs/lanes.json" "tests in the lanes ($LANES)"
+fi
 [ $rc -ne 0 ] && exit $rc
-exit $src
+[ $src -ne 0 ] && exit $src
+exit $lrc

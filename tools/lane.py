@@ -1,0 +1,253 @@
+#!/usr/bin/python3
+"""lane.py: the hardware-virtualization test lanes: an L1 Linux with real KVM, nested.
+
+Our development machines' KVM is PVM (no VMX/SVM). Hardware-style KVM is reachable through
+an emulator: QEMU's TCG with `-cpu max` emulates AMD SVM (lane `svm`), Bochs emulates Intel
+VMX (lane `vmx`). In it boots L1, Debian's own kernel (linux-image-amd64, downloaded and
+unpacked into a cache, never installed), which loads kvm-amd or kvm-intel; the host's root is
+shared with it read-only (9p) under a tmpfs overlay, so the same build directory and Python
+run inside.
+
+    lane.py prepare LANE                      fetch the kernel, build L1's initramfs
+    lane.py exec LANE [-t SEC] -- CMD...      boot L1, run CMD in the host's cwd, power off
+    lane.py shell LANE                        boot L1 with a shell on the console
+    lane.py run LANE BUILD                    run every lane test of BUILD inside one L1 boot
+    lane.py result LANE BUILD NAME            one test's result, running the lane if needed
+
+Tests run in the lanes exactly as on the host: the same commands `meson introspect` lists.
+Exit status of `result`: the test's own (0, 77 skip, other = fail); 77 with a reason when the
+lane cannot run at all (no emulator, no kernel), 1 when the lane itself broke.
+"""
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lane_l1
+
+SKIP = 77
+
+
+def die(msg, status=1):
+    print('lane: %s' % msg, file=sys.stderr)
+    sys.exit(status)
+
+
+# ---- the tests a lane runs -------------------------------------------------------------
+
+def lane_tests(build, lane):
+    """The build's tests that name this lane: meson test 'LANE_X' runs test X inside L1."""
+    out = subprocess.run(['meson', 'introspect', '--tests', str(build)], check=True,
+                         capture_output=True, text=True).stdout
+    tests = {t['name']: t for t in json.loads(out)}
+    prefix = lane + '_'
+    return [tests[n[len(prefix):]] for n in sorted(tests)
+            if n.startswith(prefix) and n[len(prefix):] in tests]
+
+
+def stamp(build, tests):
+    """What the results depend on: the files the tests run (binaries, guests, scripts)."""
+    h = hashlib.sha256()
+    paths = set()
+    for t in tests:
+        for a in t['cmd']:
+            if a.startswith('/') and os.path.exists(a):
+                paths.add(a)
+        h.update(json.dumps([t['name'], t['cmd']]).encode())
+    for d in ('vmm', 'tools', 'guests'):
+        p = Path(build) / d
+        if p.is_dir():
+            paths.update(str(f) for f in p.rglob('*') if f.is_file() and os.access(f, os.X_OK))
+            paths.update(str(f) for f in p.rglob('*.elf'))
+    here = Path(__file__).resolve().parent
+    paths.update(str(f) for f in (here.parent / 'tests').glob('*.py'))
+    paths.update(str(f) for f in here.glob('lane*.py'))
+    for p in sorted(paths):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        h.update(('%s %d %d\n' % (p, st.st_mtime_ns, st.st_size)).encode())
+    return h.hexdigest()[:16]
+
+
+# ---- running them ----------------------------------------------------------------------
+
+RUNNER = r'''
+# Inside L1: run each test as meson would, one at a time, and record its status and log.
+import json, os, subprocess, sys, time
+out, plan = sys.argv[1], json.load(open(sys.argv[2]))
+
+
+def attempt(t, log, mode):
+    # meson found python3 on the host's PATH (maybe a pyenv shim, ~10 s a start under the
+    # emulator); inside, the distribution's interpreter runs the same scripts
+    cmd = [plan['python'] if os.path.basename(c) == 'python3' else c for c in t['cmd']]
+    env = dict(os.environ, **(t.get('env') or {}))
+    with open(log, mode) as f:
+        f.write('$ %s\n' % ' '.join(cmd))
+        f.flush()
+        try:
+            return subprocess.run(cmd, cwd=t.get('workdir') or None, env=env, stdout=f,
+                                  stderr=subprocess.STDOUT, timeout=plan['timeout'],
+                                  stdin=subprocess.DEVNULL).returncode
+        except subprocess.TimeoutExpired:
+            f.write('\nlane: timed out after %d s inside L1\n' % plan['timeout'])
+            return -1
+
+
+with open(os.path.join(out, 'results.jsonl'), 'a') as done:
+    for t in plan['tests']:
+        log = os.path.join(out, 'log', t['name'] + '.txt')
+        t0 = time.monotonic()
+        rc = attempt(t, log, 'w')
+        tries = 1
+        if rc not in (0, 77):
+            # times inside the emulator are 10-50x the host's and noisy: one more try,
+            # both logs kept, so a failure that repeats is a failure
+            with open(log, 'a') as f:
+                f.write('\nlane: status %d; trying once more\n\n' % rc)
+            rc = attempt(t, log, 'a')
+            tries = 2
+        dt = time.monotonic() - t0
+        print('lane: %s rc=%d %.1fs%s' % (t['name'], rc, dt, ' (2 tries)' if tries > 1 else ''),
+              flush=True)
+        done.write(json.dumps({'name': t['name'], 'rc': rc, 'seconds': round(dt, 2),
+                               'tries': tries}) + '\n')
+        done.flush()
+        os.fsync(done.fileno())
+'''
+
+
+def lane_dir(build, lane):
+    return Path(build).resolve() / ('lane-' + lane)
+
+
+def run_lane(build, lane, quiet=False):
+    """Boot L1 once and run every lane test of BUILD inside; results land in lane_dir."""
+    tests = lane_tests(build, lane)
+    d = lane_dir(build, lane)
+    if d.exists():
+        shutil.rmtree(d)
+    (d / 'log').mkdir(parents=True)
+    st = stamp(build, tests)
+    plan = {'lane': lane, 'timeout': lane_l1.TEST_TIMEOUT, 'python': '/usr/bin/python3',
+            'tests': [{'name': t['name'], 'cmd': t['cmd'], 'env': t.get('env'),
+                       'workdir': t.get('workdir')} for t in tests]}
+    (d / 'plan.json').write_text(json.dumps(plan))
+    (d / 'runner.py').write_text(RUNNER)
+    cmd = ['/usr/bin/python3', str(d / 'runner.py'), str(d), str(d / 'plan.json')]
+    t0 = time.monotonic()
+    res = lane_l1.execute(lane, cmd, cwd=str(Path(build).resolve()), out=d,
+                          console=d / 'console.txt', quiet=quiet,
+                          timeout=lane_l1.BOOT_TIMEOUT + len(tests) * 120)
+    got = {}
+    if (d / 'results.jsonl').exists():
+        for line in (d / 'results.jsonl').read_text().splitlines():
+            r = json.loads(line)
+            got[r['name']] = r
+    summary = {'stamp': st, 'lane_status': res.status, 'lane_error': res.error,
+               'seconds': round(time.monotonic() - t0, 1), 'l1': res.info, 'results': got,
+               'planned': [t['name'] for t in tests]}
+    (d / 'summary.json').write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+@contextlib.contextmanager
+def lane_lock(build, lane):
+    """Held while a lane runs: `result` waits for a run in progress instead of starting one."""
+    with open(Path(build).resolve() / ('.lane-%s.lock' % lane), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def result(build, lane, name):
+    d = lane_dir(build, lane)
+    with lane_lock(build, lane):
+        try:
+            s = json.loads((d / 'summary.json').read_text())
+        except (OSError, ValueError):
+            s = None
+        tests = lane_tests(build, lane)
+        if not s or s['stamp'] != stamp(build, tests):
+            why = lane_l1.unavailable(lane)
+            if why:
+                print('lane %s cannot run here: %s' % (lane, why))
+                return SKIP
+            s = run_lane(build, lane, quiet=True)
+    r = s['results'].get(name)
+    log = d / 'log' / (name + '.txt')
+    print('lane %s (L1: %s), test %s, inside L1:' % (lane, s.get('l1') or '?', name))
+    if log.exists():
+        sys.stdout.write(log.read_text(errors='replace'))
+    if r is None:
+        print('lane %s: no result for %s: %s' % (lane, name,
+              s['lane_error'] or 'L1 stopped before this test; see %s' % (d / 'console.txt')))
+        con = d / 'console.txt'
+        if con.exists():
+            print('--- last lines of L1\'s console ---')
+            print('\n'.join(con.read_text(errors='replace').splitlines()[-30:]))
+        return 1
+    print('lane %s: %s exited %d after %.1f s inside L1' % (lane, name, r['rc'], r['seconds']))
+    return r['rc'] if r['rc'] in (0, SKIP) else 1
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] in ('-h', '--help'):
+        print(__doc__)
+        return 0 if len(argv) >= 2 else 2
+    verb, rest = argv[1], argv[2:]
+    if verb == 'prepare' and len(rest) == 1:
+        why = lane_l1.unavailable(rest[0])
+        if why:
+            die(why, SKIP)
+        lane_l1.prepare(rest[0], verbose=True)
+        return 0
+    if verb in ('exec', 'shell') and rest:
+        lane = rest[0]
+        timeout = 600
+        args = rest[1:]
+        if len(args) >= 2 and args[0] == '-t':
+            timeout, args = int(args[1]), args[2:]
+        if args and args[0] == '--':
+            args = args[1:]
+        why = lane_l1.unavailable(lane)
+        if why:
+            die(why, SKIP)
+        if verb == 'shell':
+            return lane_l1.shell(lane)
+        if not args:
+            die('exec needs a command')
+        with tempfile.TemporaryDirectory(prefix='ufvm-lane-') as out:
+            r = lane_l1.execute(lane, args, cwd=os.getcwd(), out=Path(out), timeout=timeout)
+        if r.error:
+            print('lane: %s' % r.error, file=sys.stderr)
+        return r.status
+    if verb == 'run' and len(rest) == 2:
+        why = lane_l1.unavailable(rest[0])
+        if why:
+            die(why, SKIP)
+        with lane_lock(rest[1], rest[0]):
+            s = run_lane(rest[1], rest[0])
+        bad = [n for n in s['planned'] if n not in s['results'] or
+               s['results'][n]['rc'] not in (0, SKIP)]
+        print('lane %s: %d tests in %.0f s, %d not passing%s' % (
+            rest[0], len(s['planned']), s['seconds'], len(bad),
+            (': ' + ' '.join(bad)) if bad else ''))
+        return 1 if bad or s['lane_error'] else 0
+    if verb == 'result' and len(rest) == 3:
+        return result(rest[1], rest[0], rest[2])
+    die('usage: see lane.py --help', 2)
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
