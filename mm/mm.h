@@ -446,6 +446,10 @@ struct mm_pager_stats {
 	uint64_t swapin_lat_us[MM_LAT_BUCKETS]; /* the same, for swap-in faults alone */
 };
 
+/* mm_pager_start: --clean-tracking wp was asked for, but this kernel cannot track by
+ * write-protect (a missing host feature, not bad input) */
+#define MM_ERR_NO_WP (-ENOPROTOOPT)
+
 /*
  * Take over guest RAM: must be called after the VMM wrote its own pages (ELF,
  * page tables) into mem and before any vCPU runs. Those pages are found with

@@ -504,13 +504,18 @@ int mm_pager_start(struct mm_pager **out, struct mm_mem *mem, const struct mm_pa
 			goto err_free;
 		}
 	}
-	/* with --clean-tracking wp, ask for its features too; without them, go on without */
+	/* with --clean-tracking wp, ask for its features too: a user who asked for it
+	 * learns at once that this kernel cannot, rather than from missing clean drops */
 	err = uffd_open(&p->uffd, base_features | (p->o.wp ? mm_wp_features() : 0));
-	if (err < 0 && p->o.wp && err != -EPERM && err != -ENOSYS)
-		err = uffd_open(&p->uffd, base_features);
+	if (err == -ENOTSUP && p->o.wp && uffd_open(&p->uffd, base_features) == 0)
+		err = MM_ERR_NO_WP;
 	if (err < 0)
 		goto err_free;
 	mm_wp_start(p); /* sets p->wp; without it, pages read back from swap are dirty at once */
+	if (p->o.wp && !p->wp) {
+		err = MM_ERR_NO_WP;
+		goto err_free;
+	}
 	err = uffd_register(&p->uffd, mem->hva, mem->size, true, p->wp);
 	if (err < 0)
 		goto err_free;
@@ -554,6 +559,9 @@ const char *mm_pager_strerror(int err)
 {
 	if (err == -EINVAL)
 		return "invalid pager options (chunk: power of two, 4K..2M; mem-limit >= 4M)";
+	if (err == MM_ERR_NO_WP)
+		return "--clean-tracking wp needs UFFD_FEATURE_WP_ASYNC on shmem and PAGEMAP_SCAN "
+		       "(Linux 6.7 or newer), which this kernel lacks: leave it off";
 	return uffd_strerror(err);
 }
 
