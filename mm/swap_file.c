@@ -114,6 +114,21 @@ static void remove_created(const struct swap_file *s)
 		unlink(s->created);
 }
 
+/* Some file systems (overlayfs on Linux 6.1) accept O_DIRECT at open and refuse it
+ * with EINVAL at the first I/O: find out now, with one aligned read of slot 0. */
+static int probe_direct(int fd)
+{
+	void *buf;
+	int err = 0;
+
+	if (posix_memalign(&buf, SWAP_PAGE, SWAP_PAGE))
+		return -ENOMEM;
+	if (pread(fd, buf, SWAP_PAGE, 0) < 0)
+		err = -errno;
+	free(buf);
+	return err;
+}
+
 /*
  * A path of the user's: a new file, created here and removed at close (guest memory
  * does not outlive the VM), or an existing empty file or a block device. An existing
@@ -188,6 +203,11 @@ static int file_open(void **out, const struct swap_opts *o, uint64_t max_pages)
 	    ftruncate(s->fd, (off_t)(max_pages * SWAP_PAGE)) < 0) {
 		err = -errno;
 		goto err_close;
+	}
+	if (o->direct) {
+		err = probe_direct(s->fd);
+		if (err < 0)
+			goto err_close;
 	}
 	/* SQ of qd entries, CQ of 2*qd: at most qd in flight never overflows either. */
 	err = io_uring_queue_init(qd, &s->ring, 0);
