@@ -1,7 +1,7 @@
 #!/bin/sh
 # test.sh: run the whole suite: on this host, again under AddressSanitizer and UBSan
-# (SANITIZE=0 skips that pass), and inside the hardware-virtualization lanes (LANES=""
-# skips them); close with one plain "N passed, N failed, N skipped" line per pass.
+# (SANITIZE=0 skips that pass), and inside the hardware-virtualization lanes (LANES="svm"
+# by default; LANES="" skips them); close with one plain "N passed, N failed, N skipped" line per pass.
 BUILD=${1:-build}
 SAN="$BUILD-san"
 
@@ -28,10 +28,13 @@ PY
 # The lanes (tools/lane.py) boot an emulator with hardware-style KVM and run every
 # end-to-end test again inside it. They start now and run beside the host's passes;
 # their meson tests (LANE_NAME) collect the results at the end.
-if [ -z "${LANES+set}" ]; then
-	LANES=$(meson introspect --buildoptions "$BUILD" | python3 -c '
+LANES=${LANES-svm}
+want=$(echo $LANES | tr ' ' ',')
+have=$(meson introspect --buildoptions "$BUILD" | python3 -c '
 import json, sys
-print(" ".join(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "lanes")))')
+print(",".join(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "lanes")))')
+if [ "$want" != "$have" ]; then
+	meson configure "$BUILD" "-Dlanes=${want:-[]}" >/dev/null && ninja -C "$BUILD" >/dev/null || exit 1
 fi
 NOLANES="--no-suite svm --no-suite vmx"
 for lane in $LANES; do
