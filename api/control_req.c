@@ -162,6 +162,7 @@ static const struct {
     PSTAT(scan_cpu_ns),
     PSTAT(scan_dirty_pages),
     PSTAT(refault_ns),
+    PSTAT(sample_ns),
     PSTAT(proactive_pages),
     PSTAT(proactive_holds),
     PSTAT(coldest_pages),

@@ -79,6 +79,8 @@ static enum mm_resolved handle_fault(struct mm_fault_thread *ft, const struct uf
 	mm_region_unlock(p, r);
 	if (rc == MM_DONE)
 		record_latency(p, t0, state == PST_SWAPPED);
+	if (rc == MM_DONE && state == PST_UNMAPPED) /* the sampler's cost to the guest */
+		MM_STAT_ADD(p, sample_ns, mm_now_ns() - t0);
 	if (rc == MM_DONE && state == PST_SWAPPED) {
 		uint64_t dt = mm_now_ns() - t0;
 

@@ -432,6 +432,7 @@ struct mm_pager_stats {
 	/* access sampling and proactive reclaim (access.c, proactive.c) */
 	uint64_t scans, scan_zapped, scan_young, scan_cpu_ns, scan_dirty_pages;
 	uint64_t refault_ns; /* time spent serving swap-in faults */
+	uint64_t sample_ns;  /* time spent serving faults on sampled (zapped) pages */
 	uint64_t proactive_pages, proactive_holds, coldest_pages;
 	uint64_t discarded_pages; /* given away by the guest (balloon): back to NEW (discard.c) */
 	uint64_t stray_pages;	  /* found in the memfd where the table had a hole, holding

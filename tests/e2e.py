@@ -20,7 +20,9 @@ from pathlib import Path
 
 import badelf
 
-TIMEOUT = 30  # seconds per ufvm run; every case here takes well under 2 s
+# seconds per ufvm run; every case here takes well under 2 s (on a slower machine, such as
+# an emulator's nested KVM, UFVM_TEST_SLOWDOWN multiplies it)
+TIMEOUT = 30 * float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
 MEM = '128M'
 SMALL = '64M'  # negative guests and bad images: badelf.py assumes 64 MiB
 

@@ -22,13 +22,16 @@ import tempfile
 import time
 
 MIB = 1 << 20
+# How much slower than our development hosts this machine runs the tests (an emulator's
+# nested KVM: 10x or more): the guests' run times and the waits for them grow with it.
+SLOW = float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
 PAGE = 4096
 
 
 class Client:
     def __init__(self, path):
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(30)
+        self.s.settimeout(30 * SLOW)
         self.s.connect(path)
         self.buf = b""
 
@@ -56,7 +59,7 @@ class VM:
              "--cmdline", cmdline, os.path.join(guests, "access.elf")],
             stdout=self.out, stderr=subprocess.PIPE, text=True)
         self.sets = {}
-        deadline = time.time() + 20
+        deadline = time.time() + 20 * SLOW
         while time.time() < deadline and "pattern started" not in self.text():
             if self.p.poll() is not None:
                 break
@@ -73,7 +76,7 @@ class VM:
     def call(self, req):
         return self.c.call(req)
 
-    def finish(self, timeout=60):
+    def finish(self, timeout=60 * SLOW):
         try:
             err = self.p.communicate(timeout=timeout)[1]
         except subprocess.TimeoutExpired:
@@ -113,20 +116,20 @@ def case_young(ufvm, g, f):
     # a loaded machine makes costly: wait for enough scans (each idle page zapped, then 4
     # more) rather than for a time, with a budget that keeps the interval near 100 ms.
     vm = VM(ufvm, g, ["--scan-interval", "100", "--scan-rate", "4096", "--scan-cpu", "25",
-                      "--dirty-track=auto"], "write=2 read=2 idle=32 ms=5000")
+                      "--dirty-track=auto"], "write=2 read=2 idle=32 ms=%d" % (5000 * SLOW))
     if not vm.c:
         vm.finish()
         expect(False, "guest started and printed its sets", f)
         return
     start = vm.call({"cmd": "wss"}).get("scans", 0)
-    deadline = time.time() + 4.5
+    deadline = time.time() + 4.5 * SLOW
     w = {}
     while time.time() < deadline:
         time.sleep(0.1)
         w = vm.call({"cmd": "wss"})
         if w.get("scans", 0) >= start + 8 + 5 and time.time() - vm.started >= 1.2:
             break
-    expect(w.get("scans", 0) >= start + 13, "13 scans within 4.5 s (%r)" % w.get("scans"), f)
+    expect(w.get("scans", 0) >= start + 13, "13 scans within %.1f s (%r)" % (4.5 * SLOW, w.get("scans")), f)
     expect(w.get("ok") is True, "wss answers with sampling on", f)
     one = w["windows"][0]["pages"]
     truth = vm.sets["write"][1] + vm.sets["read"][1]
@@ -152,7 +155,7 @@ def case_dirty(ufvm, g, f):
     a page read back from swap and not touched is dropped again without a write."""
     # sampling off: its zaps make KVM log re-mapped pages as dirty (see mm/README.md)
     vm = VM(ufvm, g, ["--dirty-track=auto", "--scan-interval", "off"],
-            "write=8 read=8 idle=32 ms=4000")
+            "write=8 read=8 idle=32 ms=%d" % (4000 * SLOW))
     if not vm.c:
         vm.finish()
         expect(False, "guest started", f)
@@ -190,7 +193,7 @@ def case_dirty(ufvm, g, f):
 
 def case_api(ufvm, g, f):
     """The new requests, good and malformed; wss without sampling is 'not available'."""
-    vm = VM(ufvm, g, ["--scan-interval", "off"], "write=2 read=2 idle=4 ms=1500", mem="64M")
+    vm = VM(ufvm, g, ["--scan-interval", "off"], "write=2 read=2 idle=4 ms=%d" % (1500 * SLOW), mem="64M")
     if not vm.c:
         vm.finish()
         expect(False, "guest started", f)
@@ -227,13 +230,13 @@ def case_proactive(ufvm, g, f):
     # machine (see case_young), so the idle set reaches the threshold within the run
     vm = VM(ufvm, g, ["--mem-limit", "auto:%d" % target, "--scan-interval", "100",
                       "--scan-rate", "4096", "--scan-cpu", "25", "--dirty-track=auto"],
-            "write=2 read=2 idle=48 ms=7000")
+            "write=2 read=2 idle=48 ms=%d" % (7000 * SLOW))
     if not vm.c:
         vm.finish()
         expect(False, "guest started", f)
         return
     worst, swapped = 0.0, 0
-    t_end = time.time() + 6
+    t_end = time.time() + 6 * SLOW
     while time.time() < t_end:
         time.sleep(0.25)
         w = vm.call({"cmd": "wss"})

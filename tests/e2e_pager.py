@@ -25,7 +25,9 @@ import time
 MIB = 1 << 20
 LIBC = ctypes.CDLL(None, use_errno=True)
 BATCH = 2 * MIB  # one reclaim batch / zero-fill chunk
-TIMEOUT = 60
+# a slower machine (an emulator's nested KVM) multiplies the waits: UFVM_TEST_SLOWDOWN
+SLOW = float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
+TIMEOUT = 60 * SLOW
 
 
 class Run:

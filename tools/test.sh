@@ -25,7 +25,7 @@ print("%s: %d passed, %d failed, %d skipped" % (sys.argv[2], counts["OK"], count
 PY
 }
 
-# The lanes (tools/lane.py) boot an emulator with hardware-style KVM and run every
+# The lanes (tools/lane/) boot an emulator with hardware-style KVM and run every
 # end-to-end test again inside it. They start now and run beside the host's passes;
 # their meson tests (LANE_NAME) collect the results at the end.
 LANES=${LANES-svm}
@@ -39,7 +39,7 @@ fi
 NOLANES="--no-suite svm --no-suite vmx"
 for lane in $LANES; do
 	echo "==> lane $lane: every end-to-end test inside an emulated L1 with $lane KVM, in the background (log: $BUILD/lane-$lane.log)"
-	nice -n 5 tools/lane.py run "$lane" "$BUILD" >"$BUILD/lane-$lane.log" 2>&1 &
+	nice -n 5 tools/lane/lane.py run "$lane" "$BUILD" >"$BUILD/lane-$lane.log" 2>&1 &
 done
 
 echo "==> running the test suite (meson test)"

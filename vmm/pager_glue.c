@@ -432,6 +432,7 @@ static const struct {
     F(scan_cpu_ns),
     F(scan_dirty_pages),
     F(refault_ns),
+    F(sample_ns),
     F(proactive_pages),
     F(proactive_holds),
     F(coldest_pages),

@@ -6,9 +6,9 @@ an emulator: QEMU's TCG with `-cpu max` emulates AMD SVM (lane `svm`), Bochs emu
 VMX (lane `vmx`). In it boots L1, Debian's own kernel (linux-image-amd64, downloaded and
 unpacked into a cache, never installed), which loads kvm-amd or kvm-intel; the host's root is
 shared with it read-only (9p) under a tmpfs overlay, so the same build directory and Python
-run inside.
+run inside. tools/lane/README.md says more.
 
-    lane.py prepare LANE                      fetch the kernel, build L1's initramfs
+    lane.py prepare LANE                      fetch L1's kernel into the cache
     lane.py exec LANE [-t SEC] -- CMD...      boot L1, run CMD in the host's cwd, power off
     lane.py shell LANE                        boot L1 with a shell on the console
     lane.py run LANE BUILD                    run every lane test of BUILD inside one L1 boot
@@ -32,9 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import lane_l1
+import l1
 
 SKIP = 77
+HERE = Path(__file__).resolve().parent
 
 
 def die(msg, status=1):
@@ -68,9 +69,8 @@ def stamp(build, tests):
         if p.is_dir():
             paths.update(str(f) for f in p.rglob('*') if f.is_file() and os.access(f, os.X_OK))
             paths.update(str(f) for f in p.rglob('*.elf'))
-    here = Path(__file__).resolve().parent
-    paths.update(str(f) for f in (here.parent / 'tests').glob('*.py'))
-    paths.update(str(f) for f in here.glob('lane*.py'))
+    paths.update(str(f) for f in (HERE.parent.parent / 'tests').glob('*.py'))
+    paths.update(str(f) for f in HERE.glob('*.py'))
     for p in sorted(paths):
         try:
             st = os.stat(p)
@@ -81,52 +81,6 @@ def stamp(build, tests):
 
 
 # ---- running them ----------------------------------------------------------------------
-
-RUNNER = r'''
-# Inside L1: run each test as meson would, one at a time, and record its status and log.
-import json, os, subprocess, sys, time
-out, plan = sys.argv[1], json.load(open(sys.argv[2]))
-
-
-def attempt(t, log, mode):
-    # meson found python3 on the host's PATH (maybe a pyenv shim, ~10 s a start under the
-    # emulator); inside, the distribution's interpreter runs the same scripts
-    cmd = [plan['python'] if os.path.basename(c) == 'python3' else c for c in t['cmd']]
-    env = dict(os.environ, **(t.get('env') or {}))
-    with open(log, mode) as f:
-        f.write('$ %s\n' % ' '.join(cmd))
-        f.flush()
-        try:
-            return subprocess.run(cmd, cwd=t.get('workdir') or None, env=env, stdout=f,
-                                  stderr=subprocess.STDOUT, timeout=plan['timeout'],
-                                  stdin=subprocess.DEVNULL).returncode
-        except subprocess.TimeoutExpired:
-            f.write('\nlane: timed out after %d s inside L1\n' % plan['timeout'])
-            return -1
-
-
-with open(os.path.join(out, 'results.jsonl'), 'a') as done:
-    for t in plan['tests']:
-        log = os.path.join(out, 'log', t['name'] + '.txt')
-        t0 = time.monotonic()
-        rc = attempt(t, log, 'w')
-        tries = 1
-        if rc not in (0, 77):
-            # times inside the emulator are 10-50x the host's and noisy: one more try,
-            # both logs kept, so a failure that repeats is a failure
-            with open(log, 'a') as f:
-                f.write('\nlane: status %d; trying once more\n\n' % rc)
-            rc = attempt(t, log, 'a')
-            tries = 2
-        dt = time.monotonic() - t0
-        print('lane: %s rc=%d %.1fs%s' % (t['name'], rc, dt, ' (2 tries)' if tries > 1 else ''),
-              flush=True)
-        done.write(json.dumps({'name': t['name'], 'rc': rc, 'seconds': round(dt, 2),
-                               'tries': tries}) + '\n')
-        done.flush()
-        os.fsync(done.fileno())
-'''
-
 
 def lane_dir(build, lane):
     return Path(build).resolve() / ('lane-' + lane)
@@ -140,23 +94,28 @@ def run_lane(build, lane, quiet=False):
         shutil.rmtree(d)
     (d / 'log').mkdir(parents=True)
     st = stamp(build, tests)
-    plan = {'lane': lane, 'timeout': lane_l1.TEST_TIMEOUT, 'python': '/usr/bin/python3',
+    plan = {'lane': lane, 'timeout': l1.TEST_TIMEOUT, 'slowdown': l1.machine(lane).SLOWDOWN,
             'tests': [{'name': t['name'], 'cmd': t['cmd'], 'env': t.get('env'),
                        'workdir': t.get('workdir')} for t in tests]}
     (d / 'plan.json').write_text(json.dumps(plan))
-    (d / 'runner.py').write_text(RUNNER)
-    cmd = ['/usr/bin/python3', str(d / 'runner.py'), str(d), str(d / 'plan.json')]
+    # d is L1's /lane-out (l1.py: the results share)
+    cmd = ['/usr/bin/python3', str(HERE / 'runner.py'), '/lane-out', '/lane-out/plan.json']
     t0 = time.monotonic()
-    res = lane_l1.execute(lane, cmd, cwd=str(Path(build).resolve()), out=d,
-                          console=d / 'console.txt', quiet=quiet,
-                          timeout=lane_l1.BOOT_TIMEOUT + len(tests) * 120)
+    # what a lane without the host's root (vmx) must be given: every file a test names
+    stage = {str(HERE / 'runner.py'), str(HERE.parent.parent / 'tests')}
+    for t in tests:
+        stage.update(a for a in t['cmd'][1:] if a.startswith('/') and os.path.exists(a))
+    res = l1.execute(lane, cmd, cwd=str(Path(build).resolve()), out=d,
+                     console=d / 'console.txt', quiet=quiet, stage=sorted(stage),
+                     timeout=l1.BOOT_TIMEOUT + len(tests) * 120)
     got = {}
     if (d / 'results.jsonl').exists():
         for line in (d / 'results.jsonl').read_text().splitlines():
             r = json.loads(line)
             got[r['name']] = r
     summary = {'stamp': st, 'lane_status': res.status, 'lane_error': res.error,
-               'seconds': round(time.monotonic() - t0, 1), 'l1': res.info, 'results': got,
+               'seconds': round(time.monotonic() - t0, 1), 'cpu_seconds': res.cpu_seconds,
+               'l1': res.info, 'results': got,
                'planned': [t['name'] for t in tests]}
     (d / 'summary.json').write_text(json.dumps(summary, indent=1))
     return summary
@@ -179,7 +138,7 @@ def result(build, lane, name):
             s = None
         tests = lane_tests(build, lane)
         if not s or s['stamp'] != stamp(build, tests):
-            why = lane_l1.unavailable(lane)
+            why = l1.unavailable(lane)
             if why:
                 print('lane %s cannot run here: %s' % (lane, why))
                 return SKIP
@@ -207,10 +166,10 @@ def main(argv):
         return 0 if len(argv) >= 2 else 2
     verb, rest = argv[1], argv[2:]
     if verb == 'prepare' and len(rest) == 1:
-        why = lane_l1.unavailable(rest[0])
+        why = l1.unavailable(rest[0])
         if why:
             die(why, SKIP)
-        lane_l1.prepare(rest[0], verbose=True)
+        l1.kernel(rest[0], verbose=True)  # the download: setup.sh does it ahead of the tests
         return 0
     if verb in ('exec', 'shell') and rest:
         lane = rest[0]
@@ -220,28 +179,33 @@ def main(argv):
             timeout, args = int(args[1]), args[2:]
         if args and args[0] == '--':
             args = args[1:]
-        why = lane_l1.unavailable(lane)
+        why = l1.unavailable(lane)
         if why:
             die(why, SKIP)
         if verb == 'shell':
-            return lane_l1.shell(lane)
+            return l1.shell(lane)
         if not args:
             die('exec needs a command')
+        # files the command names (and UFVM_LANE_STAGE's) go with it where L1 cannot see
+        # the host's root (vmx)
+        stage = [a for a in args if os.path.exists(a)]
+        stage += [p for p in os.environ.get('UFVM_LANE_STAGE', '').split(':') if p]
         with tempfile.TemporaryDirectory(prefix='ufvm-lane-') as out:
-            r = lane_l1.execute(lane, args, cwd=os.getcwd(), out=Path(out), timeout=timeout)
+            r = l1.execute(lane, args, cwd=os.getcwd(), out=Path(out), timeout=timeout,
+                           stage=[os.path.abspath(p) for p in stage])
         if r.error:
             print('lane: %s' % r.error, file=sys.stderr)
         return r.status
     if verb == 'run' and len(rest) == 2:
-        why = lane_l1.unavailable(rest[0])
+        why = l1.unavailable(rest[0])
         if why:
             die(why, SKIP)
         with lane_lock(rest[1], rest[0]):
             s = run_lane(rest[1], rest[0])
         bad = [n for n in s['planned'] if n not in s['results'] or
                s['results'][n]['rc'] not in (0, SKIP)]
-        print('lane %s: %d tests in %.0f s, %d not passing%s' % (
-            rest[0], len(s['planned']), s['seconds'], len(bad),
+        print('lane %s: %d tests in %.0f s (emulator CPU %.0f s), %d not passing%s' % (
+            rest[0], len(s['planned']), s['seconds'], s['cpu_seconds'], len(bad),
             (': ' + ' '.join(bad)) if bad else ''))
         return 1 if bad or s['lane_error'] else 0
     if verb == 'result' and len(rest) == 3:

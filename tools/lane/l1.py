@@ -1,11 +1,15 @@
-"""lane_l1.py: boot L1 (a Debian kernel with real KVM, under an emulator) and run one command.
+"""l1.py: boot L1 (a Debian kernel with real KVM, under an emulator) and run one command.
 
 Both lanes share this: the kernel comes from Debian's linux-image-amd64 (apt-get download +
-dpkg-deb -x into a cache, never installed on the host), L1's init is busybox, and the
-command's results come back through a writable directory shared with L1. What differs is the
-emulator: QEMU's TCG (`-cpu max`: AMD SVM) for `svm`, Bochs (Intel VMX) for `vmx`.
+dpkg-deb -x into a cache, never installed on the host), L1's init is busybox, the command
+runs in the host's working directory (same paths), and what it writes to /lane-out comes
+back to the host. What differs is the machine (svm.py, vmx.py): QEMU's TCG (`-cpu max`: AMD
+SVM) shares the host's root over 9p; Bochs (Intel VMX) has no 9p, so L1 gets the files the
+command needs in its initramfs and sends /lane-out back over its serial console.
 """
 import os
+import resource
+import shlex
 import re
 import shutil
 import stat
@@ -15,13 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BOOT_TIMEOUT = 120      # seconds for L1 to reach its init, generously (TCG under load)
+BOOT_TIMEOUT = 180      # seconds for L1 to reach its init, generously (emulated, under load)
 TEST_TIMEOUT = 300      # seconds for one test inside L1 (times there are 10-50x the host's)
-L1_MEM_MIB = 6144       # tests need up to ~1 GiB at once; the rest is L1's tmpfs overlay
 
 LANES = {'svm': 'kvm-amd', 'vmx': 'kvm-intel'}
-# Modules L1 needs beyond the KVM one (their dependencies are found from .modinfo)
-BASE_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay', 'loop', 'zram', 'dm-mod']
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Result:
     status: int      # the command's exit status, or 1 if L1 broke
     error: str       # why L1 broke ('' if it did not)
     info: str        # what L1 was (kernel, emulator, KVM module)
+    cpu_seconds: float = 0.0  # the emulator's CPU time: less noisy than wall time
 
 
 def cache_dir():
@@ -40,8 +42,14 @@ def cache_dir():
     return Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'ufvm' / 'lane'
 
 
+def machine(lane):
+    import svm
+    import vmx
+    return {'svm': svm, 'vmx': vmx}[lane]
+
+
 def emulator(lane):
-    return 'qemu-system-x86_64' if lane == 'svm' else 'bochs-bin'
+    return machine(lane).EMULATOR
 
 
 def unavailable(lane):
@@ -50,8 +58,9 @@ def unavailable(lane):
         return 'unknown lane %r (svm or vmx)' % lane
     if os.geteuid() != 0:
         return 'the lanes run as root (L1 shares the host root over 9p)'
-    for prog, pkg in ((emulator(lane), 'qemu-system-x86' if lane == 'svm' else 'bochs'),
-                      ('busybox', 'busybox-static'), ('dpkg-deb', 'dpkg')):
+    m = machine(lane)
+    for prog, pkg in ((m.EMULATOR, m.PACKAGE), ('busybox', 'busybox-static'),
+                      ('dpkg-deb', 'dpkg')) + m.NEEDS:
         if not shutil.which(prog):
             return '%s is missing (Debian package %s; tools/setup.sh installs it)' % (prog, pkg)
     if not Path('/bin/busybox').exists() or b'ld-linux' in Path('/bin/busybox').read_bytes()[:4096]:
@@ -130,38 +139,37 @@ def modules_closure(moddir, wanted):
 
 # ---- L1's initramfs ----------------------------------------------------------------------
 
+# L1's init: the lane's machine sets up the root and /lane-out (ROOT_SETUP), then this runs
+# the command (or a shell) with the host's paths, and the machine collects /lane-out (DONE).
 INIT = r'''#!/bin/busybox sh
-# L1's init: modules, the host's root read-only under a tmpfs overlay, then the command.
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s /bin
-export PATH=/bin
+export PATH=/bin:/usr/bin:/sbin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /modules.order); do insmod /lib/modules/$m 2>/dev/null || echo "L1: insmod $m failed"; done
 say() { echo "L1: $*"; }
-fail() { say "$*"; echo 1 > /out/rc 2>/dev/null; poweroff -f; }
-mkdir -p /host /out /newroot
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || fail "cannot mount the results share"
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host || fail "cannot mount the host root (9p)"
-mount -t tmpfs -o size=70% tmp /tmp
-mkdir -p /tmp/up /tmp/work
-mount -t overlay -o lowerdir=/host,upperdir=/tmp/up,workdir=/tmp/work ov /newroot || fail "cannot mount the overlay"
+fail() { say "$*"; echo 1 > /out/rc 2>/dev/null; @DONE@; poweroff -f; }
+mkdir -p /out /newroot
+@ROOT_SETUP@
 for d in proc sys dev; do mount --bind /$d /newroot/$d; done
-mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/lane-out
+mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/lane-out /newroot/tmp /newroot/run
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
 mount -t tmpfs shm /newroot/dev/shm
 mount -t tmpfs tmp /newroot/tmp
 mount -t tmpfs run /newroot/run
 mount --bind /out /newroot/lane-out
 [ -e /dev/kvm ] || fail "no /dev/kvm: $(dmesg | grep -i -E 'kvm|svm|vmx' | tail -3)"
-say "ready $(cut -d' ' -f1 /proc/uptime)s, $(uname -r), $(grep -o -m1 -E 'svm|vmx' /proc/cpuinfo) KVM"
+say "ready $(cut -d' ' -f1 /proc/uptime)s, $(uname -r), $(grep -o -m1 -E 'svm|vmx' /proc/cpuinfo) KVM, $(nproc) CPUs"
 hostname l1
 if [ -f /out/shell ]; then
-	chroot /newroot /bin/sh -c 'cd "$(cat /lane-out/cwd)"; exec setsid -c /bin/bash -i' </dev/console >/dev/console 2>&1
+	chroot /newroot /bin/sh -c 'cd "$(cat /lane-out/cwd)"; exec setsid -c /bin/sh -i' </dev/console >/dev/console 2>&1
 	echo 0 > /out/rc
 else
 	chroot /newroot /bin/sh /lane-out/cmd.sh </dev/null
 	echo $? > /out/rc
 fi
 sync
+@DONE@
 poweroff -f
 '''
 
@@ -185,102 +193,98 @@ def newc(entries):
     return bytes(out)
 
 
-def prepare(lane, verbose=False):
-    """The kernel and L1's initramfs for this lane; returns (vmlinuz, initramfs)."""
+def kernel(lane, verbose=False):
+    """(vmlinuz, the modules L1 loads for this lane, in load order)"""
     kdir = kernel_dir() or fetch_kernel(verbose)
     vmlinuz = sorted((kdir / 'boot').glob('vmlinuz-*'))[-1]
     moddir = next((kdir / 'lib' / 'modules').iterdir())
-    mods = modules_closure(moddir, BASE_MODULES + [LANES[lane]])
-    initrd = cache_dir() / ('initrd-%s-%s.cpio' % (lane, moddir.name))
-    busybox = Path('/bin/busybox').read_bytes()
+    return vmlinuz, modules_closure(moddir, machine(lane).MODULES + [LANES[lane]])
+
+
+def base_entries(lane, mods):
+    """busybox, init and modules: what every L1 initramfs starts with"""
+    m = machine(lane)
+    init = INIT.replace('@ROOT_SETUP@', m.ROOT_SETUP).replace('@DONE@', m.DONE)
     entries = [(d, stat.S_IFDIR | 0o755, b'') for d in
                ('bin', 'dev', 'proc', 'sys', 'tmp', 'lib', 'lib/modules')]
-    entries += [('bin/busybox', stat.S_IFREG | 0o755, busybox),
-                ('init', stat.S_IFREG | 0o755, INIT.encode()),
+    entries += [('bin/busybox', stat.S_IFREG | 0o755, Path('/bin/busybox').read_bytes()),
+                ('init', stat.S_IFREG | 0o755, init.encode()),
                 ('modules.order', stat.S_IFREG | 0o644,
                  ''.join(k.name + '\n' for k in mods).encode())]
     entries += [('lib/modules/' + k.name, stat.S_IFREG | 0o644, k.read_bytes()) for k in mods]
-    data = newc(entries)
-    if not initrd.exists() or initrd.read_bytes() != data:
-        tmp = initrd.with_suffix('.tmp')
-        tmp.write_bytes(data)
-        tmp.rename(initrd)
-    return vmlinuz, initrd
+    return entries
 
 
-# ---- booting it ----------------------------------------------------------------------------
-
-def qemu_argv(vmlinuz, initrd, out, interactive):
-    return ['qemu-system-x86_64', '-accel', 'tcg', '-cpu', os.environ.get('UFVM_LANE_CPU', 'max'),
-            '-smp', os.environ.get('UFVM_LANE_SMP', '1'),
-            '-m', str(L1_MEM_MIB), '-nodefaults', '-no-user-config', '-display', 'none',
-            '-serial', 'mon:stdio' if interactive else 'stdio', '-no-reboot',
-            '-kernel', str(vmlinuz), '-initrd', str(initrd),
-            '-append', 'console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off',
-            '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,'
-                       'multidevs=remap',
-            '-virtfs', 'local,path=%s,mount_tag=out,security_model=none' % out]
+def command_script(argv, cwd):
+    return CMD % (shlex.quote(cwd), ' '.join(map(shlex.quote, argv)))
 
 
-def execute(lane, argv, cwd, out, timeout, console=None, quiet=False):
-    """Boot L1, run argv in cwd (the host's path, seen through the overlay), power off."""
+def execute(lane, argv, cwd, out, timeout, console=None, quiet=False, stage=()):
+    """Boot L1, run argv in cwd (the host's path), power off; out gets L1's /lane-out.
+    stage: host paths the command needs, for machines without the host's root (vmx)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        vmlinuz, initrd = prepare(lane, verbose=not quiet)
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
-        return Result(1, 'cannot prepare L1: %s' % e, '')
-    info = '%s under %s' % (vmlinuz.name, emulator(lane))
-    (out / 'cmd.sh').write_text(CMD % (shlex_quote(cwd), ' '.join(map(shlex_quote, argv))))
+    (out / 'cmd.sh').write_text(command_script(argv, cwd))
     rc_file = out / 'rc'
     if rc_file.exists():
         rc_file.unlink()
-    con = open(console, 'w') if console else None
-    p = subprocess.Popen(qemu_argv(vmlinuz, initrd, out, False), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout + BOOT_TIMEOUT
-    os.set_blocking(p.stdout.fileno(), False)
-    while True:
-        chunk = p.stdout.read()
-        if chunk:
-            text = chunk.decode(errors='replace')
-            if con:
-                con.write(text)
-                con.flush()
-            if not quiet:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-        if p.poll() is not None and not chunk:
-            break
-        if time.monotonic() > deadline:
-            p.kill()
-            p.wait()
-            return Result(1, 'L1 timed out after %d s' % (timeout + BOOT_TIMEOUT), info)
-        time.sleep(0.05)
-    if con:
-        con.close()
-    if not rc_file.exists():
-        return Result(1, 'L1 stopped without a result (emulator status %d)' % p.returncode,
-                      info)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        return Result(int(rc_file.read_text().strip() or 1), '', info)
+        info, error = machine(lane).boot(out, timeout + BOOT_TIMEOUT, console, quiet,
+                                         list(stage), cwd)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        return Result(1, 'cannot start L1: %s' % e, '')
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+    if error:
+        return Result(1, error, info, cpu)
+    if not rc_file.exists():
+        return Result(1, 'L1 stopped without a result', info, cpu)
+    try:
+        return Result(int(rc_file.read_text().strip() or 1), '', info, cpu)
     except ValueError:
-        return Result(1, 'L1 wrote a bad result', info)
+        return Result(1, 'L1 wrote a bad result', info, cpu)
+
+
+def pump(p, deadline, console, quiet, done=None):
+    """Copy the emulator's console output until it exits (or done() says so); False if the
+    deadline passed first (the emulator is killed)."""
+    con = open(console, 'a') if console else None
+    os.set_blocking(p.stdout.fileno(), False)
+    try:
+        while True:
+            chunk = p.stdout.read()
+            if chunk:
+                text = chunk.decode(errors='replace')
+                if con:
+                    con.write(text)
+                    con.flush()
+                if not quiet:
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+            if p.poll() is not None and not chunk:
+                return True
+            if done and done():
+                p.kill()
+                p.wait()
+                return True
+            if time.monotonic() > deadline:
+                p.kill()
+                p.wait()
+                return False
+            time.sleep(0.05)
+    finally:
+        if con:
+            con.close()
 
 
 def shell(lane):
-    with_tmp = Path(os.environ.get('TMPDIR', '/tmp')) / ('ufvm-lane-shell-%d' % os.getpid())
-    with_tmp.mkdir(parents=True, exist_ok=True)
+    d = Path(os.environ.get('TMPDIR', '/tmp')) / ('ufvm-lane-shell-%d' % os.getpid())
+    d.mkdir(parents=True, exist_ok=True)
     try:
-        vmlinuz, initrd = prepare(lane, verbose=True)
-        (with_tmp / 'shell').write_text('')
-        (with_tmp / 'cwd').write_text(os.getcwd())
-        print('lane: L1 shell (exit or Ctrl-A x to leave)', flush=True)
-        return subprocess.call(qemu_argv(vmlinuz, initrd, with_tmp, True))
+        (d / 'shell').write_text('')
+        (d / 'cwd').write_text(os.getcwd())
+        print('lane: L1 shell (exit, or Ctrl-A x for QEMU, to leave)', flush=True)
+        return machine(lane).interactive(d, [], os.getcwd())
     finally:
-        shutil.rmtree(with_tmp, ignore_errors=True)
-
-
-def shlex_quote(s):
-    import shlex
-    return shlex.quote(s)
+        shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,67 @@
+"""svm.py: L1 under QEMU's TCG with `-cpu max`, which emulates AMD SVM (with NPT): kvm-amd.
+
+The host's root is shared read-only over virtio-9p under a tmpfs overlay, so the build
+directory and the host's Python run inside unchanged; /lane-out is a second, writable 9p
+share: the host's out directory itself.
+"""
+import os
+import subprocess
+import time
+
+import l1
+
+EMULATOR = 'qemu-system-x86_64'
+PACKAGE = 'qemu-system-x86'
+NEEDS = ()
+MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay', 'loop', 'zram', 'dm-mod']
+# how much slower than the host tests run here (UFVM_TEST_SLOWDOWN: tests scale waits)
+SLOWDOWN = 10
+MEM_MIB = 6144  # tests need up to ~1 GiB at once; the rest is the tmpfs overlay's
+
+ROOT_SETUP = r'''mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || fail "cannot mount the results share"
+mkdir -p /host
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host || fail "cannot mount the host root (9p)"
+mount -t tmpfs -o size=70% tmp /tmp
+mkdir -p /tmp/up /tmp/work
+mount -t overlay -o lowerdir=/host,upperdir=/tmp/up,workdir=/tmp/work ov /newroot || fail "cannot mount the overlay"'''
+DONE = 'true'
+
+
+def initrd(verbose):
+    vmlinuz, mods = l1.kernel('svm', verbose)
+    path = l1.cache_dir() / ('initrd-svm-%s.cpio' % vmlinuz.name)
+    data = l1.newc(l1.base_entries('svm', mods))
+    if not path.exists() or path.read_bytes() != data:
+        tmp = path.with_suffix('.tmp')
+        tmp.write_bytes(data)
+        tmp.rename(path)
+    return vmlinuz, path
+
+
+def argv(out, interactive, verbose):
+    vmlinuz, rd = initrd(verbose)
+    return ['qemu-system-x86_64', '-accel', 'tcg', '-cpu', os.environ.get('UFVM_LANE_CPU', 'max'),
+            '-smp', '1', '-m', str(MEM_MIB), '-nodefaults', '-no-user-config',
+            '-display', 'none', '-serial', 'mon:stdio' if interactive else 'stdio',
+            '-no-reboot', '-kernel', str(vmlinuz), '-initrd', str(rd),
+            '-append', 'console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off',
+            '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,'
+                       'multidevs=remap',
+            '-virtfs', 'local,path=%s,mount_tag=out,security_model=none' % out]
+
+
+def info():
+    return '%s under QEMU TCG -cpu max (AMD SVM, kvm-amd)' % l1.kernel('svm')[0].name
+
+
+def boot(out, timeout, console, quiet, stage, cwd):
+    """Run L1 to its end; returns (what L1 was, '' or why it broke)."""
+    p = subprocess.Popen(argv(out, False, not quiet), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if not l1.pump(p, time.monotonic() + timeout, console, quiet):
+        return info(), 'L1 timed out after %d s' % timeout
+    return info(), ''
+
+
+def interactive(d, stage, cwd):
+    return subprocess.call(argv(d, True, True))
