@@ -389,7 +389,9 @@ def test_ufvmctl(sock, tmp, pager):
         lines = out.splitlines()
         check(rc == 0 and len(lines) >= 4 and
               re.match(r"wss +1s: [\d.]+ MiB.*, 10s: [\d.]+ MiB.*, 60s: [\d.]+ MiB", lines[0]) is not None and
-              lines[1].startswith("idle ") and "1000 ms" in lines[1] and
+              lines[1].startswith("idle ") and
+              # 1000 ms as asked, or longer where sampling's cost stretched it
+              int((re.search(r"intervals of (\d+) ms", lines[1]) or [0, 0])[1]) >= 1000 and
               re.search(r"^sampling +\d+ scans, \d+ pages per sample", out, re.M) is not None,
               "ufvmctl wss: windows, idle ages, sampling (%r)" % (out or err))
         check("so far" not in out and all("covers only the last" in m.group(0) or "no sample" in m.group(0)
