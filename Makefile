@@ -25,6 +25,7 @@ demo-swap: build
 	@python3 tools/demo_swap.py $(BUILD) $(if $(OUT),--out $(OUT))
 
 test: build
+	@tools/setup.sh test
 	@tools/test.sh $(BUILD)
 
 bench: build

@@ -4,7 +4,7 @@
     linux_stock.py --list                                        names of all cases
     linux_stock.py --ufvm UFVM --ufvmctl UFVMCTL [--mklinux DIR] CASE...
 
-The kernel is Debian's own (linux-image-amd64: the one tools/lane.py caches, or the
+The kernel is Debian's own (linux-image-amd64: the one tools/lane/lane.py caches, or the
 directory UFVM_STOCK_KERNEL names: boot/vmlinuz-* and lib/modules/*), with an initramfs
 made here: busybox-static, the virtio_mmio, virtio_blk, virtio_balloon and ext4 modules,
 and an init that loads them and leaves a shell on the console. Every command reaches the
@@ -95,7 +95,7 @@ def stock_kernel():
         if k and m:
             return k[-1], m[-1]
     raise Skip('no stock kernel: set UFVM_STOCK_KERNEL to an unpacked linux-image-amd64 '
-               '(boot/vmlinuz-*, lib/modules/*), or run tools/lane.py prepare svm')
+               '(boot/vmlinuz-*, lib/modules/*), or run tools/lane/lane.py prepare svm')
 
 
 def static_busybox():

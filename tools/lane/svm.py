@@ -13,7 +13,7 @@ import l1
 EMULATOR = 'qemu-system-x86_64'
 PACKAGE = 'qemu-system-x86'
 NEEDS = ()
-MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay', 'loop', 'zram', 'dm-mod']
+MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay', 'loop', 'zram', 'dm-mod', 'fuse']
 # how much slower than the host tests run here (UFVM_TEST_SLOWDOWN: tests scale waits)
 SLOWDOWN = 10
 MEM_MIB = 6144  # tests need up to ~1 GiB at once; the rest is the tmpfs overlay's

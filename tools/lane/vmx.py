@@ -28,7 +28,7 @@ import l1
 EMULATOR = 'bochs-bin'
 PACKAGE = 'bochs'
 NEEDS = (('as', 'binutils'), ('ld', 'binutils'), ('ldd', 'libc-bin'))
-MODULES = ['loop']
+MODULES = ['loop', 'fuse']
 SLOWDOWN = 20    # tests scale their waits by it (UFVM_TEST_SLOWDOWN)
 MEM_MIB = 2048   # Bochs allocates it all; below 3 GiB, clear of the PCI hole
 CPUS = 2         # with one, a vCPU spinning in L2 starves L1 (docs: README "Test lanes")
