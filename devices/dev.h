@@ -67,6 +67,7 @@ struct dev_ctx {
 	/* Ends the VM with `status` (the i8042 reset line, a fatal device error). */
 	void (*stop)(void *arg, int status);
 	void *stop_arg;
+	int stop_efd; /* readable once the VM stops: what waits on the outside world polls it */
 	/* `virtio_mmio.device=` entries for the kernel command line, filled by set-up */
 	char cmdline[512];
 	/* the same windows for the ACPI tables' DSDT, in the order they were registered */
@@ -108,6 +109,16 @@ struct dev_ops {
 extern const struct dev_ops serial_ops, i8042_ops, power_ops, vio_blk_ops, vio_balloon_ops;
 
 /* The device table (devices.c). On failure *failed names the device that failed. */
+/*
+ * console.c: write all of buf to stdout, the console. A full pipe is waited for in
+ * poll() with stop_efd, so the wait ends at the VM's stop (-ESHUTDOWN, the rest not
+ * written); wait(arg, true) is called before such a wait and wait(arg, false) after
+ * (a vCPU parks itself there; false from it means the stop, too; NULL: nothing).
+ * 0, or -errno of a failed write.
+ */
+int dev_console_write(const void *buf, size_t len, int stop_efd, bool (*wait)(void *, bool),
+		      void *arg);
+
 int dev_setup_all(struct dev_ctx *c, const char **failed, const char **why);
 void dev_teardown_all(struct dev_ctx *c);
 void dev_usage_all(FILE *f);

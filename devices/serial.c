@@ -38,7 +38,8 @@ struct serial {
 	int vm_fd;
 	pthread_t reader;
 	bool has_reader;
-	int stop_fd; /* wakes the reader from poll() for teardown */
+	int stop_fd;  /* wakes the reader from poll() for teardown */
+	int stop_efd; /* the VM's: readable once it stops (dev_ctx) */
 	/* Flow control: stdin is not read while the FIFO is full (or the UART loops back),
 	 * so no input is lost; the guest's reads wake the reader again. */
 	pthread_cond_t rx_room;
@@ -106,8 +107,9 @@ static void serial_out(struct serial *s, uint8_t c)
 		serial_rx_push(s, c);
 		return;
 	}
-	while (write(STDOUT_FILENO, &c, 1) < 0 && errno == EINTR)
-		;
+	/* a reader that stops reading holds this vCPU only until the VM's stop; a byte
+	 * that cannot be written is lost, as on a UART with nothing attached */
+	(void)dev_console_write(&c, 1, s->stop_efd, NULL, NULL);
 }
 
 static void serial_write(struct serial *s, uint64_t off, uint8_t v)
@@ -286,6 +288,7 @@ static int serial_setup(struct dev_ctx *c, void **state, const char **why)
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->rx_room, NULL);
 	s->vm_fd = c->vm_fd;
+	s->stop_efd = c->stop_efd;
 	s->stop_fd = eventfd(0, EFD_CLOEXEC);
 	if (s->stop_fd < 0) {
 		err = -errno;

@@ -1,13 +1,11 @@
 /* hypercall.c: guest hypercalls (console, exit, clock, mark, halt) behind the gpa gate */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "devices/dev.h"
 #include "vmm/vmm.h"
 
 /* An argument struct outside guest RAM is not a request we can answer: stop. */
@@ -22,31 +20,11 @@ static bool hc_bad_arg(struct vcpu *v, const char *name, uint32_t gpa, size_t le
 }
 
 /*
- * The console is stdout, written by one vCPU at a time. A reader that stops reading
- * must not hold a vCPU for ever: a vCPU that waits for the console (for its turn,
- * or for room in a full pipe) is parked, so a pause does not wait for it, and its
- * wait ends at the VM's stop.
+ * The console is stdout (devices/console.c), written by one vCPU at a time. A
+ * reader that stops reading must not hold a vCPU for ever: a vCPU that waits for
+ * the console (for its turn, or for room in a full pipe) is parked, so a pause does
+ * not wait for it, and its wait ends at the VM's stop.
  */
-static pthread_once_t console_once = PTHREAD_ONCE_INIT;
-static int console_fd = STDOUT_FILENO;
-
-/*
- * A pipe gets a non-blocking file description of its own (opened through /proc), so
- * that a full pipe never blocks a write and the flags of the one we inherited, which
- * others share, stay as they are. Other kinds of stdout are written as they are: a
- * write that blocks there is interrupted by the stop's kick (EINTR).
- */
-static void console_open(void)
-{
-	struct stat sb;
-	int fd;
-
-	if (fstat(STDOUT_FILENO, &sb) < 0 || !S_ISFIFO(sb.st_mode))
-		return;
-	fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-	if (fd >= 0)
-		console_fd = fd;
-}
 
 /* Wait for the console to be ours (parked while another vCPU has it); false at the stop. */
 static bool console_take(struct vcpu *v)
@@ -79,37 +57,13 @@ static void console_give(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 }
 
-/* Write all of p, or -errno (-ESHUTDOWN: the VM stopped first). */
-static int console_write(struct vcpu *v, const uint8_t *p, size_t len)
+/* dev_console_write's wait: parked while the pipe is full; false at the stop */
+static bool console_wait(void *arg, bool start)
 {
-	struct vm *vm = v->vm;
-
-	pthread_once(&console_once, console_open);
-	while (len) {
-		ssize_t n = write(console_fd, p, len);
-		struct pollfd pf[2] = {{.fd = console_fd, .events = POLLOUT},
-				       {.fd = vm->stop_efd, .events = POLLIN}};
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n == 0)
-			return -EIO;
-		if (errno != EINTR && errno != EAGAIN)
-			return -errno;
-		if (atomic_load(&vm->stopping))
-			return -ESHUTDOWN;
-		if (errno == EINTR)
-			continue;
-		vcpu_park(v); /* the pipe is full: wait for its reader, or the stop */
-		while (poll(pf, 2, -1) < 0 && errno == EINTR)
-			;
-		if (!vcpu_unpark(v))
-			return -ESHUTDOWN;
-	}
-	return 0;
+	if (!start)
+		return vcpu_unpark(arg); /* stays parked while a pause is in force */
+	vcpu_park(arg);
+	return true;
 }
 
 static bool hc_write(struct vcpu *v, uint32_t gpa)
@@ -131,7 +85,7 @@ static bool hc_write(struct vcpu *v, uint32_t gpa)
 
 		if (!console_take(v))
 			return false; /* stopping: the vCPU leaves */
-		err = console_write(v, buf, a.len);
+		err = dev_console_write(buf, a.len, v->vm->stop_efd, console_wait, v);
 		if (err < 0 && err != -ESHUTDOWN && !warned) {
 			warned = true;
 			fprintf(stderr,

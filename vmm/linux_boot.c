@@ -152,8 +152,12 @@ int linux_boot_vm(struct linux_boot *lb, struct vm *vm, const struct vmm_opts *o
 				      .disk_ro = o->disk_ro,
 				      .no_balloon = o->no_balloon,
 				      .verbose = o->verbose};
-	lb->dev = (struct dev_ctx){
-	    .vm_fd = vm->fd, .mem = vm->mem, .opts = &lb->dopts, .stop = lb_stop, .stop_arg = vm};
+	lb->dev = (struct dev_ctx){.vm_fd = vm->fd,
+				   .mem = vm->mem,
+				   .opts = &lb->dopts,
+				   .stop = lb_stop,
+				   .stop_arg = vm,
+				   .stop_efd = vm->stop_efd};
 	err = dev_setup_all(&lb->dev, &failed, &why);
 	if (err) {
 		fprintf(stderr, "ufvm: %s%s%s: %s: %s\n", failed,
