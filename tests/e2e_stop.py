@@ -28,8 +28,11 @@ import tempfile
 import threading
 import time
 
-LIMIT_S = 2.0      # SIGTERM or `stop` to the end of the process
-TIMEOUT = 30       # any wait, so that a hang fails the case instead of the suite
+# an emulator's nested KVM (the test lanes) is this much slower: every bound and wait
+# grows with it
+SLOW = float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
+LIMIT_S = 2.0 * SLOW  # SIGTERM or `stop` to the end of the process
+TIMEOUT = 30 * SLOW   # any wait, so that a hang fails the case instead of the suite
 STOP_STATUS = 7    # what the `stop` request asks for
 MIB = 1 << 20
 
@@ -90,7 +93,7 @@ class VM:
             self.p.wait()
 
 
-def request(sock, obj, timeout=10):
+def request(sock, obj, timeout=10 * SLOW):
     """One request on a connection of its own; the answer as a dict."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -115,7 +118,7 @@ def pending(sock, obj):
 
 
 def still_pending(s, wait=0.3):
-    s.settimeout(wait)
+    s.settimeout(wait * SLOW)
     try:
         return not s.recv(65536)  # an EOF is no answer either
     except socket.timeout:
@@ -139,7 +142,7 @@ class Fuse:
         self.lines = []
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
-        if not self.wait_for('ready', 10):
+        if not self.wait_for('ready', 10 * SLOW):
             self.close()
             raise Skip('cannot mount a FUSE file system here')
         self.swap = os.path.join(self.mnt, 'swap')
@@ -228,10 +231,10 @@ def prep_stalled(a, vm, fuse, keep):
     fuse.drop_cache()  # before the stall: nothing of ours may wait for it
     fuse.stall()
     # the guest reads its memory again and again: a fault now waits for the device
-    if not fuse.wait_for('stalled', 10):
+    if not fuse.wait_for('stalled', 10 * SLOW):
         return 'no read reached the stalled device'
     try:  # answered while the device stalls
-        st = request(vm.sock, {'cmd': 'stats'}, timeout=5)
+        st = request(vm.sock, {'cmd': 'stats'}, timeout=5 * SLOW)
     except OSError as e:
         st = 'nothing (%s)' % e
     if not isinstance(st, dict) or not st.get('ok'):
@@ -269,7 +272,7 @@ def storm(a, way, cpus, how):
             return ['the guest never got busy: %s' % vm.err[-500:]]
         if not os.path.exists(vm.sock):
             return ['no control socket']
-        time.sleep(0.3)  # busy for a while: consoles full, vCPUs halted
+        time.sleep(0.3 * SLOW)  # busy for a while: consoles full, vCPUs halted
         if prep:
             why = prep(a, vm, fuse, keep)
             if why:
@@ -295,7 +298,7 @@ def storm(a, way, cpus, how):
             vm.kill()
             return ['ufvm still runs %d s after the %s' % (TIMEOUT, how)]
         dt = time.time() - t0
-        vm.wait_for('^$', 5)  # stderr to its end
+        vm.wait_for('^$', 5 * SLOW)  # stderr to its end
         if dt > LIMIT_S:
             f.append('ended %.2f s after the %s (limit %.1f s)' % (dt, how, LIMIT_S))
         if vm.p.returncode != want:
@@ -332,21 +335,21 @@ def case_console_clients(a):
     try:
         if not vm.wait_for(r"mark 'busy'"):
             return ['the guest never got busy']
-        time.sleep(0.5)  # the pipe is full: every vCPU waits for the console
+        time.sleep(0.5 * SLOW)  # the pipe is full: every vCPU waits for the console
         for cmd in ({'cmd': 'pause'}, {'cmd': 'stats'}, {'cmd': 'swapout'}, {'cmd': 'resume'},
                     {'cmd': 'stats'}):
             t0 = time.time()
             try:
-                ans = request(vm.sock, cmd, timeout=5)
+                ans = request(vm.sock, cmd, timeout=5 * SLOW)
             except socket.timeout:
                 ans = 'no answer within 5 s'
             if not isinstance(ans, dict) or not ans.get('ok'):
                 f.append('%s: %s' % (cmd['cmd'], ans))
-            elif time.time() - t0 > 3:
+            elif time.time() - t0 > 3 * SLOW:
                 f.append('%s took %.1f s' % (cmd['cmd'], time.time() - t0))
         vm.p.send_signal(signal.SIGTERM)
         try:
-            vm.p.wait(LIMIT_S + 1)
+            vm.p.wait(LIMIT_S + SLOW)
         except subprocess.TimeoutExpired:
             f.append('SIGTERM did not end it')
         return f or 'pause, stats, swapout, resume answered while the console was full'
