@@ -6,7 +6,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,11 +34,14 @@ static struct {
 	struct vm *vm;
 	struct vmm_stop_ops ops;
 	void *ctx;
-	int sfd, quit_efd;
+	int sfd;
 	pthread_t tid;
-	bool started;
 	atomic_int signal; /* the first stop signal */
-} st = {.sfd = -1, .quit_efd = -1};
+	/* The orderly end took over (vmm_stop_end): the thread must not touch the VM
+	 * again. It is never joined: a wake-up and a join cost more than it does. */
+	pthread_mutex_t mu;
+	bool started, ended;
+} st = {.sfd = -1, .mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void stop_signal_set(sigset_t *set)
 {
@@ -89,15 +91,21 @@ static void stop_release(void)
 static void *stop_main(void *arg)
 {
 	uint64_t stopped = 0, release = 0, deadline = 0;
+	bool signalled = false;
 
 	(void)arg;
 	for (;;) {
-		struct pollfd pf[3] = {{.fd = st.quit_efd, .events = POLLIN},
-				       {.fd = st.sfd, .events = POLLIN},
+		struct pollfd pf[2] = {{.fd = st.sfd, .events = POLLIN},
 				       {.fd = st.vm->stop_efd, .events = POLLIN}};
 		uint64_t now = vmm_now_ns(), next;
+		bool insist = false;
 		int timeout = -1;
 
+		pthread_mutex_lock(&st.mu);
+		if (st.ended) /* the VM may be gone */
+			break;
+		if (signalled)
+			insist = stop_take_signal(); /* a second signal: the user insists */
 		if (!stopped && atomic_load(&st.vm->stopping)) {
 			stopped = now;
 			release = stopped + VMM_STOP_RELEASE_MS * 1000000ULL;
@@ -107,20 +115,18 @@ static void *stop_main(void *arg)
 			stop_release();
 			release = 0;
 		}
-		if (deadline && now >= deadline)
-			break;
+		if (insist || (deadline && now >= deadline))
+			st.ops.abandon(st.ctx); /* does not return */
+		pthread_mutex_unlock(&st.mu);
 		next = release ? release : deadline;
 		if (next)
 			timeout = (int)((next - now) / 1000000) + 1;
 		/* stop_efd stays readable once stopping: watch it only until then */
-		if (poll(pf, stopped ? 2 : 3, timeout) < 0 && errno != EINTR)
-			break;
-		if (pf[0].revents)
-			return NULL; /* the orderly end is done */
-		if (pf[1].revents && stop_take_signal())
-			break; /* a second signal: the user insists */
+		if (poll(pf, stopped ? 1 : 2, timeout) < 0 && errno != EINTR)
+			timeout = 10; /* cannot happen; do not spin */
+		signalled = pf[0].revents != 0;
 	}
-	st.ops.abandon(st.ctx); /* does not return */
+	pthread_mutex_unlock(&st.mu);
 	return NULL;
 }
 
@@ -134,40 +140,24 @@ int vmm_stop_start(struct vm *vm, const struct vmm_stop_ops *ops, void *ctx)
 	st.ctx = ctx;
 	stop_signal_set(&set);
 	st.sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	st.quit_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (st.sfd < 0 || st.quit_efd < 0) {
-		err = -errno;
-		goto err_close;
-	}
+	if (st.sfd < 0)
+		return -errno;
 	err = -pthread_create(&st.tid, NULL, stop_main, NULL);
-	if (err)
-		goto err_close;
+	if (err) {
+		close(st.sfd);
+		st.sfd = -1;
+		return err;
+	}
+	pthread_detach(st.tid);
 	st.started = true;
 	return 0;
-
-err_close:
-	if (st.sfd >= 0)
-		close(st.sfd);
-	if (st.quit_efd >= 0)
-		close(st.quit_efd);
-	st.sfd = st.quit_efd = -1;
-	return err;
 }
 
 void vmm_stop_end(void)
 {
-	uint64_t one = 1;
-
-	if (!st.started)
-		return;
-	if (write(st.quit_efd, &one, sizeof(one)) < 0) {
-		/* cannot fail: a fresh eventfd */
-	}
-	pthread_join(st.tid, NULL);
-	close(st.sfd);
-	close(st.quit_efd);
-	st.sfd = st.quit_efd = -1;
-	st.started = false;
+	pthread_mutex_lock(&st.mu);
+	st.ended = true;
+	pthread_mutex_unlock(&st.mu);
 }
 
 /* ---- files removed at the end ---- */

@@ -232,7 +232,9 @@ struct vmm_stop_ops {
 #define VMM_STOP_GRACE_MS   1000
 /* Start the stop thread for vm (before vm_run); -errno. */
 int vmm_stop_start(struct vm *vm, const struct vmm_stop_ops *ops, void *ctx);
-/* After the orderly end: stop the stop thread (a no-op if it never started). */
+/* The orderly end is done as far as anyone can see (statistics, files): from now on the
+ * stop thread leaves the VM alone, so it may be destroyed. The thread is not joined (its
+ * wake-up and join would cost start-up time); the process's exit ends it. */
 void vmm_stop_end(void);
 /* The stop signal that stopped the VM, or 0. */
 int vmm_stop_signal(void);
