@@ -169,28 +169,32 @@ static void *ctl_worker(void *arg)
 	return NULL;
 }
 
-/* Hand a slow request to the worker; false when it is busy (the line then waits). */
-static bool worker_take(struct ctl *c, struct ctl_client *k, const char *line, size_t len)
+/*
+ * Hand a slow request to the worker: 1 when it took it, 0 when it is busy (the line
+ * then waits for it), -1 when there is no worker to be had (no thread, no memory: the
+ * server thread answers it itself, as before there was a worker).
+ */
+static int worker_take(struct ctl *c, struct ctl_client *k, const char *line, size_t len)
 {
 	char *copy;
 
 	if (c->job.k)
-		return false;
+		return 0;
 	if (!c->wstarted) {
 		if (pthread_create(&c->wtid, NULL, ctl_worker, c) != 0)
-			return false; /* answered on the server thread instead */
+			return -1;
 		c->wstarted = true;
 	}
 	copy = malloc(len ? len : 1);
 	if (!copy)
-		return false;
+		return -1;
 	memcpy(copy, line, len);
 	pthread_mutex_lock(&c->wlock);
 	c->job = (struct ctl_job){.k = k, .line = copy, .len = len};
 	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->wlock);
 	k->slow = true;
-	return true;
+	return 1;
 }
 
 /* The worker's job is done: queue its answer to its client. */
@@ -230,6 +234,7 @@ static void worker_reap(struct ctl *c)
 static bool client_serve(struct ctl *c, struct ctl_client *k)
 {
 	size_t start = 0;
+	int taken;
 	unsigned n = 0;
 	char *nl = NULL;
 
@@ -239,8 +244,9 @@ static bool client_serve(struct ctl *c, struct ctl_client *k)
 
 		if (k->discarding) {
 			k->discarding = false; /* the tail of an oversized line */
-		} else if (ctl_request_slow(k->in + start, len)) {
-			if (!worker_take(c, k, k->in + start, len)) {
+		} else if (ctl_request_slow(k->in + start, len) &&
+			   (taken = worker_take(c, k, k->in + start, len)) >= 0) {
+			if (!taken) {
 				k->waits = true; /* the worker is busy: this line waits */
 				break;
 			}
