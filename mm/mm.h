@@ -171,7 +171,10 @@ int uffd_read(struct uffd *u, void *msgs, int max);
  * Page-sized slots, written and read by runs, kept by a backend chosen once at
  * open: the io_uring file, or a memcached cluster. Library code: never prints,
  * returns -errno. Not thread-safe: one owner thread (the pager) drives it, and
- * no call returns with I/O still in flight.
+ * no call returns with I/O still in flight; except that where
+ * swap_reads_concurrent() says so, swap_read may be called by any number of
+ * threads at once, and alongside the owner's other calls, for slots none of
+ * those calls writes or frees meanwhile.
  */
 struct swap_store;
 
@@ -280,6 +283,9 @@ bool swap_is_memcached(const char *path);
  */
 struct swap_backend {
 	const char *name;
+	/* read and read_many may run in several threads at once and alongside write and
+	 * discard (for slots those do not touch): the pager then reads without its lock */
+	bool concurrent_reads;
 	int (*open)(void **impl, const struct swap_opts *o, uint64_t max_pages);
 	int (*write)(void *impl, struct swap_io *ios, unsigned n);
 	int (*read)(void *impl, struct swap_io *io);
@@ -302,6 +308,8 @@ const char *swap_why(const struct swap_store *s);
 /* The last failed swap_open's reason in words (this thread's buffer of SWAP_WHY_LEN), or "". */
 #define SWAP_WHY_LEN 256
 char *swap_open_why(void);
+/* Whether swap_read may be called without the store's owner lock (see above). */
+bool swap_reads_concurrent(const struct swap_store *s);
 /* Whether the backend wants discards (a file does not: its slots are just reused). */
 bool swap_wants_discard(const struct swap_store *s);
 /* Free slot (as swap_slot_free) and tell the backend page pfn's copy there is gone. */

@@ -222,6 +222,29 @@ static int check_tag(struct mm_pager *p, uint64_t pfn, uint64_t slot, const uint
 	return -EBADMSG;
 }
 
+/*
+ * Read ios from the store; on failure copy the backend's words into why. Under
+ * swap_lock unless the backend serves reads alongside everything else
+ * (memcached: a fault's read then never waits behind a reclaim write batch).
+ * The slots read are those of SWAPPED pages whose regions the caller holds:
+ * nobody writes or frees them meanwhile.
+ */
+static int store_read(struct mm_pager *p, struct swap_io *ios, unsigned nio, char *why,
+		      size_t whylen)
+{
+	bool lock = !swap_reads_concurrent(p->swap);
+	int err;
+
+	if (lock)
+		pthread_mutex_lock(&p->swap_lock);
+	err = swap_read(p->swap, ios, nio);
+	if (err < 0)
+		snprintf(why, whylen, "%s", swap_why(p->swap));
+	if (lock)
+		pthread_mutex_unlock(&p->swap_lock);
+	return err;
+}
+
 /* Swapped pages of [pfn, pfn+n) that have a page in the memfd all the same (strays):
  * each is checked against its swap copy before the read writes the copy over it. */
 static int check_strays(struct mm_pager *p, uint64_t pfn, uint64_t n)
@@ -240,11 +263,7 @@ static int check_strays(struct mm_pager *p, uint64_t pfn, uint64_t n)
 			continue;
 		char why[SWAP_WHY_LEN] = "";
 
-		pthread_mutex_lock(&p->swap_lock);
-		err = swap_read(p->swap, &io, 1);
-		if (err < 0)
-			snprintf(why, sizeof(why), "%s", swap_why(p->swap));
-		pthread_mutex_unlock(&p->swap_lock);
+		err = store_read(p, &io, 1, why, sizeof(why));
 		if (err < 0)
 			return read_failed(p, pfn + i, err, why);
 		err = check_tag(p, pfn + i, e->slot, copy);
@@ -285,14 +304,12 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
 		return 0;
 	if (!buf && (err = check_strays(p, pfn, n)) < 0)
 		return err;
-	pthread_mutex_lock(&p->swap_lock);
-	err = swap_read(p->swap, ios, nio);
+	char why[SWAP_WHY_LEN] = "";
+
+	err = store_read(p, ios, nio, why, sizeof(why));
 	if (err < 0) {
-		char why[SWAP_WHY_LEN];
 		uint64_t bad = pfn;
 
-		snprintf(why, sizeof(why), "%s", swap_why(p->swap));
-		pthread_mutex_unlock(&p->swap_lock);
 		for (unsigned k = 0; k < nio; k++)
 			if (ios[k].res < 0) {
 				bad = ios[k].pfn;
@@ -300,7 +317,6 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
 			}
 		return read_failed(p, bad, err, why);
 	}
-	pthread_mutex_unlock(&p->swap_lock);
 	for (uint64_t i = pfn; i < pfn + n; i++)
 		if (p->pst.e[i].state == PST_SWAPPED &&
 		    (err = check_tag(p, i, p->pst.e[i].slot, dst + i * MM_PAGE)) < 0)

@@ -116,6 +116,11 @@ unsigned swap_servers(const struct swap_store *s, struct swap_server_stats *out,
 	return s->be->servers ? s->be->servers(s->impl, out, max) : 0;
 }
 
+bool swap_reads_concurrent(const struct swap_store *s)
+{
+	return s->be->concurrent_reads;
+}
+
 bool swap_wants_discard(const struct swap_store *s)
 {
 	return s->be->discard != NULL;

@@ -32,8 +32,8 @@ static int swapin_install_over(struct mm_pager *p, uint64_t pfn, const uint8_t *
  * zero, every page before the read overwrites it); UFFDIO_COPY then fills
  * whole new pages and maps them. The pages' slots are not freed here but
  * listed in slots: freeing takes swap_lock, which the reader holds for a
- * whole read. The page no longer refers to its slot (it is dirty), so the
- * slot is merely leaked until swapin_free_slots.
+ * whole read (of a file; memcached reads without it). The page no longer refers to its slot (it is
+ * dirty), so the slot is merely leaked until swapin_free_slots.
  */
 static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *bounce,
 			  uint64_t *slots, uint64_t *nslots)
@@ -97,7 +97,8 @@ static int swapin_install(struct mm_pager *p, uint64_t r, unsigned n, uint8_t *b
  * Swap-in is pipelined over two bounce buffers: a reader thread reads group
  * k+1 while the caller installs group k. Both groups' region locks are held by
  * the caller throughout, so the reader only reads their page-state entries
- * (nothing changes them) and the swap store (under swap_lock, as always); the
+ * (nothing changes them) and the swap store (under swap_lock, unless the
+ * backend has concurrent_reads); the
  * groups, and their buffers, are disjoint.
  */
 #ifndef SWAPIN_REGIONS
