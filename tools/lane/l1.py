@@ -161,6 +161,7 @@ mount --bind /out /newroot/lane-out
 [ -e /dev/kvm ] || fail "no /dev/kvm: $(dmesg | grep -i -E 'kvm|svm|vmx' | tail -3)"
 say "ready $(cut -d' ' -f1 /proc/uptime)s, $(uname -r), $(grep -o -m1 -E 'svm|vmx' /proc/cpuinfo) KVM, $(nproc) CPUs"
 hostname l1
+ip link set lo up || fail "cannot bring up the loopback interface"
 if [ -f /out/shell ]; then
 	chroot /newroot /bin/sh -c 'cd "$(cat /lane-out/cwd)"; exec setsid -c /bin/sh -i' </dev/console >/dev/console 2>&1
 	echo 0 > /out/rc

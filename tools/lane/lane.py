@@ -104,7 +104,11 @@ def run_lane(build, lane, quiet=False):
     # what a lane without the host's root (vmx) must be given: every file a test names
     stage = {str(HERE / 'runner.py'), str(HERE.parent.parent / 'tests')}
     for t in tests:
-        stage.update(a for a in t['cmd'][1:] if a.startswith('/') and os.path.exists(a))
+        wd = t.get('workdir') or str(Path(build).resolve())  # meson runs tests there
+        for a in t['cmd'][1:]:
+            p = os.path.join(wd, a)  # an absolute a stays itself
+            if os.path.exists(p):
+                stage.add(os.path.normpath(p))
     res = l1.execute(lane, cmd, cwd=str(Path(build).resolve()), out=d,
                      console=d / 'console.txt', quiet=quiet, stage=sorted(stage),
                      timeout=l1.BOOT_TIMEOUT + len(tests) * 120)

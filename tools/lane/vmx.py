@@ -258,13 +258,17 @@ def run_bochs(work, rc, deadline, console, quiet, done):
     shown = 0
     con = open(console, 'a') if console else None
     ok = True
+    ttys = [master]
     try:
         while p.poll() is None:
-            try:
-                while os.read(master, 65536):  # the display: drained, unread
+            if len(ttys) == 1:
+                ttys += own_ptys(p.pid)
+            for fd in ttys:  # the display, and a pty of its own: drained, unread
+                try:
+                    while os.read(fd, 65536):
+                        pass
+                except (BlockingIOError, OSError):
                     pass
-            except (BlockingIOError, OSError):
-                pass
             if serial.exists():
                 with open(serial, 'rb') as f:
                     f.seek(shown)
@@ -287,10 +291,29 @@ def run_bochs(work, rc, deadline, console, quiet, done):
         if p.poll() is None:
             p.kill()
         p.wait()
-        os.close(master)
+        for fd in ttys:
+            os.close(fd)
         if con:
             con.close()
     return ok
+
+
+def own_ptys(pid):
+    """The slave sides of the pseudo-terminals Bochs opened itself: its term display opens
+    one and writes to it; unread, it fills and Bochs stops in write()."""
+    fds = []
+    try:
+        for fd in os.listdir('/proc/%d/fd' % pid):
+            if os.readlink('/proc/%d/fd/%s' % (pid, fd)) != '/dev/ptmx':
+                continue
+            info = Path('/proc/%d/fdinfo/%s' % (pid, fd)).read_text()
+            m = re.search(r'tty-index:\s*(\d+)', info)
+            if m:
+                fds.append(os.open('/dev/pts/' + m.group(1),
+                                   os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY))
+    except OSError:
+        pass
+    return fds
 
 
 def collect(serial, out):
