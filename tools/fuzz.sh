@@ -41,6 +41,8 @@ if [ ! -f "$BUILD/build.ninja" ]; then
 fi
 ninja -C "$BUILD" || exit 1
 
+# An input is a hang after 3 s: none needs more than milliseconds, and shared machines
+# under load (2 cores, load 15-25 here) made 1 s give false ones.
 # afl-fuzz's own checks that do not hold on shared CI machines: CPU frequency governor,
 # core dumps piped to a handler, binding to a free core (others may use them all).
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
@@ -59,10 +61,10 @@ for h in $HARNESSES; do
 		continue
 	fi
 	if [ "${FUZZ_RESUME:-0}" = 1 ] && [ -d "$OUT/$h/default/queue" ]; then
-		set -- -i - -o "$OUT/$h" -V "$TIME" -t 1000
+		set -- -i - -o "$OUT/$h" -V "$TIME" -t 3000
 	else
 		rm -rf "$OUT/$h"
-		set -- -i "$SRC/tests/fuzz/$h/seeds" -o "$OUT/$h" -V "$TIME" -t 1000
+		set -- -i "$SRC/tests/fuzz/$h/seeds" -o "$OUT/$h" -V "$TIME" -t 3000
 	fi
 	[ -f "$dict" ] && set -- "$@" -x "$dict"
 	nice -n 10 afl-fuzz "$@" -- "$exe" >"$OUT/$h.log" 2>&1
