@@ -28,6 +28,7 @@ Exit status: 0 targets met, 1 a target missed, 2 could not measure, 77 skipped.
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -52,8 +53,11 @@ def ufvm(build, args, cg=False, timeout=600):
     if cg:
         cmd = ['sh', '-c', 'echo $$ > %s/cgroup.procs && exec "$@"' % CG, 'sh'] + cmd
     t0 = time.monotonic()
+    u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     r.wall = time.monotonic() - t0
+    u1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r.cpu = u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime  # user + system
     r.stats = None
     for line in r.stderr.splitlines():
         if line.startswith('{"pager"'):
@@ -397,10 +401,22 @@ def start_memcached(n, mib):
     return procs, 'memcached://' + ','.join(addrs)
 
 
+def proc_cpu(procs):
+    """CPU time (user + system, s) the processes used so far."""
+    t = 0
+    for p in procs:
+        with open('/proc/%d/stat' % p.pid) as f:
+            v = f.read().rsplit(')', 1)[1].split()
+        t += int(v[11]) + int(v[12])
+    return t / os.sysconf('SC_CLK_TCK')
+
+
 def memcached_vs_file(build):
     """The memcached backend (3 servers on loopback, no replicas) against the io_uring file
     backend, side by side: the overcommit workloads, the median swap-in fault service
-    time, whole-VM swap-out and prefetch swap-in bandwidth."""
+    time, whole-VM swap-out and prefetch swap-in bandwidth. Also CPU time (user + system),
+    steadier than wall time on a loaded host: ufvm's own, and ufvm's plus the servers'
+    (the file backend's kernel work is in ufvm's system time, memcached's in theirs)."""
     if not shutil.which('memcached'):
         say('SKIP: no memcached (apt-get install memcached)')
         return 77
@@ -411,15 +427,20 @@ def memcached_vs_file(build):
     try:
         for name, g, cmdline, _ in WORKLOADS:
             t = {'file': [], 'mc': []}
+            cpu = {'file': [], 'mc': []}
+            allcpu = {'file': [], 'mc': []}
             lat = {'file': [0] * 16, 'mc': [0] * 16}
             for i in range(ROUNDS):
                 for side in (('file', 'mc') if i % 2 == 0 else ('mc', 'file')):
+                    c0 = proc_cpu(procs)
                     r = ab_side(build, ['--mem', '256M', '--mem-limit', '64M', '--stats=json',
                                         '--swap', swap if side == 'file' else mc,
                                         '--cmdline', cmdline, guest(build, g)])
                     if not r:
                         return 2
                     t[side].append(r.wall)
+                    cpu[side].append(r.cpu)
+                    allcpu[side].append(r.cpu + proc_cpu(procs) - c0)
                     for k, c in enumerate(r.stats.get('swapin_lat_us_log2', [])):
                         lat[side][k] += c
             a, z = statistics.median(t['mc']), statistics.median(t['file'])
@@ -432,9 +453,17 @@ def memcached_vs_file(build):
                 ok &= verdict('%s time, memcached / file' % name, a / z, targets[name], 'lower')
             else:
                 say('%s time, memcached / file: %.2f (no target)' % (name, a / z))
+            say('%s CPU time, memcached / file: ufvm %.2f s / %.2f s = %.2f; ufvm and the '
+                'servers %.2f s / %.2f s = %.2f (medians)' % (
+                    name, statistics.median(cpu['mc']), statistics.median(cpu['file']),
+                    statistics.median(cpu['mc']) / statistics.median(cpu['file']),
+                    statistics.median(allcpu['mc']), statistics.median(allcpu['file']),
+                    statistics.median(allcpu['mc']) / statistics.median(allcpu['file'])))
         mem, bw = '%dM' % (MIB + 256), {'file': ([], []), 'mc': ([], [])}
+        runcpu = {'file': [], 'mc': []}
         for i in range(ROUNDS):
             for side in (('file', 'mc') if i % 2 == 0 else ('mc', 'file')):
+                c0 = proc_cpu(procs)
                 r = ab_side(build, ['--mem', mem, '--stats=json', '--swapout-at-mark', 'written',
                                     '--swapin', 'prefetch', '--swap',
                                     swap if side == 'file' else mc, '--cmdline',
@@ -442,6 +471,11 @@ def memcached_vs_file(build):
                 if not r:
                     return 2
                 s = r.stats
+                if not s['swapout_all_ns'] or not s['swapin_all_ns']:
+                    say('ERROR: whole-VM swap-out/in to %s did not happen: %s' % (
+                        side, r.stderr[-300:]))
+                    return 2
+                runcpu[side].append(r.cpu + proc_cpu(procs) - c0)
                 bw[side][0].append(s['swapout_all_pages'] * 4096 / s['swapout_all_ns'] * 1e9 /
                                    2**20)
                 bw[side][1].append(s['swapin_all_pages'] * 4096 / s['swapin_all_ns'] * 1e9 /
@@ -451,6 +485,10 @@ def memcached_vs_file(build):
             say('%s of %d MiB: memcached (3 servers) %.0f MiB/s, file %.0f MiB/s (medians of '
                 '%d)' % (what, MIB, a, z, ROUNDS))
             ok &= verdict('%s bandwidth, memcached / file' % what, a / z, 0.5, 'higher')
+        say('whole-VM runs (memtouch writing %d MiB, out, in, verify), CPU time of ufvm and '
+            'the servers, memcached / file: %.2f s / %.2f s = %.2f (medians)' % (
+                MIB, statistics.median(runcpu['mc']), statistics.median(runcpu['file']),
+                statistics.median(runcpu['mc']) / statistics.median(runcpu['file'])))
     finally:
         for p in procs:
             p.kill()
