@@ -24,6 +24,12 @@
 #define MADT_IOAPIC	 1
 #define MADT_LAPIC_NMI	 4
 
+static void acpi_le(uint8_t *p, uint64_t v, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
 /* The common header; length and checksum are filled by acpi_end once the table is whole. */
 static size_t acpi_begin(struct abuf *b, const char sig[4], uint8_t rev)
 {
@@ -47,14 +53,8 @@ static void acpi_end(struct abuf *b, size_t start)
 
 	if (b->oom)
 		return;
-	memcpy(b->p + start + 4, &len, 4);
+	acpi_le(b->p + start + 4, len, 4);
 	b->p[start + 9] = boot_checksum(b->p + start, len);
-}
-
-static void acpi_le(uint8_t *p, uint64_t v, unsigned bytes)
-{
-	for (unsigned i = 0; i < bytes; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* A Generic Address Structure: an 8-bit register in I/O port space. */
