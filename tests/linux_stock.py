@@ -145,12 +145,13 @@ def cpio(entries):
     return gzip.compress(bytes(out), 1)
 
 
-def make_initrd(path, moddir):
+def make_initrd(path, moddir, init=INIT, modules=MODULES):
+    """A gzip'd initramfs: busybox, init, and modules (their closure, from moddir) if any."""
     entries = [(d, 0o40755, b'') for d in ('bin', 'dev', 'proc', 'sys', 'tmp', 'mnt', 'lib',
                                            'lib/modules')]
     entries += [('bin/busybox', 0o100755, static_busybox()), ('bin/sh', 0o120777, b'busybox'),
-                ('init', 0o100755, INIT.encode())]
-    mods = module_closure(moddir, MODULES) if moddir else []
+                ('init', 0o100755, init.encode())]
+    mods = module_closure(moddir, modules) if moddir else []
     entries += [('lib/modules/' + k.name, 0o100644, k.read_bytes()) for k in mods]
     entries.append(('modules.order', 0o100644, ''.join(k.name + '\n' for k in mods).encode()))
     Path(path).write_bytes(cpio(entries))
