@@ -109,6 +109,12 @@ class Run:
             time.sleep(0.05)
 
 
+def pager_stats(err):
+    """The pager's counters from ufvm's --stats=json line on stderr, or None."""
+    m = re.search(rb'^\{"pager": .*\}$', err, re.M)
+    return json.loads(m.group(0))['pager'] if m else None
+
+
 def vmstat(key):
     return int(re.search(r'^%s (\d+)' % key, Path('/proc/vmstat').read_text(), re.M).group(1))
 
@@ -196,8 +202,7 @@ def bench(ufvm, vmlinuz, moddir, ks, tmp):
             if side == 'u':
                 r = Run([ufvm] + vm + ['--mem-limit', '%dM' % LIMIT, '--swap', swap,
                                        '--stats=json'] + UFVM_ARGS + work)
-                m = re.search(rb'^\{"pager": (.*)\}$', r.err, re.M)
-                st = json.loads(m.group(1)) if m else None
+                st = pager_stats(r.err)
                 if r.p.returncode or '@@VERIFY ok' not in r.text or not st:
                     say('ERROR: ufvm side: status %d\n%s\n%s' % (
                         r.p.returncode, r.text[-1500:], r.err[-800:].decode(errors='replace')))
