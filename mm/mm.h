@@ -429,6 +429,7 @@ struct mm_pager_stats {
 	uint64_t chunks, chunk_pages;
 	uint64_t swapin_pages, swapout_pages, swapin_bytes, swapout_bytes;
 	uint64_t readahead_pages, readahead_hits, clean_drops;
+	uint64_t readahead_stream_pages; /* of readahead_pages, mapped by sequential windows */
 	uint64_t zero_drops;	/* evicted pages that were all zeros: back to NEW, never written */
 	uint64_t minor_batched; /* minor faults resolved in runs of waiting neighbours */
 	uint64_t reclaim_runs, reclaim_scanned, zapped_pages, max_resident_pages;

@@ -323,9 +323,8 @@ enum mm_resolved mm_resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
 	err = mm_swapin_range(p, ft->ios, start, end - start, NULL, &got);
 	if (err < 0) {
 		budget_give(p, held);
-		mm_pager_die(
-		    p, "ufvm: %s: read of guest page 0x%llx failed: %s (VM stopped)",
-		    p->swap_name, (unsigned long long)(pfn * MM_PAGE), strerror(-err));
+		mm_pager_die(p, "ufvm: %s: read of guest page 0x%llx failed: %s (VM stopped)",
+			     p->swap_name, (unsigned long long)(pfn * MM_PAGE), strerror(-err));
 		return MM_DONE;
 	}
 	err = map_swapped_in(p, start, end, pfn, stream);
@@ -340,6 +339,8 @@ enum mm_resolved mm_resolve_swapin(struct mm_fault_thread *ft, uint64_t pfn)
 	ft->ra_next = end;
 	MM_STAT_ADD(p, faults_swapin, 1);
 	MM_STAT_ADD(p, readahead_pages, got ? got - 1 : 0);
+	if (stream)
+		MM_STAT_ADD(p, readahead_stream_pages, got ? got - 1 : 0);
 	uffd_wake(&p->uffd, p->mem->hva + start * MM_PAGE, (end - start) * MM_PAGE);
 	return MM_DONE;
 }

@@ -44,6 +44,8 @@ const char *pager_usage =
     "                    kernel has UFFD_FEATURE_WP_ASYNC), so evicting them again\n"
     "                    costs no write; KVM then maps them more slowly (default off)\n"
     "  --chunk SIZE      zero-fill granule on first touch, 4K..2M (default 2M)\n"
+    "  --readahead N     pages read per swap-in fault at most, 1..512 (default\n"
+    "                    256; 1: none): mm/README.md\n"
     "  --stats[=json]    print the pager's statistics at exit (stderr)\n"
     "  --swapout-at-mark LABEL  at the guest's mark LABEL, pause the vCPUs,\n"
     "                    swap out all guest RAM, and resume\n"
@@ -128,6 +130,9 @@ int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char *
 		    pc->o.chunk > (2ULL << 20) || (pc->o.chunk & (pc->o.chunk - 1)))
 			return *why = "(use a power of two from 4K to 2M)", -EINVAL;
 		return 0;
+	case PAGER_OPT_READAHEAD:
+		return parse_uint(arg, 1, 512, &pc->o.readahead_max, why,
+				  "(1..512 pages; 1: no readahead)");
 	case PAGER_OPT_STATS:
 		if (arg && strcmp(arg, "json"))
 			return *why = "(use --stats or --stats=json)", -EINVAL;
@@ -410,6 +415,7 @@ static const struct {
     F(swapout_bytes),
     F(readahead_pages),
     F(readahead_hits),
+    F(readahead_stream_pages),
     F(minor_batched),
     F(clean_drops),
     F(zero_drops),
