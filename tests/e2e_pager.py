@@ -446,6 +446,7 @@ def case_bad_options(ufvm, g, f):
                what in r.stderr, '%s: status %d, stderr %r' % (args, r.returncode, r.stderr), f)
     expect(open(data).read() == 'not a swap file\n', 'an existing --swap file was changed', f)
     for args, what in ((['--chunk', '3K'], 'power of two'), (['--mem-limit', '1M'], '4M'),
+                       (['--readahead', '0'], "--readahead: invalid value '0' (1..512"),
                        (['--pager', 'off', '--mem-limit', '16M'], 'need the pager'),
                        (['--swapin', 'later'], 'on-demand or prefetch'),
                        (['--stats=xml'], '--stats=json')):
