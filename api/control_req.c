@@ -141,6 +141,7 @@ static const struct {
     PSTAT(swapin_bytes),
     PSTAT(swapout_bytes),
     PSTAT(readahead_pages),
+    PSTAT(readahead_hits),
     PSTAT(readahead_stream_pages),
     PSTAT(clean_drops),
     PSTAT(zero_drops),
