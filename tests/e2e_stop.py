@@ -84,7 +84,10 @@ class VM:
     def stats(self):
         for line in self.err.splitlines():
             if line.startswith('{"pager"'):
-                return json.loads(line)['pager']
+                try:
+                    return json.loads(line)['pager']
+                except ValueError as e:  # say what was printed: another message inside?
+                    raise ValueError('--stats=json line: %s: %r' % (e, line[:300]))
         return None
 
     def kill(self):

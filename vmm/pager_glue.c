@@ -521,16 +521,32 @@ void pager_glue_stats(struct pager_glue *g)
 
 	pthread_mutex_lock(&stats_lock);
 	if (!stats_done && g->pager && g->cli->stats) {
+		/*
+		 * Composed in memory and written at once: stderr is unbuffered, and a message
+		 * another thread prints meanwhile (a stop, a swap error) must not land inside
+		 * the JSON line that tools parse.
+		 */
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+
+		if (!f)
+			f = stderr; /* out of memory: piece by piece, as best we can */
 		mm_pager_get_stats(g->pager, &st); /* never waits on a blocked pager thread */
 		if (g->cli->stats == 2) {
-			print_json(stderr, &st);
-			fprintf(stderr, ", ");
-			print_servers(stderr, g->pager, true);
-			fprintf(stderr, "}\n");
+			print_json(f, &st);
+			fprintf(f, ", ");
+			print_servers(f, g->pager, true);
+			fprintf(f, "}\n");
 		} else {
-			print_text(stderr, &st);
-			print_servers(stderr, g->pager, false);
+			print_text(f, &st);
+			print_servers(f, g->pager, false);
 		}
+		if (f != stderr && fclose(f) == 0) {
+			fwrite(buf, 1, len, stderr);
+			fflush(stderr);
+		}
+		free(buf);
 	}
 	stats_done = true;
 	pthread_mutex_unlock(&stats_lock);
