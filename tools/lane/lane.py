@@ -9,7 +9,9 @@ shared with it read-only (9p) under a tmpfs overlay, so the same build directory
 run inside. tools/lane/README.md says more.
 
     lane.py prepare LANE                      fetch L1's kernel into the cache
-    lane.py exec LANE [-t SEC] -- CMD...      boot L1, run CMD in the host's cwd, power off
+    lane.py exec LANE [-t SEC] [--out DIR] -- CMD...
+                                              boot L1, run CMD in the host's cwd, power off;
+                                              --out: L1's /lane-out is DIR (kept), not a temp
     lane.py shell LANE                        boot L1 with a shell on the console
     lane.py run LANE BUILD                    run every lane test of BUILD inside one L1 boot
     lane.py result LANE BUILD NAME            one test's result, running the lane if needed
@@ -180,10 +182,14 @@ def main(argv):
         return 0
     if verb in ('exec', 'shell') and rest:
         lane = rest[0]
-        timeout = 600
+        timeout, keep = 600, None
         args = rest[1:]
-        if len(args) >= 2 and args[0] == '-t':
-            timeout, args = int(args[1]), args[2:]
+        while len(args) >= 2 and args[0] in ('-t', '--out'):
+            if args[0] == '-t':
+                timeout = int(args[1])
+            else:
+                keep = os.path.abspath(args[1])
+            args = args[2:]
         if args and args[0] == '--':
             args = args[1:]
         why = l1.unavailable(lane)
@@ -197,7 +203,8 @@ def main(argv):
         # the host's root (vmx)
         stage = [a for a in args if os.path.exists(a)]
         stage += [p for p in os.environ.get('UFVM_LANE_STAGE', '').split(':') if p]
-        with tempfile.TemporaryDirectory(prefix='ufvm-lane-') as out:
+        with contextlib.ExitStack() as st:
+            out = keep or st.enter_context(tempfile.TemporaryDirectory(prefix='ufvm-lane-'))
             r = l1.execute(lane, args, cwd=os.getcwd(), out=Path(out), timeout=timeout,
                            stage=[os.path.abspath(p) for p in stage])
         if r.error:
