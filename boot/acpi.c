@@ -226,6 +226,23 @@ int acpi_build(const struct acpi_machine *m, uint64_t gpa, struct abuf *out,
 	return 0;
 }
 
+/*
+ * The BIOS's reset vector, f000:fff0. Hardware-reduced ACPI makes x86 Linux reboot through
+ * EFI (efi_reboot_required()), and a kernel without EFI then falls back to the BIOS: it
+ * enters real mode and jumps here. There is no BIOS, so three instructions write the reset
+ * register instead; `reboot` ends the VM whichever way the kernel takes (reboot=acpi or
+ * =kbd go straight to the register or the i8042).
+ */
+static void acpi_reset_vector(const struct mm_mem *mem, uint16_t reset_port)
+{
+	/* mov $port, %dx; mov $value, %al; out %al, (%dx); cli; 1: hlt; jmp 1b */
+	uint8_t stub[] = {0xba, 0, 0, 0xb0, ACPI_PM_RESET_VALUE, 0xee, 0xfa, 0xf4, 0xeb, 0xfd};
+
+	stub[1] = (uint8_t)reset_port;
+	stub[2] = (uint8_t)(reset_port >> 8);
+	mm_copy_to_guest(mem, LINUX_RESET_VECTOR, stub, sizeof(stub));
+}
+
 int acpi_write(const struct mm_mem *mem, const struct linux_image *li, const struct acpi_machine *m,
 	       const char **why)
 {
@@ -247,6 +264,7 @@ int acpi_write(const struct mm_mem *mem, const struct linux_image *li, const str
 		goto out;
 	}
 	err = 0;
+	acpi_reset_vector(mem, (uint16_t)(m->pm_port + ACPI_PM_RESET));
 	/* where the kernel looks first; the scan of 0xe0000..0xfffff finds it too */
 	if (li->kind == LINUX_PVH) {
 		uint64_t rsdp = LINUX_ACPI + lay.rsdp;

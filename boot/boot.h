@@ -38,23 +38,24 @@ int elf_load_at(const uint8_t *img, size_t len, const struct mm_mem *mem, gpa_t 
  * Guest-physical layout of a Linux guest (see docs/linux.md). RAM is one block
  * from 0; [0x9fc00, 0x100000) is reserved in the e820 map (EBDA, MP table).
  */
-#define LINUX_GDT	  0x500ULL
-#define LINUX_PVH_INFO	  0x6000ULL /* struct hvm_start_info, module list, memory map */
-#define LINUX_ZERO_PAGE	  0x7000ULL /* struct boot_params */
-#define LINUX_STACK	  0x8ff0ULL
-#define LINUX_PGTABLE	  0x9000ULL /* PML4, PDPT, 4 PDs: [0, 4 GiB) identity, 2 MiB pages */
-#define LINUX_CMDLINE	  0x20000ULL
-#define LINUX_CMDLINE_MAX 4096ULL /* including the NUL, before the kernel's own limit */
-#define LINUX_EBDA	  0x9fc00ULL
-#define LINUX_ACPI	  0xe0000ULL /* RSDP, then the tables, up to the MP table */
-#define LINUX_ACPI_MAX	  0x10000ULL
-#define LINUX_MPTABLE	  0xf0000ULL
-#define LINUX_HIGH	  0x100000ULL
-#define LINUX_MAX_MEM	  (3ULL << 30)	/* RAM stays below the MMIO hole (devices, IOAPIC, LAPIC) */
-#define LINUX_TSS_ADDR	  0xfffbd000ULL /* KVM_SET_TSS_ADDR: 3 pages */
-#define LINUX_IDMAP_ADDR  0xfffbc000ULL /* KVM_SET_IDENTITY_MAP_ADDR: 1 page */
-#define LINUX_IOAPIC	  0xfec00000ULL
-#define LINUX_LAPIC	  0xfee00000ULL
+#define LINUX_GDT	   0x500ULL
+#define LINUX_PVH_INFO	   0x6000ULL /* struct hvm_start_info, module list, memory map */
+#define LINUX_ZERO_PAGE	   0x7000ULL /* struct boot_params */
+#define LINUX_STACK	   0x8ff0ULL
+#define LINUX_PGTABLE	   0x9000ULL /* PML4, PDPT, 4 PDs: [0, 4 GiB) identity, 2 MiB pages */
+#define LINUX_CMDLINE	   0x20000ULL
+#define LINUX_CMDLINE_MAX  4096ULL /* including the NUL, before the kernel's own limit */
+#define LINUX_EBDA	   0x9fc00ULL
+#define LINUX_ACPI	   0xe0000ULL /* RSDP, then the tables, up to the MP table */
+#define LINUX_ACPI_MAX	   0x10000ULL
+#define LINUX_MPTABLE	   0xf0000ULL
+#define LINUX_RESET_VECTOR 0xffff0ULL /* f000:fff0: a reboot through the BIOS lands here */
+#define LINUX_HIGH	   0x100000ULL
+#define LINUX_MAX_MEM	   (3ULL << 30) /* RAM stays below the MMIO hole (devices, IOAPIC, LAPIC) */
+#define LINUX_TSS_ADDR	   0xfffbd000ULL /* KVM_SET_TSS_ADDR: 3 pages */
+#define LINUX_IDMAP_ADDR   0xfffbc000ULL /* KVM_SET_IDENTITY_MAP_ADDR: 1 page */
+#define LINUX_IOAPIC	   0xfec00000ULL
+#define LINUX_LAPIC	   0xfee00000ULL
 
 /* GDT selectors of the boot protocol: __BOOT_CS, __BOOT_DS; 0x08 is PVH's 32-bit code */
 #define LINUX_SEL_CODE32 0x08

@@ -235,6 +235,7 @@ class Guest:
         while self.p.poll() is None and time.time() < end:
             self._pump(0.2)
         if self.p.poll() is None:
+            print(stacks(self.p.pid), flush=True)
             raise Fail('%r did not end ufvm within %d s' % (cmd, timeout))
         end = time.time() + 10
         while self.eof < 2 and time.time() < end:  # the rest of stdout and stderr
@@ -249,6 +250,39 @@ class Guest:
     def dump(self):
         print('--- console (last 6000 bytes):\n%s\n--- stderr:\n%s' %
               (self.out[-6000:].decode(errors='replace'), self.err[-3000:].decode(errors='replace')))
+
+
+def stacks(pid):
+    """Where a ufvm that does not end is stuck, for the log: each thread's state, kernel
+    wait channel and system call, then what its vCPUs exit to KVM for (kvm tracepoints,
+    two seconds), when tracefs is there."""
+    out = ['', '--- its threads (state, wchan, syscall):']
+    for task in sorted(Path('/proc/%d/task' % pid).glob('*')):
+        try:
+            comm = (task / 'comm').read_text().strip()
+            state = (task / 'stat').read_text().rsplit(')', 1)[1].split()[0]
+            wchan = (task / 'wchan').read_text().strip()
+            sysc = (task / 'syscall').read_text().strip().split()[:3]
+        except OSError:
+            continue
+        out.append('%s %s %s %s %s' % (task.name, comm, state, wchan, ' '.join(sysc)))
+    t = Path('/sys/kernel/tracing')
+    if not (t / 'trace').exists():
+        subprocess.run(['mount', '-t', 'tracefs', 'nodev', str(t)], capture_output=True)
+    try:
+        (t / 'trace').write_text('')
+        for ev in ('kvm/kvm_exit', 'kvm/kvm_pio', 'kvm/kvm_userspace_exit'):
+            (t / 'events' / ev / 'enable').write_text('1')
+        time.sleep(2)
+        for ev in ('kvm/kvm_exit', 'kvm/kvm_pio', 'kvm/kvm_userspace_exit'):
+            (t / 'events' / ev / 'enable').write_text('0')
+        lines = (t / 'trace').read_text(errors='replace').splitlines()
+        ev = [l for l in lines if not l.startswith('#')]
+        out.append('--- KVM events in 2 s: %d; the last ones:' % len(ev))
+        out += [l.strip()[:160] for l in ev[-25:]]
+    except OSError as e:
+        out.append('--- no KVM trace: %s' % e)
+    return '\n'.join(out)
 
 
 def ctl(ufvmctl, sock, *args):

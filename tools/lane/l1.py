@@ -155,7 +155,11 @@ for d in proc sys dev; do mount --bind /$d /newroot/$d; done
 mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/lane-out /newroot/tmp /newroot/run
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
 mount -t tmpfs shm /newroot/dev/shm
+# L1's /tmp is its own; a host directory under /tmp the command lives in (a clone in
+# /tmp, say) is carried over it
+for k in $(cat /out/keep 2>/dev/null); do mkdir -p "/kept$k"; mount --bind "/newroot$k" "/kept$k"; done
 mount -t tmpfs tmp /newroot/tmp
+for k in $(cat /out/keep 2>/dev/null); do mkdir -p "/newroot$k"; mount --move "/kept$k" "/newroot$k"; done
 mount -t tmpfs run /newroot/run
 mount --bind /out /newroot/lane-out
 [ -e /dev/kvm ] || fail "no /dev/kvm: $(dmesg | grep -i -E 'kvm|svm|vmx' | tail -3)"
@@ -220,12 +224,23 @@ def command_script(argv, cwd):
     return CMD % (shlex.quote(cwd), ' '.join(map(shlex.quote, argv)))
 
 
+def kept_dirs(cwd):
+    """The host directories under /tmp that L1 must see through its own /tmp: those of
+    the command's working directory and of this source tree (tests, tools)."""
+    keep = set()
+    for p in (Path(cwd).resolve(), Path(__file__).resolve().parents[2]):
+        if len(p.parts) > 2 and p.parts[1] == 'tmp':
+            keep.add('/tmp/' + p.parts[2])
+    return sorted(keep)
+
+
 def execute(lane, argv, cwd, out, timeout, console=None, quiet=False, stage=()):
     """Boot L1, run argv in cwd (the host's path), power off; out gets L1's /lane-out.
     stage: host paths the command needs, for machines without the host's root (vmx)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / 'cmd.sh').write_text(command_script(argv, cwd))
+    (out / 'keep').write_text(''.join(k + '\n' for k in kept_dirs(cwd)))
     rc_file = out / 'rc'
     if rc_file.exists():
         rc_file.unlink()

@@ -26,11 +26,13 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -49,9 +51,13 @@ def die(msg, status=1):
 
 def lane_tests(build, lane):
     """The build's tests that name this lane: meson test 'LANE_X' runs test X inside L1."""
-    out = subprocess.run(['meson', 'introspect', '--tests', str(build)], check=True,
-                         capture_output=True, text=True).stdout
-    tests = {t['name']: t for t in json.loads(out)}
+    info = Path(build) / 'meson-info' / 'intro-tests.json'  # what `meson introspect` reads
+    try:
+        listed = json.loads(info.read_text())
+    except (OSError, ValueError):
+        listed = json.loads(subprocess.run(['meson', 'introspect', '--tests', str(build)],
+                                           check=True, capture_output=True, text=True).stdout)
+    tests = {t['name']: t for t in listed}
     prefix = lane + '_'
     return [tests[n[len(prefix):]] for n in sorted(tests)
             if n.startswith(prefix) and n[len(prefix):] in tests]
@@ -88,21 +94,45 @@ def lane_dir(build, lane):
     return Path(build).resolve() / ('lane-' + lane)
 
 
+def shards(tests, n, previous):
+    """tests split into n lists of about equal cost: each test's seconds in the previous
+    run where known (longest first, each to the least loaded), else in turn by name."""
+    n = max(1, min(n, len(tests)))
+    out, load = [[] for _ in range(n)], [0.0] * n
+    known = [t for t in tests if t['name'] in previous]
+    rest = [t for t in tests if t['name'] not in previous]
+    for t in sorted(known, key=lambda t: -previous[t['name']]):
+        i = load.index(min(load))
+        out[i].append(t)
+        load[i] += previous[t['name']]
+    for k, t in enumerate(rest):
+        out[k % n].append(t)
+    return [sorted(o, key=lambda t: t['name']) for o in out if o]
+
+
+def lane_jobs(lane):
+    """How many L1s run the lane's tests side by side: UFVM_LANE_JOBS, else the machine's
+    JOBS (each L1 has one vCPU; an emulated L1 waits a lot, in tests' sleeps and timeouts,
+    so two of them keep two host cores busy)."""
+    v = os.environ.get('UFVM_LANE_JOBS', '')
+    if v.isdigit() and int(v) > 0:
+        return int(v)
+    return getattr(l1.machine(lane), 'JOBS', 1)
+
+
 def run_lane(build, lane, quiet=False):
-    """Boot L1 once and run every lane test of BUILD inside; results land in lane_dir."""
+    """Boot L1 (or JOBS L1s, each with its share of the tests) and run every lane test of
+    BUILD inside; results land in lane_dir."""
     tests = lane_tests(build, lane)
     d = lane_dir(build, lane)
+    previous = {}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        for name, r in json.loads((d / 'summary.json').read_text())['results'].items():
+            previous[name] = r['seconds']
     if d.exists():
         shutil.rmtree(d)
     (d / 'log').mkdir(parents=True)
     st = stamp(build, tests)
-    plan = {'lane': lane, 'timeout': l1.TEST_TIMEOUT, 'slowdown': l1.machine(lane).SLOWDOWN,
-            'tests': [{'name': t['name'], 'cmd': t['cmd'], 'env': t.get('env'),
-                       'workdir': t.get('workdir')} for t in tests]}
-    (d / 'plan.json').write_text(json.dumps(plan))
-    # d is L1's /lane-out (l1.py: the results share)
-    cmd = ['/usr/bin/python3', str(HERE / 'runner.py'), '/lane-out', '/lane-out/plan.json']
-    t0 = time.monotonic()
     # what a lane without the host's root (vmx) must be given: every file a test names
     stage = {str(HERE / 'runner.py'), str(HERE.parent.parent / 'tests')}
     for t in tests:
@@ -111,18 +141,53 @@ def run_lane(build, lane, quiet=False):
             p = os.path.join(wd, a)  # an absolute a stays itself
             if os.path.exists(p):
                 stage.add(os.path.normpath(p))
-    res = l1.execute(lane, cmd, cwd=str(Path(build).resolve()), out=d,
-                     console=d / 'console.txt', quiet=quiet, stage=sorted(stage),
-                     timeout=l1.BOOT_TIMEOUT + len(tests) * 120)
+    parts = shards(tests, lane_jobs(lane), previous)
+    with contextlib.suppress(Exception):  # fetched once, not by each L1's thread at once
+        l1.kernel(lane)
+    t0 = time.monotonic()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = [None] * len(parts)
+
+    def one(i):
+        # each L1's /lane-out (l1.py: the results share) is a directory of its own
+        sd = d / ('l1-%d' % i)
+        (sd / 'log').mkdir(parents=True)
+        plan = {'lane': lane, 'timeout': l1.TEST_TIMEOUT,
+                'slowdown': l1.machine(lane).SLOWDOWN,
+                'tests': [{'name': t['name'], 'cmd': t['cmd'], 'env': t.get('env'),
+                           'workdir': t.get('workdir')} for t in parts[i]]}
+        (sd / 'plan.json').write_text(json.dumps(plan))
+        cmd = ['/usr/bin/python3', str(HERE / 'runner.py'), '/lane-out', '/lane-out/plan.json']
+        res[i] = l1.execute(lane, cmd, cwd=str(Path(build).resolve()), out=sd,
+                            console=d / ('console-%d.txt' % i), quiet=quiet or len(parts) > 1,
+                            stage=sorted(stage),
+                            timeout=l1.BOOT_TIMEOUT + len(parts[i]) * 120)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(parts))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     got = {}
-    if (d / 'results.jsonl').exists():
-        for line in (d / 'results.jsonl').read_text().splitlines():
-            r = json.loads(line)
-            got[r['name']] = r
-    summary = {'stamp': st, 'lane_status': res.status, 'lane_error': res.error,
-               'seconds': round(time.monotonic() - t0, 1), 'cpu_seconds': res.cpu_seconds,
-               'l1': res.info, 'results': got,
-               'planned': [t['name'] for t in tests]}
+    for i in range(len(parts)):
+        sd = d / ('l1-%d' % i)
+        if (sd / 'results.jsonl').exists():
+            for line in (sd / 'results.jsonl').read_text().splitlines():
+                r = json.loads(line)
+                got[r['name']] = dict(r, l1=i)
+        for f in (sd / 'log').glob('*.txt'):
+            f.rename(d / 'log' / f.name)
+    broken = [r for r in res if r is None or r.error]
+    summary = {'stamp': st,
+               'lane_status': max((r.status if r else 1) for r in res),
+               'lane_error': '; '.join('L1 %d: %s' % (i, r.error if r else 'did not run')
+                                       for i, r in enumerate(res) if r is None or r.error)
+               if broken else '',
+               'seconds': round(time.monotonic() - t0, 1),
+               'cpu_seconds': round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 1),
+               'l1s': len(parts), 'l1': next((r.info for r in res if r and r.info), ''),
+               'results': got, 'planned': [t['name'] for t in tests]}
     (d / 'summary.json').write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -150,7 +215,7 @@ def result(build, lane, name):
                 return SKIP
             s = run_lane(build, lane, quiet=True)
     r = s['results'].get(name)
-    if r is None and s['lane_error'].startswith('cannot start L1'):
+    if r is None and 'cannot start L1' in s['lane_error']:
         print('lane %s cannot run here: %s' % (lane, s['lane_error']))
         return SKIP  # e.g. no kernel could be downloaded: say why, do not fail
     log = d / 'log' / (name + '.txt')
@@ -159,10 +224,9 @@ def result(build, lane, name):
         sys.stdout.write(log.read_text(errors='replace'))
     if r is None:
         print('lane %s: no result for %s: %s' % (lane, name,
-              s['lane_error'] or 'L1 stopped before this test; see %s' % (d / 'console.txt')))
-        con = d / 'console.txt'
-        if con.exists():
-            print('--- last lines of L1\'s console ---')
+              s['lane_error'] or 'L1 stopped before this test; see %s' % d))
+        for con in sorted(d.glob('console-*.txt')):
+            print('--- last lines of %s ---' % con.name)
             print('\n'.join(con.read_text(errors='replace').splitlines()[-30:]))
         return 1
     print('lane %s: %s exited %d after %.1f s inside L1' % (lane, name, r['rc'], r['seconds']))

@@ -6,6 +6,7 @@ share: the host's out directory itself.
 """
 import os
 import subprocess
+import threading
 import time
 
 import l1
@@ -16,6 +17,9 @@ NEEDS = ()
 MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay', 'loop', 'zram', 'dm-mod', 'fuse']
 # how much slower than the host tests run here (UFVM_TEST_SLOWDOWN: tests scale waits)
 SLOWDOWN = 10
+# L1s side by side, one vCPU each (two vCPUs in one L1 gave soft lockups under load): the
+# tests' waits leave an emulator idle much of the time, and the host has two cores
+JOBS = 2
 MEM_MIB = 6144  # tests need up to ~1 GiB at once; the rest is the tmpfs overlay's
 
 ROOT_SETUP = r'''mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || fail "cannot mount the results share"
@@ -32,7 +36,7 @@ def initrd(verbose):
     path = l1.cache_dir() / ('initrd-svm-%s.cpio' % vmlinuz.name)
     data = l1.newc(l1.base_entries('svm', mods))
     if not path.exists() or path.read_bytes() != data:
-        tmp = path.with_suffix('.tmp')
+        tmp = path.with_suffix('.tmp%d-%d' % (os.getpid(), threading.get_ident()))
         tmp.write_bytes(data)
         tmp.rename(path)
     return vmlinuz, path
