@@ -129,6 +129,9 @@ def run_lane(build, lane, quiet=False):
     with contextlib.suppress(OSError, ValueError, KeyError):
         for name, r in json.loads((d / 'summary.json').read_text())['results'].items():
             previous[name] = r['seconds']
+    if not previous:  # a first run: the times measured when the lane was last tuned
+        with contextlib.suppress(OSError, ValueError):
+            previous = json.loads((HERE / ('costs-%s.json' % lane)).read_text())
     if d.exists():
         shutil.rmtree(d)
     (d / 'log').mkdir(parents=True)
