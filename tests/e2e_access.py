@@ -155,7 +155,7 @@ def case_dirty(ufvm, g, f):
     a page read back from swap and not touched is dropped again without a write."""
     # sampling off: its zaps make KVM log re-mapped pages as dirty (see mm/README.md)
     vm = VM(ufvm, g, ["--dirty-track=auto", "--scan-interval", "off"],
-            "write=8 read=8 idle=32 ms=%d" % (4000 * SLOW))
+            "write=8 read=8 idle=32 ms=%d" % (8000 * SLOW))
     if not vm.c:
         vm.finish()
         expect(False, "guest started", f)
