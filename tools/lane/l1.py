@@ -7,6 +7,7 @@ back to the host. What differs is the machine (svm.py, vmx.py): QEMU's TCG (`-cp
 SVM) shares the host's root over 9p; Bochs (Intel VMX) has no 9p, so L1 gets the files the
 command needs in its initramfs and sends /lane-out back over its serial console.
 """
+import json
 import os
 import resource
 import shlex
@@ -146,7 +147,11 @@ INIT = r'''#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin:/usr/bin:/sbin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in $(cat /modules.order); do insmod /lib/modules/$m 2>/dev/null || echo "L1: insmod $m failed"; done
+# a module's parameters from the command line (kvm_intel.x=y), as modprobe would pass them
+for m in $(cat /modules.order); do
+	n=$(echo ${m%.ko} | tr - _)
+	insmod /lib/modules/$m $(tr ' ' '\n' </proc/cmdline | sed -n "s/^$n\.//p") 2>/dev/null || echo "L1: insmod $m failed"
+done
 say() { echo "L1: $*"; }
 fail() { say "$*"; echo 1 > /out/rc 2>/dev/null; @DONE@; poweroff -f; }
 mkdir -p /out /newroot
@@ -163,7 +168,7 @@ for k in $(cat /out/keep 2>/dev/null); do mkdir -p "/newroot$k"; mount --move "/
 mount -t tmpfs run /newroot/run
 mount --bind /out /newroot/lane-out
 [ -e /dev/kvm ] || fail "no /dev/kvm: $(dmesg | grep -i -E 'kvm|svm|vmx' | tail -3)"
-say "ready $(cut -d' ' -f1 /proc/uptime)s, $(uname -r), $(grep -o -m1 -E 'svm|vmx' /proc/cpuinfo) KVM, $(nproc) CPUs"
+say "ready $(cut -d' ' -f1 /proc/uptime)s, $(uname -r), $(grep -o -m1 -E 'svm|vmx' /proc/cpuinfo) KVM, $(nproc) CPUs, $(awk '/LOC:/ {for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i} END {print n}' /proc/interrupts) timer interrupts"
 hostname l1
 ip link set lo up || fail "cannot bring up the loopback interface"
 if [ -f /out/shell ]; then
@@ -262,7 +267,42 @@ def execute(lane, argv, cwd, out, timeout, console=None, quiet=False, stage=()):
         return Result(1, 'L1 wrote a bad result', info, cpu)
 
 
-def pump(p, deadline, console, quiet, done=None):
+class CpuMarks:
+    """The emulator's CPU seconds when L1 reaches its init and as each lane test ends (the
+    runner's `lane: NAME rc=` lines on the console): each test's cost on the host, which
+    L1's own clock (emulated time) cannot tell. Written to OUT/emulator_cpu.json."""
+
+    LINE = re.compile(r'^(?:L1: (ready)|lane: (\S+) rc=-?\d+)', re.M)
+
+    def __init__(self, pid, out):
+        self.pid, self.path, self.tail, self.marks = pid, Path(out) / 'emulator_cpu.json', '', []
+
+    def cpu(self):
+        try:
+            f = Path('/proc/%d/stat' % self.pid).read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            return None
+        return (int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK')  # utime + stime
+
+    def feed(self, text):
+        text = self.tail + text
+        cut = text.rfind('\n') + 1
+        self.tail = text[cut:]
+        found = [m.group(1) or m.group(2) for m in self.LINE.finditer(text[:cut])]
+        if not found:
+            return
+        c = self.cpu()
+        if c is None:
+            return
+        self.marks += [(n, c) for n in found]
+        prev, per = 0.0, {}
+        for n, c in self.marks:
+            per['boot' if n == 'ready' else n] = round(c - prev, 2)
+            prev = c
+        self.path.write_text(json.dumps(per))
+
+
+def pump(p, deadline, console, quiet, done=None, marks=None):
     """Copy the emulator's console output until it exits (or done() says so); False if the
     deadline passed first (the emulator is killed)."""
     con = open(console, 'a') if console else None
@@ -272,6 +312,8 @@ def pump(p, deadline, console, quiet, done=None):
             chunk = p.stdout.read()
             if chunk:
                 text = chunk.decode(errors='replace')
+                if marks:
+                    marks.feed(text)
                 if con:
                     con.write(text)
                     con.flush()

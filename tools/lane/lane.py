@@ -22,6 +22,7 @@ lane cannot run at all (no emulator, no kernel), 1 when the lane itself broke.
 """
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
@@ -59,8 +60,15 @@ def lane_tests(build, lane):
                                            check=True, capture_output=True, text=True).stdout)
     tests = {t['name']: t for t in listed}
     prefix = lane + '_'
-    return [tests[n[len(prefix):]] for n in sorted(tests)
-            if n.startswith(prefix) and n[len(prefix):] in tests]
+    names = [n[len(prefix):] for n in sorted(tests)
+             if n.startswith(prefix) and n[len(prefix):] in tests]
+    # UFVM_LANE_TESTS: shell patterns, a comma between: only those tests (to measure or
+    # try a few by hand; `result` then reruns the lane with all of them)
+    pats = [p for p in os.environ.get('UFVM_LANE_TESTS', '').split(',') if p]
+    if pats:
+        names = [n for p in pats for n in names if fnmatch.fnmatchcase(n, p)]
+        names = list(dict.fromkeys(names))
+    return [tests[n] for n in names]
 
 
 def stamp(build, tests):
@@ -174,13 +182,20 @@ def run_lane(build, lane, quiet=False):
     for th in threads:
         th.join()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    got = {}
+    got, boot_cpu = {}, []
     for i in range(len(parts)):
         sd = d / ('l1-%d' % i)
         if (sd / 'results.jsonl').exists():
             for line in (sd / 'results.jsonl').read_text().splitlines():
                 r = json.loads(line)
                 got[r['name']] = dict(r, l1=i)
+        cpu = {}
+        with contextlib.suppress(OSError, ValueError):
+            cpu = json.loads((sd / 'emulator_cpu.json').read_text())
+        for n, c in cpu.items():
+            if n in got:
+                got[n]['emulator_cpu'] = c
+        boot_cpu.append(cpu.get('boot'))
         for f in (sd / 'log').glob('*.txt'):
             f.rename(d / 'log' / f.name)
     broken = [r for r in res if r is None or r.error]
@@ -191,7 +206,8 @@ def run_lane(build, lane, quiet=False):
                if broken else '',
                'seconds': round(time.monotonic() - t0, 1),
                'cpu_seconds': round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 1),
-               'l1s': len(parts), 'l1': next((r.info for r in res if r and r.info), ''),
+               'boot_cpu_seconds': boot_cpu, 'l1s': len(parts),
+               'l1': next((r.info for r in res if r and r.info), ''),
                'results': got, 'planned': [t['name'] for t in tests]}
     (d / 'summary.json').write_text(json.dumps(summary, indent=1))
     return summary

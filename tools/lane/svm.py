@@ -62,7 +62,7 @@ def boot(out, timeout, console, quiet, stage, cwd):
     """Run L1 to its end; returns (what L1 was, '' or why it broke)."""
     p = subprocess.Popen(argv(out, False, not quiet), stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if not l1.pump(p, time.monotonic() + timeout, console, quiet):
+    if not l1.pump(p, time.monotonic() + timeout, console, quiet, marks=l1.CpuMarks(p.pid, out)):
         return info(), 'L1 timed out after %d s' % timeout
     return info(), ''
 

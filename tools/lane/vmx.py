@@ -31,7 +31,7 @@ NEEDS = (('as', 'binutils'), ('ld', 'binutils'), ('ldd', 'libc-bin'))
 MODULES = ['loop', 'fuse']
 SLOWDOWN = 20    # tests scale their waits by it (UFVM_TEST_SLOWDOWN)
 MEM_MIB = 2048   # Bochs allocates it all; below 3 GiB, clear of the PCI hole
-CPUS = 2         # with one, a vCPU spinning in L2 starves L1 (docs: README "Test lanes")
+CPUS = int(os.environ.get('UFVM_LANE_CPUS', '2'))  # L1's CPUs (README: "One L1 CPU")
 IPS = 200000000  # Bochs's virtual time: instructions per emulated second
 
 ROOT_SETUP = r'''mount --bind / /newroot'''
@@ -236,7 +236,7 @@ def machine_files(work, stage, cwd, out, verbose, cmdline):
         'log: %s' % (work / 'bochs.log'),
         'panic: action=fatal', 'error: action=ignore', 'info: action=ignore',
         'debug: action=ignore', 'clock: sync=none, time0=local',
-        'pci: enabled=1, chipset=i440fx', '']))
+        'pci: enabled=1, chipset=i440fx', 'port_e9_hack: enabled=1', '']))
     (work / 'continue').write_text('c\n')  # bochs-bin starts in its debugger
     return vmlinuz, rc
 
@@ -256,6 +256,10 @@ def run_bochs(work, rc, deadline, console, quiet, done):
     os.set_blocking(master, False)
     serial = work / 'serial.txt'
     shown = 0
+    marks = l1.CpuMarks(p.pid, work.parent)
+    # Bochs's stdout: what L1 writes to port 0xe9 (port_e9_hack), a console that needs no
+    # interrupt, for when the serial line stalls
+    stdout = open(work / 'e9.txt', 'wb', buffering=0)
     con = open(console, 'a') if console else None
     ok = True
     ttys = [master]
@@ -265,8 +269,12 @@ def run_bochs(work, rc, deadline, console, quiet, done):
                 ttys += own_ptys(p.pid)
             for fd in ttys:  # the display, and a pty of its own: drained, unread
                 try:
-                    while os.read(fd, 65536):
-                        pass
+                    while True:
+                        b = os.read(fd, 65536)
+                        if not b:
+                            break
+                        if fd == master:
+                            stdout.write(b)
                 except (BlockingIOError, OSError):
                     pass
             if serial.exists():
@@ -276,6 +284,7 @@ def run_bochs(work, rc, deadline, console, quiet, done):
                 shown += len(chunk)
                 if chunk:
                     text = chunk.decode(errors='replace')
+                    marks.feed(text)
                     if con:
                         con.write(text)
                         con.flush()
@@ -293,6 +302,7 @@ def run_bochs(work, rc, deadline, console, quiet, done):
         p.wait()
         for fd in ttys:
             os.close(fd)
+        stdout.close()
         if con:
             con.close()
     return ok
@@ -336,8 +346,15 @@ def boot(out, timeout, console, quiet, stage, cwd):
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     deadline = time.monotonic() + timeout
+    # tsc_early_khz: Bochs's TSC and local APIC timer both count one per emulated tick (IPS a
+    # second), but its corei7_skylake_x CPUID leaves 0x15/0x16 say a 3.5 GHz TSC fed by a
+    # 24 MHz crystal. Believed, L1's clock runs 17.5 times slower than emulated time and its
+    # APIC timer fires ~146 times too early (about 15,000 timer interrupts a second, each
+    # re-armed). Told the TSC's real rate, Linux calibrates the APIC timer itself.
     machine_files(work, stage, cwd, out, not quiet,
-                  'console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off')
+                  ' '.join(['console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off',
+                            'tsc_early_khz=%d' % (IPS // 1000)] +
+                           os.environ.get('UFVM_LANE_APPEND', '').split()))
 
     def done(serial):
         with open(serial, 'rb') as f:
