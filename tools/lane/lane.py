@@ -72,7 +72,9 @@ def lane_tests(build, lane):
 
 
 def stamp(build, tests):
-    """What the results depend on: the files the tests run (binaries, guests, scripts)."""
+    """What the results depend on: the files the tests run (binaries, guests, scripts).
+    Paths are absolute: `run build` and `result /abs/build` must agree."""
+    build = Path(build).resolve()
     h = hashlib.sha256()
     paths = set()
     for t in tests:
