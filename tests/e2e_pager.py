@@ -56,9 +56,9 @@ class Run:
             self.status = 'timeout'
         else:
             self.status = self.p.returncode
-        e.join(5)
+        e.join(5 * SLOW)
         self.err = errs[0] if errs else ''
-        r.join(5)
+        r.join(5 * SLOW)
         self.out = ''.join(self.lines)
         self.stats = self.swap = None
         for line in self.err.splitlines():
