@@ -230,7 +230,7 @@ struct vmm_stop_ops {
 	void (*abandon)(void *ctx);
 };
 #define VMM_STOP_RELEASE_MS 50
-#define VMM_STOP_GRACE_MS   1000
+#define VMM_STOP_GRACE_MS   500
 /* Start the stop thread for vm (before vm_run); -errno. */
 int vmm_stop_start(struct vm *vm, const struct vmm_stop_ops *ops, void *ctx);
 /* The orderly end is done as far as anyone can see (statistics, files): from now on the
