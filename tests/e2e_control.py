@@ -418,8 +418,8 @@ def test_ufvmctl(sock, tmp, pager):
     rc, out, err = ctl(sock, "heatmap", png, "1")
     took = time.time() - t
     m = re.match(r"heatmap: .*: \d+ samples of %d pages over (\d+\.\d) s" % (MEM // 4096), out)
-    check(rc == 0 and m and 1.0 <= float(m.group(1)) <= 2.0 * SLOW and took < 10 * SLOW,
-          "ufvmctl heatmap 1: samples over one real second (%r, took %.1f s)" % (out.strip(), took))
+    check(rc == 0 and m and float(m.group(1)) >= 1.0 and took < 10 * SLOW,
+          "ufvmctl heatmap 1: samples over at least one real second (%r, took %.1f s)" % (out.strip(), took))
     ok = rc == 0 and os.path.exists(png)
     if ok:
         with open(png, "rb") as f:
