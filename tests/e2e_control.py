@@ -617,8 +617,7 @@ def test_top_interrupt(tmp):
     try:
         t = Pty([path, "top"])
         try:
-            time.sleep(0.5)
-            check(t.raw(), "top (tty, VM busy): raw mode while waiting")
+            check(wait_for(t.raw, 5 * SLOW), "top (tty, VM busy): raw mode while waiting")
             os.write(t.master, b"q")
             check(t.wait(3) == 0, "top (tty, VM busy): q quits while waiting for an answer")
             check(t.cooked() and wait_for(lambda: "\x1b[?25h" in t.text(), 3),
@@ -627,7 +626,7 @@ def test_top_interrupt(tmp):
             t.kill()
         t = Pty([path, "top"])
         try:
-            time.sleep(0.5)
+            wait_for(t.raw, 5 * SLOW)  # top's own terminal mode, before the key
             os.write(t.master, b"\x03")  # Ctrl-C: SIGINT from the terminal
             check(t.wait(3) == 0, "top (tty, VM busy): Ctrl-C quits while waiting for an answer")
             check(t.cooked(), "top (tty, VM busy): Ctrl-C restores the terminal")
