@@ -253,7 +253,7 @@ WAYS = {
     'paused': ('mode=spin', prep_paused, None),
     # 5 ms a request: a whole-VM swap-out or swap-in of 64 MiB takes seconds, and
     # the writes in flight that a process must wait for at its exit take 0.3 s
-    'swapout': ('mode=touch mib=64', prep_swapout, {'write_us': 5000}),
+    'swapout': ('mode=touch mib=64', prep_swapout, {'write_us': 2000}),
     'swapin': ('mode=touch mib=64', prep_swapin, {'read_us': 5000}),
     'stalled': ('mode=touch mib=64', prep_stalled, {}),
 }
