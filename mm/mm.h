@@ -332,8 +332,8 @@ int64_t swap_slots_get(struct swap_slots *sl, uint32_t n); /* first of n slots, 
 void swap_slots_put(struct swap_slots *sl, uint64_t slot);
 bool swap_slots_test(const struct swap_slots *sl, uint64_t slot);
 uint64_t swap_slots_count(const struct swap_slots *sl); /* lock-free, see swap_slots_used */
-int swap_slots_to_file(struct swap_slots *sl); /* mm_meta_to_file of its tables */
-int swap_slots_drop(struct swap_slots *sl);    /* mm_meta_drop of its tables */
+int swap_slots_to_file(struct swap_slots *sl);		/* mm_meta_to_file of its tables */
+int swap_slots_drop(struct swap_slots *sl);		/* mm_meta_drop of its tables */
 
 /* ---- swap tags (swap_tag.c) --------------------------------------------------
  * What went out to swap is what comes back: every page written gets a 32-bit
@@ -619,7 +619,7 @@ struct mm_pager {
 	atomic_bool frozen; /* mm_pager_freeze: tables dropped, sampler held until a fault */
 	uint64_t frozen_ns; /* ... since when */
 	atomic_bool stop, dead, stalled, warned_write, warned_open, warned_full, warned_rc;
-	atomic_bool released; /* mm_pager_release: guest RAM left the uffd */
+	atomic_bool released;	      /* mm_pager_release: guest RAM left the uffd */
 	char swap_name[300];	      /* for messages: "swap file PATH", "swap memcached://..." */
 	char write_why[SWAP_WHY_LEN]; /* the backend's words on the last failed write */
 	/* whole-VM swap-outs pausing the vCPUs (a count: the control socket and the

@@ -36,17 +36,17 @@
 #define IDT_VECTORS	32
 #define STUB_SIZE	16
 
-#define CR0_PE	       (1ULL << 0)
-#define CR0_MP	       (1ULL << 1)
-#define CR0_ET	       (1ULL << 4)
-#define CR0_NE	       (1ULL << 5)
-#define CR0_WP	       (1ULL << 16)
-#define CR0_PG	       (1ULL << 31)
-#define CR4_PAE	       (1ULL << 5)
-#define CR4_OSFXSR     (1ULL << 9)
-#define CR4_OSXMMEXCPT (1ULL << 10)
-#define EFER_LME       (1ULL << 8)
-#define EFER_LMA       (1ULL << 10)
+#define CR0_PE		 (1ULL << 0)
+#define CR0_MP		 (1ULL << 1)
+#define CR0_ET		 (1ULL << 4)
+#define CR0_NE		 (1ULL << 5)
+#define CR0_WP		 (1ULL << 16)
+#define CR0_PG		 (1ULL << 31)
+#define CR4_PAE		 (1ULL << 5)
+#define CR4_OSFXSR	 (1ULL << 9)
+#define CR4_OSXMMEXCPT	 (1ULL << 10)
+#define EFER_LME	 (1ULL << 8)
+#define EFER_LMA	 (1ULL << 10)
 #define X86_RFLAGS_IOPL3 (3ULL << 12)
 
 static uint64_t *table(const struct mm_mem *mem, gpa_t gpa)
