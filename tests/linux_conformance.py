@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 
-TIMEOUT = 30 * float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))  # slower machines: more
+TIMEOUT = 90 * float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))  # slower machines: more
 SENTINEL = '0123456789abcdefghijklmnopqrstuvwxyz-_.:,/+'
 INITRD_LEN = 20001
 DISK_SECTORS = 64
