@@ -25,7 +25,7 @@ const char *pager_usage =
     "                    time (default 1); turns access sampling on\n"
     "  --scan-interval MS|off  access sampling (young pages, idle ages,\n"
     "                    working set) every MS ms (default off; 1000 with\n"
-    "                    auto or --api)\n"
+    "                    auto or --api; 50 for --kernel under --mem-limit)\n"
     "  --scan-rate N     pages sampled per interval (default 1/64 of RAM)\n"
     "  --scan-cpu PCT    CPU budget of the sampler, % of one CPU (default 2)\n"
     "  --swap PATH       swap file: a new file (removed at exit), an empty one or a\n"
