@@ -482,6 +482,8 @@ def case_memory(o, tmp):
     try:
         g.wait_for(r'@@READY', timeout=BOOT_TIMEOUT)
         g.ok('stty -echo', 'console echo off')
+        check(b'under --mem-limit: access sampling every 50 ms' in g.err,
+              'a Linux guest under --mem-limit samples access every 50 ms (--api alone: 1000)')
         written = md5_of(g.ok('dd if=/dev/urandom bs=1M count=%d 2>/dev/null | tee /tmp/a | '
                               'md5sum' % DATA_MB, '%d MiB written to tmpfs under a %s limit' %
                               (DATA_MB, LIMIT), timeout=900))

@@ -199,6 +199,9 @@ int linux_boot_vm(struct linux_boot *lb, struct vm *vm, const struct vmm_opts *o
 	}
 	if (o->verbose)
 		fprintf(stderr, "ufvm: command line: %s\n", cmdline);
+	if (o->verbose && o->pager.o.mem_limit && o->pager.o.scan_interval_ms)
+		fprintf(stderr, "ufvm: under --mem-limit: access sampling every %u ms\n",
+			o->pager.o.scan_interval_ms);
 	vm->on_io = lb_on_io;
 	vm->on_io_ctx = lb;
 	return 0;
