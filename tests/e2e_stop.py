@@ -251,9 +251,11 @@ WAYS = {
     'halted': ('mode=halt', None, None),
     'console': ('mode=console', None, None),
     'paused': ('mode=spin', prep_paused, None),
-    # 5 ms a request: a whole-VM swap-out or swap-in of 64 MiB takes seconds, and
-    # the writes in flight that a process must wait for at its exit take 0.3 s
-    'swapout': ('mode=touch mib=64', prep_swapout, {'write_us': 2000}),
+    # 2 ms a write (scaled, like every wait, by the lane's slowdown: at 2 ms the
+    # emulated swap-out was over before the stop came): a whole-VM swap-out of 64
+    # MiB takes seconds, and the writes in flight that a process must wait for at
+    # its exit take 0.13 s (times the slowdown)
+    'swapout': ('mode=touch mib=64', prep_swapout, {'write_us': int(2000 * SLOW)}),
     'swapin': ('mode=touch mib=64', prep_swapin, {'read_us': 5000}),
     'stalled': ('mode=touch mib=64', prep_stalled, {}),
 }
