@@ -581,6 +581,8 @@ def test_top_tty(sock):
     try:
         check(wait_for(lambda: "resident" in t.text(), 10), "top (tty): draws a screen")
         check(t.raw() and "\x1b[?25l" in t.text(), "top (tty): raw mode, cursor hidden")
+        # the first screen whole (it arrives in pieces: read half-drawn, it had no faults/s)
+        wait_for(lambda: any(ln.lstrip().startswith("faults/s") for ln in last_frame(t.text())), 10)
         frame = last_frame(t.text())
         check(any(re.match(r"^ +faults/s +- *$", ln) for ln in frame),
               "top (tty): faults/s is '-' on the first screen (%r)" % frame)
