@@ -213,7 +213,7 @@ def bench(ufvm, vmlinuz, moddir, ks, tmp):
     u = {'w': [], 'r': [], 't': []}
     k = {'w': [], 'r': [], 't': []}
     sides = ('u', 'k') if os.environ.get('BENCH_KERNEL', '1') != '0' else ('u',)
-    slack = 0
+    slack = stalls = 0
     if 'k' in sides:
         # The same effective limit: the cgroup holds the guest's RAM plus what the
         # kernel side's ufvm charges besides it that cannot be reclaimed (its heap, page
@@ -256,7 +256,7 @@ def bench(ufvm, vmlinuz, moddir, ks, tmp):
                 if r.stalled:
                     # seen twice in the lane at 64-72 MiB: the VM stops making progress
                     # under the cgroup's reclaim; counted, left out of the medians
-                    k['stalls'] = k.get('stalls', 0) + 1
+                    stalls += 1
                     say('kernel run %d: stalled, killed after %d s (%d pages out, %d in '
                         'by then)' % (i, STALL_S, vmstat('pswpout') - out0,
                                       vmstat('pswpin') - in0))
@@ -274,8 +274,8 @@ def bench(ufvm, vmlinuz, moddir, ks, tmp):
     ok = True
     if len(sides) == 1:
         return 0
-    if k.get('stalls'):
-        say('kernel side: %d of %d runs stalled (left out below)' % (k['stalls'], ROUNDS))
+    if stalls:
+        say('kernel side: %d of %d runs stalled (left out below)' % (stalls, ROUNDS))
     if not k['t']:
         say('ERROR: no kernel run finished')
         return 2

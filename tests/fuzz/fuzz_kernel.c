@@ -7,9 +7,8 @@
 #include "tests/fuzz/fuzz.h"
 #include "boot/boot.h"
 
-#define FUZZ_RAM                                                                                   \
-	(32ULL << 20) /* room for kernels linked at 16 MiB, as the conformance guest is            \
-		       */
+/* room for kernels linked at 16 MiB, as the conformance guest is */
+#define FUZZ_RAM     (32ULL << 20)
 #define INITRD_LEN   8192
 #define FUZZ_CMDLINE "console=ttyS0 panic=-1"
 
