@@ -22,14 +22,16 @@ run: build
 
 # the seeds' two-VM swap demo under the memory pool (tools/demo_swap.py, pool/README.md)
 # LINUX=1: the small VM runs Debian's kernel, inside the SVM lane (a stock kernel needs
-# VMX/SVM); sizes scaled down there; the picture and logs land in OUT (build/demo-swap-linux)
+# VMX/SVM); sizes scaled down there, swap on a scratch disk of L1's (not its tmpfs); the
+# picture and logs land in OUT (build/demo-swap-linux)
 demo-swap: build
 ifeq ($(LINUX),)
 	@python3 tools/demo_swap.py $(BUILD) $(if $(OUT),--out $(OUT))
 else
 	@tools/lane/lane.py prepare svm
 	@mkdir -p $(or $(OUT),$(BUILD)/demo-swap-linux)
-	@nice -n 10 tools/lane/lane.py exec svm -t 3000 --out $(or $(OUT),$(BUILD)/demo-swap-linux) -- \
+	@nice -n 10 tools/lane/lane.py exec svm -t 3000 --scratch 2048 \
+		--out $(or $(OUT),$(BUILD)/demo-swap-linux) -- \
 		python3 tools/demo_swap.py $(BUILD) --linux --lane --out /lane-out
 endif
 

@@ -18,9 +18,10 @@ per VM, stacked, events marked). Exit status 0 when every check passed.
 with an initramfs of busybox and guests/linux/memtouch, which writes and verifies its data
 pass after pass and reports on the serial console). A stock kernel needs hardware
 virtualization (VMX/SVM): on PVM hosts run it in the SVM lane, `make demo-swap LINUX=1`
-(tools/lane/lane.py exec svm --out DIR -- tools/demo_swap.py --linux --lane --out
-/lane-out). --lane: inside the emulated lane (10-50x slower, one CPU): the sizes are
-scaled down and every wait is 10 times longer; the output says so.
+(tools/lane/lane.py exec svm --scratch 2048 --out DIR -- tools/demo_swap.py --linux --lane
+--out /lane-out). --lane: inside the emulated lane (10-50x slower, one CPU): the sizes are
+scaled down and every wait is 10 times longer; the output says so. Swap and the frozen
+VMs' tables go to the lane's scratch disk (TMPDIR=/scratch) when L1 has one.
 """
 import argparse
 import json
@@ -78,6 +79,9 @@ echo "@@READY: Linux up after $(cut -d' ' -f1 /proc/uptime) s, $(grep -E 'MemTot
 echo "@@memtouch exited with status $?"
 poweroff -f
 '''
+
+
+SCRATCH = '/scratch'  # the lane's scratch disk (tools/lane/lane.py exec --scratch)
 
 
 class Demo:
@@ -235,6 +239,10 @@ class Demo:
         if a.lane:
             say('inside the emulated SVM lane (QEMU TCG, 10-50x slower than the host, one CPU): '
                 'sizes scaled down, waits 10x longer')
+            say('swap files and frozen VMs\' page tables in %s' % (
+                'TMPDIR=%s, a disk (lane.py exec --scratch)' % SCRATCH if self.scratch else
+                'L1\'s /tmp, a tmpfs: a frozen VM\'s tables stay in its memory there (mm/meta.c), '
+                'give L1 a disk with lane.py exec --scratch'))
         say('a pool of %d MiB (%s policy); two VMs: small (%d MiB guest RAM, %s, writes and '
             'verifies %d MiB) and big (%d MiB, memtouch.elf, %d MiB)' % (
                 a.budget, a.policy, a.small, 'Linux ' + os.path.basename(self.kernel)
@@ -379,7 +387,14 @@ def main():
             print('demo_swap: --linux: no %s/guests/linux/memtouch: build first' % a.build,
                   file=sys.stderr)
             return 2
+    # in the lane, L1's /tmp is a tmpfs: swap and the frozen VMs' tables go to the scratch
+    # disk when L1 has one, as they would go to a disk on a real host
+    scratch = a.lane and os.path.ismount(SCRATCH)
+    if scratch:
+        os.environ['TMPDIR'] = SCRATCH
+        tempfile.tempdir = None
     d = Demo(a)
+    d.scratch = scratch
     d.kernel = kernel
     try:
         return d.run()

@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 import sys
 import time
 from dataclasses import dataclass
@@ -167,6 +168,11 @@ mount -t tmpfs tmp /newroot/tmp
 for k in $(cat /out/keep 2>/dev/null); do mkdir -p "/newroot$k"; mount --move "/kept$k" "/newroot$k"; done
 mount -t tmpfs run /newroot/run
 mount --bind /out /newroot/lane-out
+# the scratch disk (lane.py exec --scratch): a file system on a disk, not in L1's memory
+if [ -b /dev/vda ]; then
+	mkdir -p /newroot/scratch
+	chroot /newroot mkfs.ext4 -q -F /dev/vda >/dev/null && mount -t ext4 /dev/vda /newroot/scratch || fail "cannot make the scratch disk's file system"
+fi
 [ -e /dev/kvm ] || fail "no /dev/kvm: $(dmesg | grep -i -E 'kvm|svm|vmx' | tail -3)"
 say "ready $(cut -d' ' -f1 /proc/uptime)s, $(uname -r), $(grep -o -m1 -E 'svm|vmx' /proc/cpuinfo) KVM, $(nproc) CPUs, $(awk '/LOC:/ {for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i} END {print n}' /proc/interrupts) timer interrupts"
 hostname l1
@@ -239,9 +245,11 @@ def kept_dirs(cwd):
     return sorted(keep)
 
 
-def execute(lane, argv, cwd, out, timeout, console=None, quiet=False, stage=()):
+def execute(lane, argv, cwd, out, timeout, console=None, quiet=False, stage=(), scratch=0):
     """Boot L1, run argv in cwd (the host's path), power off; out gets L1's /lane-out.
-    stage: host paths the command needs, for machines without the host's root (vmx)."""
+    stage: host paths the command needs, for machines without the host's root (vmx).
+    scratch: MiB of an empty disk, a sparse file in the host's TMPDIR removed afterwards,
+    that L1 formats (ext4) and mounts at /scratch (svm only)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / 'cmd.sh').write_text(command_script(argv, cwd))
@@ -251,8 +259,14 @@ def execute(lane, argv, cwd, out, timeout, console=None, quiet=False, stage=()):
         rc_file.unlink()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        info, error = machine(lane).boot(out, timeout + BOOT_TIMEOUT, console, quiet,
-                                         list(stage), cwd)
+        with tempfile.TemporaryDirectory(prefix='ufvm-lane-disk-') as disk:
+            img = None
+            if scratch:
+                img = os.path.join(disk, 'scratch.img')
+                with open(img, 'wb') as f:
+                    f.truncate(scratch << 20)
+            info, error = machine(lane).boot(out, timeout + BOOT_TIMEOUT, console, quiet,
+                                             list(stage), cwd, scratch=img)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
         return Result(1, 'cannot start L1: %s' % e, '')
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)

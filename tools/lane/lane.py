@@ -9,9 +9,11 @@ shared with it read-only (9p) under a tmpfs overlay, so the same build directory
 run inside. tools/lane/README.md says more.
 
     lane.py prepare LANE                      fetch L1's kernel into the cache
-    lane.py exec LANE [-t SEC] [--out DIR] -- CMD...
+    lane.py exec LANE [-t SEC] [--out DIR] [--scratch MIB] -- CMD...
                                               boot L1, run CMD in the host's cwd, power off;
-                                              --out: L1's /lane-out is DIR (kept), not a temp
+                                              --out: L1's /lane-out is DIR (kept), not a temp;
+                                              --scratch: an empty disk of MIB, ext4 at
+                                              /scratch (svm; a sparse file, removed after)
     lane.py shell LANE                        boot L1 with a shell on the console
     lane.py run LANE BUILD                    run every lane test of BUILD inside one L1 boot
     lane.py result LANE BUILD NAME            one test's result, running the lane if needed
@@ -269,11 +271,15 @@ def main(argv):
         return 0
     if verb in ('exec', 'shell') and rest:
         lane = rest[0]
-        timeout, keep = 600, None
+        timeout, keep, scratch = 600, None, 0
         args = rest[1:]
-        while len(args) >= 2 and args[0] in ('-t', '--out'):
+        while len(args) >= 2 and args[0] in ('-t', '--out', '--scratch'):
             if args[0] == '-t':
                 timeout = int(args[1])
+            elif args[0] == '--scratch':
+                if not args[1].isdigit() or not 16 <= int(args[1]) <= 65536:
+                    die('--scratch %s: give the disk\'s size in MiB, 16 to 65536' % args[1], 2)
+                scratch = int(args[1])
             else:
                 keep = os.path.abspath(args[1])
             args = args[2:]
@@ -293,7 +299,7 @@ def main(argv):
         with contextlib.ExitStack() as st:
             out = keep or st.enter_context(tempfile.TemporaryDirectory(prefix='ufvm-lane-'))
             r = l1.execute(lane, args, cwd=os.getcwd(), out=Path(out), timeout=timeout,
-                           stage=[os.path.abspath(p) for p in stage])
+                           stage=[os.path.abspath(p) for p in stage], scratch=scratch)
         if r.error:
             print('lane: %s' % r.error, file=sys.stderr)
         return r.status

@@ -14,7 +14,8 @@ import l1
 EMULATOR = 'qemu-system-x86_64'
 PACKAGE = 'qemu-system-x86'
 NEEDS = ()
-MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay', 'loop', 'zram', 'dm-mod', 'fuse']
+MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay', 'loop', 'zram', 'dm-mod', 'fuse',
+           'virtio_blk', 'crc32c_generic', 'ext4']  # the last three: the scratch disk
 # how much slower than the host tests run here (UFVM_TEST_SLOWDOWN: tests scale waits)
 SLOWDOWN = 10
 # L1s side by side, one vCPU each (two vCPUs in one L1 gave soft lockups under load): the
@@ -42,8 +43,10 @@ def initrd(verbose):
     return vmlinuz, path
 
 
-def argv(out, interactive, verbose):
+def argv(out, interactive, verbose, scratch=None):
     vmlinuz, rd = initrd(verbose)
+    disk = ['-drive', 'file=%s,if=none,id=scratch,format=raw,cache=unsafe,discard=unmap' % scratch,
+            '-device', 'virtio-blk-pci,drive=scratch'] if scratch else []
     return ['qemu-system-x86_64', '-accel', 'tcg', '-cpu', os.environ.get('UFVM_LANE_CPU', 'max'),
             '-smp', '1', '-m', str(MEM_MIB), '-nodefaults', '-no-user-config',
             '-display', 'none', '-serial', 'mon:stdio' if interactive else 'stdio',
@@ -51,16 +54,17 @@ def argv(out, interactive, verbose):
             '-append', 'console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off',
             '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,'
                        'multidevs=remap',
-            '-virtfs', 'local,path=%s,mount_tag=out,security_model=none' % out]
+            '-virtfs', 'local,path=%s,mount_tag=out,security_model=none' % out] + disk
 
 
 def info():
     return '%s under QEMU TCG -cpu max (AMD SVM, kvm-amd)' % l1.kernel('svm')[0].name
 
 
-def boot(out, timeout, console, quiet, stage, cwd):
-    """Run L1 to its end; returns (what L1 was, '' or why it broke)."""
-    p = subprocess.Popen(argv(out, False, not quiet), stdin=subprocess.DEVNULL,
+def boot(out, timeout, console, quiet, stage, cwd, scratch=None):
+    """Run L1 to its end; returns (what L1 was, '' or why it broke). scratch: a disk image
+    for L1's /scratch (l1.execute)."""
+    p = subprocess.Popen(argv(out, False, not quiet, scratch), stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if not l1.pump(p, time.monotonic() + timeout, console, quiet, marks=l1.CpuMarks(p.pid, out)):
         return info(), 'L1 timed out after %d s' % timeout

@@ -341,7 +341,9 @@ def collect(serial, out):
     return True
 
 
-def boot(out, timeout, console, quiet, stage, cwd):
+def boot(out, timeout, console, quiet, stage, cwd, scratch=None):
+    if scratch:
+        raise RuntimeError('a scratch disk (--scratch) is the svm lane\'s only')
     work = Path(out) / 'vmx'
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
