@@ -79,13 +79,15 @@ def main():
     d = tempfile.mkdtemp(prefix='ufvm-e2e-pool.')
     sock, series = os.path.join(d, 'pool.sock'), os.path.join(d, 'series.jsonl')
     g = lambda n: os.path.join(GUESTS, n + '.elf')
-    # a: hot/cold, long; b: sequential passes, long; c: one short pass, exits
+    # a: hot/cold, long; b: sequential passes, long; c: short, exits (40 passes with a
+    # 100 ms pause each: at least 4 s on any host; without the pauses, on a fast one, it
+    # once ended at 0.5 s, before a and b were up)
     pool = subprocess.Popen(
         [POOL, 'run', '--budget', '%dM' % (BUDGET // MiB), '--policy', 'static', '--interval',
          '200', '--stuck', '1500', '--api', sock, '--series', series, '--dir', d, '--ufvm', UFVM,
          '--start', "a=--mem 64M --cmdline 'hot=6 cold=20 rounds=65000' " + g('hotcold'),
          '--start', "b=--mem 64M --cmdline 'mib=28 passes=100000' " + g('memtouch'),
-         '--start', "c=--mem 64M --cmdline 'mib=12 passes=40' " + g('memtouch')],
+         '--start', "c=--mem 64M --cmdline 'mib=12 passes=40 pause_ms=100' " + g('memtouch')],
         stderr=subprocess.PIPE, text=True)
     try:
         run(sock, series, d, g)
