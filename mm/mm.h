@@ -193,6 +193,9 @@ struct swap_opts {
 	 * NULL: only the value's header is checked. */
 	bool (*verify)(void *ctx, uint64_t slot, uint64_t pfn, const void *page);
 	void *verify_ctx;
+	/* memcached: a read watches its socket this long for the answer before it sleeps
+	 * (the fault threads' spin, mm_pager_opts.spin_us: it pays only with a core to spare) */
+	unsigned spin_us;
 };
 
 int swap_open(struct swap_store **out, const struct swap_opts *o, uint64_t max_pages);

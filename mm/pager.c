@@ -359,8 +359,11 @@ static bool tag_ok(void *ctx, uint64_t slot, uint64_t pfn, const void *page)
 
 int mm_swap_ensure_locked(struct mm_pager *p)
 {
-	struct swap_opts so = {
-	    .path = p->o.swap_path, .direct = p->o.swap_direct, .verify = tag_ok, .verify_ctx = p};
+	struct swap_opts so = {.path = p->o.swap_path,
+			       .direct = p->o.swap_direct,
+			       .verify = tag_ok,
+			       .verify_ctx = p,
+			       .spin_us = p->o.spin_us};
 	struct swap_store *s;
 	int err;
 

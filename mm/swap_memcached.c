@@ -1,14 +1,13 @@
 /* swap_memcached.c: the memcached swap backend: runs of pages as values on a cluster, with replicas
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <sched.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
-#include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -80,7 +79,6 @@
 #define MC_MGET_KEYS   32  /* keys per multi-get request: 1 MiB of answers at most */
 #define MC_INFLIGHT    128 /* requests sent to a server before its answers are read */
 #define MC_READ_LANES  4
-#define MC_SPIN_NS     200000ULL /* a read waits this long for its answer before it sleeps */
 #define MC_PAGE	       4096u
 
 /* meta[slot]: the item of a stored page */
@@ -155,7 +153,7 @@ struct mc_del {
 struct mc_store {
 	struct mc_server srv[MC_MAX_SERVERS];
 	unsigned nsrv, replicas, timeout_ms;
-	uint64_t spin_ns;   /* how long a read spins for its answer: 0 on one CPU */
+	uint64_t spin_ns;   /* how long a read spins for its answer (swap_opts.spin_us) */
 	memcached_st *ring; /* every server, ketama: picks an item's first server */
 	uint64_t vm_id, max_pages;
 	bool (*verify)(void *ctx, uint64_t slot, uint64_t pfn, const void *page);
@@ -344,7 +342,6 @@ static void mc_close(void *impl);
 static int mc_open(void **out, const struct swap_opts *o, uint64_t max_pages)
 {
 	struct mc_store *s = calloc(1, sizeof(*s));
-	cpu_set_t cpus;
 	int err;
 
 	if (!s)
@@ -354,8 +351,7 @@ static int mc_open(void **out, const struct swap_opts *o, uint64_t max_pages)
 	s->verify = o->verify;
 	s->vctx = o->verify_ctx;
 	s->vm_id = o->vm_id;
-	s->spin_ns =
-	    sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1 ? MC_SPIN_NS : 0;
+	s->spin_ns = (uint64_t)o->spin_us * 1000;
 	while (!s->vm_id)
 		if (getrandom(&s->vm_id, sizeof(s->vm_id), 0) != sizeof(s->vm_id))
 			s->vm_id = mm_now_ns();
@@ -1003,12 +999,13 @@ static unsigned mget_send(struct mc_store *s, struct mc_lane *l, unsigned i)
  * Waiting for an answer by spinning: a reader asleep in poll() is woken by the
  * server's reply, and on these hosts that wake-up is most of a round trip (a
  * 32 KiB get from memcached on loopback: 80 us asleep, 35 us spinning;
- * bench/README.md). A read therefore peeks at its socket for up to MC_SPIN_NS
+ * bench/README.md). A read therefore peeks at its socket for up to spin_ns
+ * (the fault threads' own spin: 200 us with a core to spare, else none)
  * before it lets libmemcached sleep. libmemcached does not give out its
  * socket, but memcached_server_srcport() names its local port, and the socket
  * with that local port and the server's port is found among ours once per
- * connection. A wrong guess costs only the spin: a peek takes nothing. With
- * one CPU to run on, the server cannot answer while we spin: no spin then.
+ * connection (a new connection has a new local port). A wrong guess costs
+ * only the spin: a peek takes nothing.
  */
 static in_port_t sock_port(int fd, bool peer)
 {
@@ -1033,7 +1030,7 @@ static int conn_fd(struct mc_conn *c)
 
 	if (!port || port == (in_port_t)-1)
 		return -1; /* not connected (yet) */
-	if (c->port == port && (c->fd < 0 || sock_port(c->fd, false) == port))
+	if (c->port == port)
 		return c->fd; /* the socket found for this connection, or none to be found */
 	c->fd = -1;
 	c->port = port;

@@ -15,8 +15,8 @@ import re
 import shutil
 import stat
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
