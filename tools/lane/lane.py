@@ -138,6 +138,10 @@ def run_lane(build, lane, quiet=False):
     """Boot L1 (or JOBS L1s, each with its share of the tests) and run every lane test of
     BUILD inside; results land in lane_dir."""
     tests = lane_tests(build, lane)
+    if not tests:
+        die('no %s lane tests in %s%s (the build\'s -Dlanes option names the lanes it '
+            'has tests for)' % (lane, build, ' matching UFVM_LANE_TESTS'
+                                if os.environ.get('UFVM_LANE_TESTS') else ''), 2)
     d = lane_dir(build, lane)
     previous = {}
     with contextlib.suppress(OSError, ValueError, KeyError):
