@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "mm/mm.h"
@@ -261,6 +262,26 @@ static bool spin_for_more(struct mm_fault_thread *ft, struct uffd_msg *msgs, int
 	return true;
 }
 
+/*
+ * A swap-in fault reads its pages through the pager's view of the memfd
+ * (mm_swapin_range), which leaves PTEs there: such a page is mapped twice, for
+ * the guest and in our view, and the process's RssShmem (what ps and the pool
+ * show) counts it twice. Once a burst of faults is over, and every 100 ms at
+ * most, drop our view's PTEs: MADV_DONTNEED on a shared mapping keeps the
+ * memfd's content, and no uffd is registered on this view. A pager thread that
+ * reads or writes through it meanwhile just maps the same page again.
+ */
+static void trim_alias(struct mm_pager *p)
+{
+	uint64_t now = mm_now_ns(), last = atomic_load(&p->alias_trim_ns);
+
+	if (!atomic_load(&p->alias_reads) || now - last < 100000000ULL ||
+	    !atomic_compare_exchange_strong(&p->alias_trim_ns, &last, now))
+		return;
+	atomic_store(&p->alias_reads, 0);
+	madvise(p->alias, p->mem->size, MADV_DONTNEED);
+}
+
 static void *fault_main(void *arg)
 {
 	struct mm_fault_thread *ft = arg;
@@ -295,6 +316,7 @@ static void *fault_main(void *arg)
 			mm_pager_die(p, "ufvm: pager: userfaultfd read failed: %s", strerror(-n));
 			break;
 		}
+		trim_alias(p);
 	}
 	return NULL;
 }

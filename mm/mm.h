@@ -600,8 +600,10 @@ struct mm_fault_thread {
 struct mm_pager {
 	struct mm_mem *mem;
 	uint8_t *alias; /* a second, unregistered mapping of the memfd: the pager's view */
-	bool wp;	/* clean tracking by write-protect (wp.c) is on */
-	int pagemap_fd; /* /proc/self/pagemap, for PAGEMAP_SCAN; -1 without wp */
+	_Atomic uint64_t alias_reads;	/* pages swapped in through it since its last trim */
+	_Atomic uint64_t alias_trim_ns; /* when (fault.c) */
+	bool wp;			/* clean tracking by write-protect (wp.c) is on */
+	int pagemap_fd;			/* /proc/self/pagemap, for PAGEMAP_SCAN; -1 without wp */
 	struct pst pst;
 	struct mm_region *reg;
 	uint64_t nregions, npages;

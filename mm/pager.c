@@ -321,6 +321,8 @@ int mm_swapin_range(struct mm_pager *p, struct swap_io *ios, uint64_t pfn, uint6
 		if (p->pst.e[i].state == PST_SWAPPED &&
 		    (err = check_tag(p, i, p->pst.e[i].slot, dst + i * MM_PAGE)) < 0)
 			return err;
+	if (!buf) /* they are mapped in our view now too, until reclaim trims it */
+		atomic_fetch_add(&p->alias_reads, pages);
 	MM_STAT_ADD(p, swapin_pages, pages);
 	MM_STAT_ADD(p, swapin_bytes, pages * MM_PAGE);
 	return 0;

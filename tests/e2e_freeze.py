@@ -7,7 +7,8 @@ A memtouch guest verifies 96 MiB pass after pass. Frozen through the control soc
 (pause, then swapout), the VMM process keeps under 1 MiB of RssAnon + RssShmem, and stays
 there while it is frozen (the access sampler holds still); `pagemap` still reads the page
 states (from the file the tables went to); resumed, the guest faults everything back by
-swap-in only and verifies every byte, twice over; a second freeze works the same.
+swap-in only and verifies every byte, twice over, and RssShmem counts each page once;
+a second freeze works the same.
 """
 import json
 import os
@@ -43,10 +44,13 @@ def call(path, req):
     return json.loads(buf.split(b'\n')[0])
 
 
-def rss(pid):
+def status_kib(pid, key):
     st = open('/proc/%d/status' % pid).read()
-    kb = lambda k: int(re.search(r'^%s:\s+(\d+) kB' % k, st, re.M).group(1))
-    return kb('RssAnon') + kb('RssShmem')
+    return int(re.search(r'^%s:\s+(\d+) kB' % key, st, re.M).group(1))
+
+
+def rss(pid):
+    return status_kib(pid, 'RssAnon') + status_kib(pid, 'RssShmem')
 
 
 def wait_for(what, cond, timeout=90):
@@ -100,6 +104,13 @@ def main():
                   'resume %d: swap-ins only (%d swap-in faults, %d zero-fill)' % (
                       round, st1['faults_swapin'] - st0['faults_swapin'],
                       st1['faults_missing'] - st0['faults_missing']))
+            # each page swapped back in counts once, though the pager read it through
+            # its own view of the memfd (whose PTEs it trims)
+            shmem = lambda: status_kib(vm.pid, 'RssShmem')
+            held = lambda: call(sock, {'cmd': 'stats'})['pager']['memfd_bytes'] // 1024
+            check(wait_for('RssShmem within guest RAM held + 1 MiB', lambda: shmem() <= held() + 1024,
+                           timeout=10),
+                  'resume %d: RssShmem %d KiB for %d KiB of guest RAM' % (round, shmem(), held()))
             check(st1['scans'] > st0['scans'] or st1['scans'] == 0 or
                   wait_for('the sampler runs again', lambda: call(sock, {'cmd': 'stats'})['pager']['scans'] > st0['scans']),
                   'the sampler runs again after the resume')
