@@ -22,7 +22,8 @@ powers off. Side by side, sides alternating, medians of BENCH_ROUNDS (3):
 
 Knobs: BENCH_ROUNDS (3), BENCH_DATA_MIB (32), BENCH_LIMIT_MIB (64), TMPDIR, BENCH_UFVM_ARGS
 (more ufvm options for the ufvm side, to try pager settings), BENCH_BOOT=0 (no boot-time
-row), BENCH_KERNEL=0 (the ufvm side alone, no verdicts).
+row), BENCH_KERNEL=0 (the ufvm side alone, no verdicts), BENCH_DUMP=1 (print every ufvm run's
+full --stats=json counters too).
 Exit status: 0 targets met, 1 a target missed, 2 could not measure, 77 skipped.
 """
 import json
@@ -243,6 +244,8 @@ def bench(ufvm, vmlinuz, moddir, ks, tmp):
                 u['w'].append(st['swapout_pages'])
                 u['r'].append(st['swapin_pages'])
                 u['t'].append(r.wall)
+                if os.environ.get('BENCH_DUMP'):
+                    say(json.dumps(st))
                 say('ufvm run %d (%s): %.1f s, %d pages out, %d in (%d readahead: %d of them '
                     'in sequential windows, %d others used), %d zero drops, own memory %.1f '
                     'MiB' % (i, ' '.join(UFVM_ARGS) or 'defaults', r.wall, st['swapout_pages'],
