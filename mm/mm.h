@@ -417,6 +417,7 @@ struct mm_pager_opts {
 	unsigned auto_min_age;	   /* reclaim pages idle >= this many intervals; 0 = 8 */
 	bool wp;	  /* clean tracking by write-protect where the host has it (wp.c) */
 	unsigned spin_us; /* fault threads watch for more faults this long before sleeping */
+	int trace_fd;	  /* > 0: record every page-state transition there (trace.c) */
 };
 
 enum mm_swapin_mode { MM_SWAPIN_ON_DEMAND, MM_SWAPIN_PREFETCH };
@@ -602,6 +603,7 @@ struct mm_pager {
 	uint8_t *alias; /* a second, unregistered mapping of the memfd: the pager's view */
 	_Atomic uint64_t alias_reads;	/* pages swapped in through it since its last trim */
 	_Atomic uint64_t alias_trim_ns; /* when (fault.c) */
+	struct mm_trace *trace;		/* --trace-pages (trace.c), or NULL */
 	bool wp;			/* clean tracking by write-protect (wp.c) is on */
 	int pagemap_fd;			/* /proc/self/pagemap, for PAGEMAP_SCAN; -1 without wp */
 	struct pst pst;
@@ -624,6 +626,7 @@ struct mm_pager {
 	atomic_bool frozen; /* mm_pager_freeze: tables dropped, sampler held until a fault */
 	uint64_t frozen_ns; /* ... since when */
 	atomic_bool stop, dead, stalled, warned_write, warned_open, warned_full, warned_rc;
+	atomic_bool warned_trace;
 	atomic_bool released;	      /* mm_pager_release: guest RAM left the uffd */
 	char swap_name[300];	      /* for messages: "swap file PATH", "swap memcached://..." */
 	char write_why[SWAP_WHY_LEN]; /* the backend's words on the last failed write */
@@ -668,6 +671,12 @@ void mm_wake_faults(struct mm_pager *p);
 void mm_pager_die(struct mm_pager *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mm_warn_once(struct mm_pager *p, atomic_bool *flag, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The page-event trace (trace.c): open on an fd (the caller's), record, close. */
+struct mm_trace;
+int mm_trace_open(struct mm_pager *p, int fd);
+void mm_trace_page(struct mm_trace *t, uint64_t pfn, unsigned from, unsigned to, unsigned flags);
+void mm_trace_close(struct mm_pager *p);
 /*
  * Read the swapped pages among [pfn, pfn+n) (their region locks held) into the
  * memfd through the pager's view, or with buf into buf (page pfn at buf); -errno.

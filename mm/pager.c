@@ -99,6 +99,8 @@ bool mm_page_set(struct mm_pager *p, uint64_t pfn, enum pst_state to)
 		    (unsigned long long)(pfn * MM_PAGE), pst_state_name(from), pst_state_name(to));
 		return false;
 	}
+	if (p->trace)
+		mm_trace_page(p->trace, pfn, from, to, e->flags);
 	if (from == PST_NEW)
 		r->nnew--;
 	if (to == PST_NEW)
@@ -455,6 +457,8 @@ static int setup_tables(struct mm_pager *p, struct mm_mem *mem)
 		p->alias = NULL;
 		return -errno;
 	}
+	if (p->o.trace_fd > 0 && (err = mm_trace_open(p, p->o.trace_fd)) < 0)
+		return err;
 	account_existing(p);
 	return 0;
 }
@@ -477,6 +481,7 @@ static void teardown(struct mm_pager *p)
 	if (p->rc_efd > 0)
 		close(p->rc_efd);
 	mm_access_free(p);
+	mm_trace_close(p);
 	swap_tags_free(&p->tags);
 	pst_free(&p->pst);
 	free(p->reg);

@@ -434,6 +434,68 @@ def case_pager_off(ufvm, g, f):
     return ''
 
 
+PAGETRACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools',
+                         'pagetrace.py')
+
+
+def trace_check(path, f, what):
+    r = subprocess.run([sys.executable, PAGETRACE, '--check', path], capture_output=True,
+                       text=True, timeout=120)
+    try:
+        c = json.loads(r.stdout)
+    except ValueError:
+        expect(False, '%s: pagetrace --check: status %d, %r' % (what, r.returncode, r.stderr), f)
+        return {}
+    expect(r.returncode == 0 and not c['nerrors'],
+           '%s: the replay found %d errors: %s' % (what, c['nerrors'], c['errors'][:3]), f)
+    return c
+
+
+def case_trace_pages(ufvm, g, f):
+    """--trace-pages under a limit: every page's recorded transitions replay from NEW
+    without a gap (each starts where the page's previous one ended), and the replay ends
+    where the pager's own counters do. A VMM killed mid-run leaves a trace that replays
+    too."""
+    d = tempfile.mkdtemp(prefix='ufvm-trace-')
+    path = os.path.join(d, 'trace')
+    r, msg = limited(ufvm, g, 'memtouch.elf', 'mib=32', 1, f, limit_mib=8,
+                     extra=['--trace-pages', path])
+    s = r.stats or {}
+    c = trace_check(path, f, 'limit run')
+    fin = c.get('final', {})
+    held = sum(fin.get(k, 0) for k in ('RESIDENT', 'UNMAPPED', 'WRITEBACK'))
+    expect(c.get('closed') and not c.get('dropped') and c.get('records', 0) > 3 * 8192,
+           'trace of %s records (closed %s, dropped %s)' % (c.get('records'), c.get('closed'),
+                                                           c.get('dropped')), f)
+    expect(held == s.get('resident_pages') and fin.get('SWAPPED') == s.get('swapped_pages'),
+           'replay ends with %d held, %s swapped; the pager counted %s and %s' % (
+               held, fin.get('SWAPPED'), s.get('resident_pages'), s.get('swapped_pages')), f)
+    a = json.loads(subprocess.run([sys.executable, PAGETRACE, '--json', path],
+                                  capture_output=True, text=True, timeout=120).stdout)
+    ins = a['refaults']['swapin']['count']
+    expect(0 < ins <= s.get('swapin_pages', 0),
+           '%d swap-ins traced, the pager read %s pages' % (ins, s.get('swapin_pages')), f)
+    p = subprocess.Popen([ufvm, 'run', '--mem', '64M', '--mem-limit', '8M', '--trace-pages',
+                          path, '--cmdline', 'mib=32 passes=1000000',
+                          os.path.join(g, 'memtouch.elf')], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    time.sleep(1.5 * SLOW)
+    p.kill()
+    p.wait()
+    k = trace_check(path, f, 'killed run')
+    expect(not k.get('closed') and k.get('records', 0) > 0,
+           'killed run: %s records, closed %s' % (k.get('records'), k.get('closed')), f)
+    for args, what in ((['--trace-pages', os.path.join(d, 'no', 'such')], 'No such file'),
+                       (['--trace-pages', '/dev/null'], 'not a regular file'),
+                       (['--pager', 'off', '--trace-pages', path], 'need the pager')):
+        q = subprocess.run([ufvm, 'run'] + args + [os.path.join(g, 'hello.elf')],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        expect(q.returncode == 2 and what in q.stderr,
+               '%s: status %d, stderr %r' % (args, q.returncode, q.stderr), f)
+    subprocess.run(['rm', '-rf', d])
+    return msg + ', %d records, %d swap-ins traced' % (c.get('records', 0), ins)
+
+
 def case_bad_options(ufvm, g, f):
     elf = os.path.join(g, 'hello.elf')
     d = tempfile.mkdtemp(prefix='ufvm-swap-')

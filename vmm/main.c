@@ -87,6 +87,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"swap-direct", no_argument, NULL, PAGER_OPT_DIRECT},
 	    {"chunk", required_argument, NULL, PAGER_OPT_CHUNK},
 	    {"readahead", required_argument, NULL, PAGER_OPT_READAHEAD},
+	    {"trace-pages", required_argument, NULL, PAGER_OPT_TRACE},
 	    {"stats", optional_argument, NULL, PAGER_OPT_STATS},
 	    {"swapout-at-mark", required_argument, NULL, PAGER_OPT_MARK},
 	    {"swapin", required_argument, NULL, PAGER_OPT_SWAPIN},

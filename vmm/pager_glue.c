@@ -1,5 +1,6 @@
 /* pager_glue.c: the pager's command-line options, its host callbacks, SIGUSR1 and --stats */
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -49,6 +50,8 @@ const char *pager_usage =
     "  --readahead N     pages read per swap-in fault at most, 1..512 (default\n"
     "                    256; 1: none): mm/README.md\n"
     "  --stats[=json]    print the pager's statistics at exit (stderr)\n"
+    "  --trace-pages FILE  record every page-state change (time, page, from, to)\n"
+    "                    in FILE, up to 16M of them: tools/pagetrace.py reads it\n"
     "  --swapout-at-mark LABEL  at the guest's mark LABEL, pause the vCPUs,\n"
     "                    swap out all guest RAM, and resume\n"
     "  --swapin on-demand|prefetch  after such a swap-out (default on-demand)\n"
@@ -159,6 +162,11 @@ int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char *
 			return *why = "(use on-demand or prefetch)", -EINVAL;
 		pc->prefetch = !strcmp(arg, "prefetch");
 		return 0;
+	case PAGER_OPT_TRACE:
+		if (!*arg)
+			return *why = "(a file name)", -EINVAL;
+		pc->trace = arg;
+		return 0;
 	case PAGER_OPT_TEST_FAIL: {
 		unsigned long long after;
 		bool write;
@@ -175,12 +183,13 @@ int pager_parse_opt(struct pager_cli *pc, int opt, const char *arg, const char *
 
 int pager_check_opts(const struct pager_cli *pc, const char **why)
 {
-	if (pc->off &&
-	    (pc->o.mem_limit || pc->o.swap_path || pc->o.swap_direct || pc->o.chunk ||
-	     pc->swapout_mark || pc->test_fail || pc->o.mem_auto || pc->o.scan_interval_ms ||
-	     pc->o.scan_rate || pc->o.scan_cpu_pct || pc->scan_set || pc->spin_set || pc->o.wp)) {
-		*why = "--mem-limit, --swap, --swap-direct, --chunk, --swapout-at-mark, --scan-*, "
-		       "--fault-spin and --clean-tracking need the pager (--pager on)";
+	if (pc->off && (pc->o.mem_limit || pc->o.swap_path || pc->o.swap_direct || pc->o.chunk ||
+			pc->swapout_mark || pc->test_fail || pc->o.mem_auto ||
+			pc->o.scan_interval_ms || pc->o.scan_rate || pc->o.scan_cpu_pct ||
+			pc->scan_set || pc->spin_set || pc->o.wp || pc->trace)) {
+		*why =
+		    "--mem-limit, --swap, --swap-direct, --chunk, --swapout-at-mark, --scan-*, "
+		    "--fault-spin, --clean-tracking and --trace-pages need the pager (--pager on)";
 		return -EINVAL;
 	}
 	return 0;
@@ -298,8 +307,23 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 
 	g->cli = pc;
 	g->pager = NULL;
+	g->trace_fd = -1;
 	if (pc->off)
 		return 0;
+	if (pc->trace) {
+		g->trace_fd = open(pc->trace, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (g->trace_fd == 0) /* stdin was closed: 0 means none to the pager */
+			g->trace_fd = fcntl(0, F_DUPFD_CLOEXEC, 3), close(0);
+		if (g->trace_fd < 0 || fstat(g->trace_fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+			fprintf(stderr, "ufvm: --trace-pages %s: %s\n", pc->trace,
+				g->trace_fd < 0 ? strerror(errno) : "not a regular file");
+			if (g->trace_fd >= 0)
+				close(g->trace_fd);
+			g->trace_fd = -1;
+			return VMM_EXIT_USAGE;
+		}
+		o.trace_fd = g->trace_fd;
+	}
 	/* One per vCPU, up to 4: a fault thread never blocks (it defers instead), so
 	 * one serves a vCPU alone, and every thread is paid for at start and exit. */
 	if (!o.fault_threads)
@@ -568,6 +592,9 @@ void pager_glue_stop(struct pager_glue *g)
 	sig_pager = NULL;
 	vio_balloon_set_drop_hook(NULL, NULL);
 	pager_glue_stats(g);
-	mm_pager_stop(g->pager);
+	mm_pager_stop(g->pager); /* closes the trace's records */
 	g->pager = NULL;
+	if (g->trace_fd >= 0)
+		close(g->trace_fd);
+	g->trace_fd = -1;
 }

@@ -39,6 +39,7 @@ enum {
 	PAGER_OPT_CLEAN,
 	PAGER_OPT_SPIN,
 	PAGER_OPT_READAHEAD,
+	PAGER_OPT_TRACE,
 	PAGER_OPT_END
 };
 
@@ -51,6 +52,7 @@ struct pager_cli {
 	const char *test_fail;	  /* --test-swap-fail (TEST ONLY) */
 	bool scan_set;		  /* --scan-interval given (MS or off) */
 	bool spin_set;		  /* --fault-spin given */
+	const char *trace;	  /* --trace-pages FILE */
 };
 
 struct vmm_opts {
@@ -345,6 +347,7 @@ bool hc_dispatch(struct vcpu *v, uint16_t port, uint32_t gpa);
 struct pager_glue {
 	const struct pager_cli *cli;
 	struct mm_pager *pager; /* NULL with --pager off */
+	int trace_fd;		/* --trace-pages, or -1 */
 };
 
 extern const char *pager_usage;
