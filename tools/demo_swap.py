@@ -273,6 +273,10 @@ class Demo:
             check(r1.get('ok') and r2.get('ok'), '%s paused and swapped out: %d pages out in %s ms, '
                   '%d resident' % (n, r2.get('pages_out', 0), r2.get('ms'), r2.get('resident_pages', -1)))
         t_freeze = time.monotonic() - t
+        # the table's GUEST-RESIDENT column is the pool's latest sample of each VM
+        self.wait('the pool has sampled both VMs frozen',
+                  lambda: all(self.vm(n)['resident_bytes'] < MiB for n in ('small', 'big')),
+                  timeout=30)
         frozen = self.ps('frozen: each VMM process as ps counts it (RssAnon + RssShmem)')
         for n in ('small', 'big'):
             rss = frozen[n]['rss_anon_bytes'] + frozen[n]['rss_shmem_bytes']
