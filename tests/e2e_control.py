@@ -83,6 +83,16 @@ def guest_lines(path):
         return f.read().count(b"\n")
 
 
+def catches(pid, sig):
+    """Whether process pid has a handler for sig (/proc/PID/status SigCgt)."""
+    try:
+        st = open("/proc/%d/status" % pid).read()
+    except OSError:
+        return False
+    m = re.search(r"^SigCgt:\s+([0-9a-f]+)$", st, re.M)
+    return bool(m) and bool(int(m.group(1), 16) >> (int(sig) - 1) & 1)
+
+
 def wait_for(cond, timeout, step=0.05):
     """Poll cond() until it is true or timeout seconds pass; its last value."""
     end = time.time() + timeout
@@ -636,7 +646,10 @@ def test_top_interrupt(tmp):
             t.kill()
         for sig in (signal.SIGINT, signal.SIGTERM):
             p = subprocess.Popen([CTL, path, "top"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            time.sleep(0.5)
+            # signalled once it catches the signal (SigCgt), not after a guessed delay:
+            # a sanitized build on a loaded host took over 0.5 s to get there
+            wait_for(lambda: catches(p.pid, sig), 10 * SLOW)
+            time.sleep(0.2)
             p.send_signal(sig)
             try:
                 p.wait(timeout=3)
