@@ -208,11 +208,30 @@ def case_swapout_prefetch(ufvm, g, f):
     return msg
 
 
+def catches(pid, sig, timeout):
+    """Wait until process pid handles sig: a handler (SigCgt), or the signal blocked for a
+    signalfd (SigBlk, as ufvm's stop signals are). Sent before that, it would kill it, and
+    a sanitized build on a loaded host can take longer than any fixed delay to get there."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            st = open('/proc/%d/status' % pid).read()
+        except OSError:
+            return False
+        masks = [int(m, 16) for m in re.findall(r'^Sig(?:Cgt|Blk):\s+([0-9a-f]+)$', st, re.M)]
+        if any(m >> (int(sig) - 1) & 1 for m in masks):
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def case_sigusr1(ufvm, g, f):
     # ufvm's stdout is a pipe here (block-buffered): time the signal into the
     # guest's 1.5 s pause instead of waiting for its "written" line
     def kick(run):
-        time.sleep(0.6)
+        t0 = time.time()
+        catches(run.p.pid, signal.SIGUSR1, 10 * SLOW)
+        time.sleep(max(0, 0.6 - (time.time() - t0)))
         run.p.send_signal(signal.SIGUSR1)
     Run.hook = kick
     r = Run(ufvm, ['--mem', '128M', '--stats=json', '--cmdline', 'mib=32 pause_ms=1500',
@@ -232,7 +251,9 @@ def case_sigterm(ufvm, g, f):
         sock = os.path.join(tempfile.mkdtemp(prefix='ufvm-sig-'), 'api.sock')
 
         def kick(run, sig=sig):
-            time.sleep(0.8)
+            t0 = time.time()
+            catches(run.p.pid, sig, 10 * SLOW)
+            time.sleep(max(0, 0.8 - (time.time() - t0)))
             run.p.send_signal(sig)
         Run.hook = kick
         r = Run(ufvm, ['--mem', '256M', '--cpus', '2', '--mem-limit', '16M', '--stats=json',
