@@ -133,6 +133,13 @@ def case_young(ufvm, g, f):
     expect(w.get("ok") is True, "wss answers with sampling on", f)
     one = w["windows"][0]["pages"]
     truth = vm.sets["write"][1] + vm.sets["read"][1]
+    # a guest that a loaded host stalls for part of that second touches less of its sets
+    # in it (768 of 1024 pages, once, under the sanitizers beside an emulator): the
+    # estimate of a later second is taken then, for up to 2 s more while the guest runs
+    t1 = min(time.time() + 2 * SLOW, vm.started + 4.2 * SLOW)  # the guest runs 5 s
+    while abs(one - truth) > truth * 0.10 and time.time() < t1:
+        time.sleep(0.2)
+        one = vm.call({"cmd": "wss"})["windows"][0]["pages"]
     expect(abs(one - truth) <= truth * 0.10,
            "1 s WSS %d pages within 10%% of the touched sets' %d" % (one, truth), f)
     expect(w["write_pages_per_s"] and w["write_pages_per_s"] > 0, "write rate from the dirty log", f)
@@ -161,16 +168,21 @@ def case_dirty(ufvm, g, f):
         expect(False, "guest started", f)
         return
     bits = None
-    for _ in range(2):  # the first harvest reports every page; the second what was written
-        time.sleep(0.5)
-        a = vm.call({"cmd": "dirty"})
-        bits = base64.b64decode(a["bitmap"])
 
     def dirty_share(name):
         s, n = vm.sets[name]
         return sum((bits[i // 8] >> (i % 8)) & 1 for i in range(s, s + n)) / n
 
-    wr, rd, idle = dirty_share("write"), dirty_share("read"), dirty_share("idle")
+    # the first harvest reports every page; each later one what was written since. A
+    # window in which the guest did not run at all (a loaded host stalled it for 0.5 s,
+    # once) shows nothing written: the next, longer window is asked then, up to four.
+    vm.call({"cmd": "dirty"})
+    for window in (0.5, 1, 2, 4):
+        time.sleep(window)
+        bits = base64.b64decode(vm.call({"cmd": "dirty"})["bitmap"])
+        wr, rd, idle = dirty_share("write"), dirty_share("read"), dirty_share("idle")
+        if wr > 0.99 or rd or idle:
+            break
     expect(wr > 0.99, "rewritten set: %.0f%% dirty" % (wr * 100), f)
     expect(rd == 0 and idle == 0, "read-only and idle sets: %.0f%%, %.0f%% dirty" % (rd * 100, idle * 100), f)
     # The idle set is swapped out, read back (prefetch) and swapped out again: it
