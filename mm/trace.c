@@ -55,13 +55,9 @@ int mm_trace_open(struct mm_pager *p, int fd)
 		return -ENOMEM;
 	t->fd = fd;
 	t->bytes = sizeof(struct mm_trace_hdr) + TRACE_MAX * sizeof(struct mm_trace_rec);
-	if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)t->bytes) < 0) {
-		int err = -errno;
-
-		free(t);
-		return err;
-	}
-	t->map = mmap(NULL, t->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	t->map = MAP_FAILED;
+	if (ftruncate(fd, 0) == 0 && ftruncate(fd, (off_t)t->bytes) == 0)
+		t->map = mmap(NULL, t->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (t->map == MAP_FAILED) {
 		int err = -errno;
 
@@ -96,23 +92,23 @@ void mm_trace_page(struct mm_trace *t, uint64_t pfn, unsigned from, unsigned to,
 void mm_trace_close(struct mm_pager *p)
 {
 	struct mm_trace *t = p->trace;
-	uint64_t n;
+	uint64_t n, kept;
 
 	if (!t)
 		return;
 	p->trace = NULL;
 	n = atomic_load(&t->n);
-	t->hdr->nrec = n < TRACE_MAX ? n : TRACE_MAX;
-	t->hdr->dropped = n - t->hdr->nrec;
+	kept = n < TRACE_MAX ? n : TRACE_MAX;
+	t->hdr->nrec = kept;
+	t->hdr->dropped = n - kept;
 	if (t->hdr->dropped)
 		mm_warn_once(p, &p->warned_trace,
 			     "ufvm: --trace-pages: the trace is full: the last %llu of %llu "
 			     "transitions were not recorded",
 			     (unsigned long long)t->hdr->dropped, (unsigned long long)n);
 	munmap(t->map, t->bytes);
-	if (ftruncate(t->fd,
-		      (off_t)(sizeof(struct mm_trace_hdr) +
-			      (n < TRACE_MAX ? n : TRACE_MAX) * sizeof(struct mm_trace_rec))) < 0) {
+	if (ftruncate(t->fd, (off_t)(sizeof(struct mm_trace_hdr) +
+				     kept * sizeof(struct mm_trace_rec))) < 0) {
 		/* the file keeps its sparse tail; the header says how much of it counts */
 	}
 	free(t);
