@@ -316,9 +316,42 @@ class CpuMarks:
         self.path.write_text(json.dumps(per))
 
 
-def pump(p, deadline, console, quiet, done=None, marks=None):
+class Watchdog:
+    """Tells a wedged L1 from a slow one by the runner's heartbeat (runner.py rewrites
+    OUT/beat every 5 s). Wedged: no beat for STALL s while the emulator burnt CPU_BURNT s
+    of CPU (it runs, but L1 makes no progress), or no beat for QUIET s at all (the
+    emulator blocked, or starved that long at nice 19). Silent until the first beat: a
+    command that is not the runner (lane.py exec) has none."""
+
+    STALL, CPU_BURNT, QUIET = 240, 60, 600
+
+    def __init__(self, pid, out):
+        self.marks = CpuMarks(pid, out)
+        self.beat = Path(out) / 'beat'
+        self.seen = None  # (the beat file's mtime, the emulator's CPU then)
+
+    def __call__(self):
+        """'' while L1 makes progress, else why it is deemed wedged."""
+        try:
+            mtime = self.beat.stat().st_mtime
+        except OSError:
+            return ''
+        if self.seen is None or mtime != self.seen[0]:
+            self.seen = (mtime, self.marks.cpu() or 0.0)
+            return ''
+        age = time.time() - mtime
+        if age <= self.STALL:
+            return ''
+        burnt = (self.marks.cpu() or 0.0) - self.seen[1]
+        if (age > self.STALL and burnt > self.CPU_BURNT) or age > self.QUIET:
+            return ('L1 wedged: no heartbeat from its test runner for %.0f s, while the '
+                    'emulator used %.0f s of CPU' % (age, burnt))
+        return ''
+
+
+def pump(p, deadline, console, quiet, done=None, marks=None, stalled=None):
     """Copy the emulator's console output until it exits (or done() says so); False if the
-    deadline passed first (the emulator is killed)."""
+    deadline passed first, or stalled()'s reason if it gave one (the emulator is killed)."""
     con = open(console, 'a') if console else None
     os.set_blocking(p.stdout.fileno(), False)
     try:
@@ -344,6 +377,13 @@ def pump(p, deadline, console, quiet, done=None, marks=None):
                 p.kill()
                 p.wait()
                 return False
+            why = stalled() if stalled else ''
+            if why:
+                p.kill()
+                p.wait()
+                if con:
+                    con.write('\nlane: %s; the emulator was killed\n' % why)
+                return why
             time.sleep(0.05)
     finally:
         if con:

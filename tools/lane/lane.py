@@ -42,6 +42,7 @@ from pathlib import Path
 import l1
 
 SKIP = 77
+MAX_BOOTS = 3  # an L1 that breaks with tests left is replaced, at most twice
 HERE = Path(__file__).resolve().parent
 
 
@@ -134,6 +135,14 @@ def lane_jobs(lane):
     return getattr(l1.machine(lane), 'JOBS', 1)
 
 
+def finished(sd):
+    """The names of the tests with a result in an L1's results share."""
+    with contextlib.suppress(OSError):
+        for line in (sd / 'results.jsonl').read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError):
+                yield json.loads(line)['name']
+
+
 def run_lane(build, lane, quiet=False):
     """Boot L1 (or JOBS L1s, each with its share of the tests) and run every lane test of
     BUILD inside; results land in lane_dir."""
@@ -168,21 +177,61 @@ def run_lane(build, lane, quiet=False):
     t0 = time.monotonic()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = [None] * len(parts)
+    breaks = []  # each time an L1 broke with tests left (one() boots a fresh one)
 
     def one(i):
         # each L1's /lane-out (l1.py: the results share) is a directory of its own
         sd = d / ('l1-%d' % i)
         (sd / 'log').mkdir(parents=True)
-        plan = {'lane': lane, 'timeout': l1.TEST_TIMEOUT,
-                'slowdown': l1.machine(lane).SLOWDOWN,
-                'tests': [{'name': t['name'], 'cmd': t['cmd'], 'env': t.get('env'),
-                           'workdir': t.get('workdir')} for t in parts[i]]}
-        (sd / 'plan.json').write_text(json.dumps(plan))
-        cmd = ['/usr/bin/python3', str(HERE / 'runner.py'), '/lane-out', '/lane-out/plan.json']
-        res[i] = l1.execute(lane, cmd, cwd=str(Path(build).resolve()), out=sd,
-                            console=d / ('console-%d.txt' % i), quiet=quiet or len(parts) > 1,
-                            stage=sorted(stage),
-                            timeout=l1.BOOT_TIMEOUT + len(parts[i]) * 120)
+        todo, cpu, earlier, failed = list(parts[i]), {}, {}, set()
+        for boot in range(1, MAX_BOOTS + 1):
+            plan = {'lane': lane, 'timeout': l1.TEST_TIMEOUT,
+                    'slowdown': l1.machine(lane).SLOWDOWN,
+                    'tests': [{'name': t['name'], 'cmd': t['cmd'], 'env': t.get('env'),
+                               'workdir': t.get('workdir')} for t in todo]}
+            (sd / 'plan.json').write_text(json.dumps(plan))
+            with contextlib.suppress(OSError):
+                (sd / 'beat').unlink()
+            cmd = ['/usr/bin/python3', str(HERE / 'runner.py'), '/lane-out',
+                   '/lane-out/plan.json']
+            con = d / ('console-%d.txt' % i)
+            r = res[i] = l1.execute(lane, cmd, cwd=str(Path(build).resolve()), out=sd,
+                                    console=con, quiet=quiet or len(parts) > 1,
+                                    stage=sorted(stage),
+                                    timeout=l1.BOOT_TIMEOUT + len(todo) * 120)
+            with contextlib.suppress(OSError, ValueError):
+                cpu.update(json.loads((sd / 'emulator_cpu.json').read_text()))
+            done = set(finished(sd))
+            left = [t for t in todo if t['name'] not in done]
+            if not left or not r.error or r.error.startswith('cannot start L1'):
+                break
+            # The L1 broke (wedged, crashed, timed out) in the middle of the runner's list,
+            # which it takes in order: left[0] is the test it was in. A fresh L1 runs it
+            # again, then the rest; a test during which L1 breaks twice is failed.
+            cur = left[0]['name']
+            log = sd / 'log' / (cur + '.txt')
+            text = log.read_text(errors='replace') if log.exists() else ''
+            earlier.setdefault(cur, []).append(
+                '--- L1 %d, boot %d, broke during this test: %s\n%s\n' % (i, boot, r.error, text))
+            breaks.append('L1 %d, boot %d: %s (during %s, %d tests left)' % (
+                i, boot, r.error, cur, len(left)))
+            if len(earlier[cur]) >= 2 or boot == MAX_BOOTS:
+                failed.add(cur)
+                with open(sd / 'results.jsonl', 'a') as f:
+                    f.write(json.dumps({'name': cur, 'rc': -1, 'seconds': 0, 'tries': 0,
+                                        'l1_broke': r.error}) + '\n')
+                left = left[1:]
+            if not left or boot == MAX_BOOTS:
+                break
+            with open(con, 'a') as f:
+                f.write('\nlane: L1 %d broke (%s) with %d tests left; a fresh L1 runs them\n'
+                        % (i, r.error, len(left)))
+            todo = left
+        for name, texts in earlier.items():  # what the broken L1s printed, then the last run
+            log = sd / 'log' / (name + '.txt')
+            last = log.read_text(errors='replace') if log.exists() and name not in failed else ''
+            log.write_text(''.join(texts) + ('--- the test in a fresh L1:\n' + last if last else ''))
+        (sd / 'emulator_cpu.json').write_text(json.dumps(cpu))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(parts))]
     for th in threads:
@@ -214,7 +263,7 @@ def run_lane(build, lane, quiet=False):
                if broken else '',
                'seconds': round(time.monotonic() - t0, 1),
                'cpu_seconds': round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 1),
-               'boot_cpu_seconds': boot_cpu, 'l1s': len(parts),
+               'boot_cpu_seconds': boot_cpu, 'l1s': len(parts), 'l1_breaks': breaks,
                'l1': next((r.info for r in res if r and r.info), ''),
                'results': got, 'planned': [t['name'] for t in tests]}
     (d / 'summary.json').write_text(json.dumps(summary, indent=1))

@@ -66,9 +66,11 @@ def boot(out, timeout, console, quiet, stage, cwd, scratch=None):
     for L1's /scratch (l1.execute)."""
     p = subprocess.Popen(argv(out, False, not quiet, scratch), stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if not l1.pump(p, time.monotonic() + timeout, console, quiet, marks=l1.CpuMarks(p.pid, out)):
+    ok = l1.pump(p, time.monotonic() + timeout, console, quiet, marks=l1.CpuMarks(p.pid, out),
+                 stalled=l1.Watchdog(p.pid, out))
+    if ok is False:
         return info(), 'L1 timed out after %d s' % timeout
-    return info(), ''
+    return info(), ok if isinstance(ok, str) else ''
 
 
 def interactive(d, stage, cwd):
