@@ -41,6 +41,33 @@ class Skip(Exception):
     pass
 
 
+class HostStalled(Exception):
+    """The stop took too long, and so did this test's own sleeps: the host held everything."""
+
+
+class StallMeter:
+    """How long a thread that only sleeps 10 ms at a time was held back at worst. When the
+    host stalls (a loaded CI machine has stalled for seconds), a stop's measured time says
+    nothing of ufvm: a stop that missed its limit by no more than the meter's worst is run
+    once more; a miss that repeats fails."""
+
+    def __init__(self):
+        self.worst, self.on = 0.0, True
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        last = time.monotonic()
+        while self.on:
+            time.sleep(0.01)
+            now = time.monotonic()
+            self.worst = max(self.worst, now - last - 0.01)
+            last = now
+
+    def stop(self):
+        self.on = False
+        return self.worst
+
+
 class VM:
     """ufvm run, its stderr collected line by line; stdout discarded, or never read."""
 
@@ -284,6 +311,7 @@ def storm(a, way, cpus, how):
                 return [why + ' | ' + vm.err[-300:]]
         if vm.p.poll() is not None:
             return ['ufvm ended before the stop: %s' % vm.err[-500:]]
+        meter = StallMeter()
         t0 = time.time()
         if how == 'sigterm':
             vm.p.send_signal(signal.SIGTERM)
@@ -303,9 +331,12 @@ def storm(a, way, cpus, how):
             vm.kill()
             return ['ufvm still runs %d s after the %s' % (TIMEOUT, how)]
         dt = time.time() - t0
+        stalled = meter.stop()
         vm.wait_for('^$', 5 * SLOW)  # stderr to its end
-        if dt > LIMIT_S:
-            f.append('ended %.2f s after the %s (limit %.1f s)' % (dt, how, LIMIT_S))
+        late = dt > LIMIT_S
+        if late:
+            f.append('ended %.2f s after the %s (limit %.1f s; this test\'s own 10 ms sleeps '
+                     'were held up to %.2f s meanwhile)' % (dt, how, LIMIT_S, stalled))
         if vm.p.returncode != want:
             f.append('exit status %s, want %d' % (vm.p.returncode, want))
         if os.path.exists(vm.sock):
@@ -316,6 +347,8 @@ def storm(a, way, cpus, how):
             f.append('no "Terminated: the VM was stopped" message')
         if fuse and os.path.exists(fuse.swap):
             f.append('the swap file ufvm created was left behind')
+        if late and len(f) == 1 and stalled >= dt - LIMIT_S:
+            raise HostStalled(f[0])
         if f:
             f.append('stderr: ' + ' | '.join(l for l in vm.err.splitlines()[-12:]
                                             if not l.startswith('{"pager"')))
@@ -479,13 +512,25 @@ def case_client_burst(a):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def storm_twice(a, way, cpus, how):
+    """storm, run again once if the host stalled through a stop that came late."""
+    try:
+        return storm(a, way, cpus, how)
+    except HostStalled as e:
+        print('note: %s: the host stalled, not ufvm; the case runs once more' % e, flush=True)
+    try:
+        return storm(a, way, cpus, how)
+    except HostStalled as e:
+        return [str(e), 'the host stalled again']
+
+
 def cases():
     c = {}
     for way in WAYS:
         for cpus in ((2, 4) if way == 'halted' else (1, 4)):
             for how in ('sigterm', 'stop'):
                 c['storm_%s_%dcpu_%s' % (way, cpus, how)] = (
-                    lambda a, w=way, n=cpus, h=how: storm(a, w, n, h))
+                    lambda a, w=way, n=cpus, h=how: storm_twice(a, w, n, h))
     for name, fn in sorted(globals().items()):
         if name.startswith('case_'):
             c[name[5:]] = fn
