@@ -90,6 +90,21 @@ if [ -n "$LANES" ]; then
 	meson test -C "$BUILD" --print-errorlogs --num-processes 2 $suites \
 		--logbase lanes
 	lrc=$?
+	for lane in $LANES; do # how each lane's L1s fared: what broke, in the log's last lines
+		python3 - "$BUILD/lane-$lane/summary.json" "$lane" <<'PY'
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as e:
+    print('lane %s: no summary (%s)' % (sys.argv[2], e))
+    sys.exit(0)
+print('lane %s: %d L1s, %.0f s, emulator CPU %.0f s%s' % (
+    sys.argv[2], s.get('l1s', 0), s.get('seconds', 0), s.get('cpu_seconds', 0),
+    '; L1 broke: ' + s['lane_error'] if s.get('lane_error') else ''))
+for b in s.get('l1_breaks', []):
+    print('lane %s: replaced an L1: %s' % (sys.argv[2], b))
+PY
+	done
 	summary "$BUILD/meson-logs/lanes.json" "tests in the lanes ($LANES)"
 fi
 [ $rc -ne 0 ] && exit $rc
