@@ -8,10 +8,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "api/jsonl.h"
 #include "vmm/vmm.h"
 
 #define CTL_MAX_CLIENTS 16
@@ -37,8 +36,7 @@ struct ctl_client {
 	bool ready;	 /* in holds a complete line not yet answered */
 	size_t inlen;
 	char in[CTL_LINE_MAX + 1];
-	char *out; /* answers not yet sent: out[outoff..outlen) */
-	size_t outlen, outoff, outcap;
+	struct jsonl_out out; /* answers not yet sent */
 };
 
 /*
@@ -77,60 +75,21 @@ struct ctl {
 static void client_close(struct ctl *c, unsigned i)
 {
 	close(c->cl[i]->fd);
-	free(c->cl[i]->out);
+	jsonl_out_free(&c->cl[i]->out);
 	free(c->cl[i]);
 	c->cl[i] = NULL;
 }
 
-/* Queue bytes for a client; false when it must be dropped. */
 /* The client's answers not yet sent stay under CTL_OUT_SLOW: it may be fed more. */
 static bool client_reads(const struct ctl_client *k)
 {
-	return k->outlen - k->outoff < CTL_OUT_SLOW;
+	return jsonl_backlog(&k->out) < CTL_OUT_SLOW;
 }
 
+/* Queue bytes for a client; false when it must be dropped. */
 static bool client_queue(struct ctl_client *k, const char *buf, size_t len)
 {
-	size_t backlog = k->outlen - k->outoff;
-
-	if (backlog + len > CTL_OUT_MAX)
-		return false;
-	if (k->outoff && k->outlen + len > k->outcap) {
-		/* a client that reads as we write may never drain us completely: slide
-		 * what is unsent to the front rather than grow by what was sent */
-		memmove(k->out, k->out + k->outoff, backlog);
-		k->outoff = 0;
-		k->outlen = backlog;
-	}
-	if (k->outlen + len > k->outcap) {
-		size_t cap = k->outcap ? k->outcap : 4096;
-		char *n;
-
-		while (cap < k->outlen + len)
-			cap *= 2;
-		n = realloc(k->out, cap);
-		if (!n)
-			return false;
-		k->out = n;
-		k->outcap = cap;
-	}
-	memcpy(k->out + k->outlen, buf, len);
-	k->outlen += len;
-	return true;
-}
-
-/* Send what the socket takes now; false when the client is gone. */
-static bool client_flush(struct ctl_client *k)
-{
-	while (k->outoff < k->outlen) {
-		ssize_t n = send(k->fd, k->out + k->outoff, k->outlen - k->outoff,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0)
-			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-		k->outoff += (size_t)n;
-	}
-	return true;
+	return jsonl_queue(&k->out, buf, len, CTL_OUT_MAX);
 }
 
 static bool client_answer(struct ctl *c, struct ctl_client *k, const char *line, size_t len)
@@ -342,7 +301,7 @@ static void *ctl_thread(void *arg)
 			pf[n].fd = k->fd;
 			pf[n].events =
 			    (!k->eof && k->inlen < sizeof(k->in) && client_reads(k) ? POLLIN : 0) |
-			    (k->outoff < k->outlen ? POLLOUT : 0);
+			    (jsonl_backlog(&k->out) ? POLLOUT : 0);
 			who[n++] = (int)i;
 		}
 		if (poll(pf, n, busy ? 0 : -1) < 0) {
@@ -363,7 +322,7 @@ static void *ctl_thread(void *arg)
 			if (ok)
 				ok = client_serve(c, k);
 			if (ok)
-				ok = client_flush(k);
+				ok = jsonl_flush(&k->out, k->fd);
 			if (!ok)
 				k->gone = true;
 		}
@@ -372,7 +331,7 @@ static void *ctl_thread(void *arg)
 
 			/* never one whose request the worker holds: its answer has a place */
 			if (k && !k->slow &&
-			    (k->gone || (k->eof && !k->ready && k->outoff == k->outlen)))
+			    (k->gone || (k->eof && !k->ready && !jsonl_backlog(&k->out))))
 				client_close(c, i);
 		}
 		/* every waiting client, not one per round: a burst must not meet a full
@@ -384,81 +343,20 @@ static void *ctl_thread(void *arg)
 	return NULL;
 }
 
-/*
- * A socket file at the path: replace it only if it is stale. A server that
- * accepts (or whose backlog is full) is a running ufvm; only ECONNREFUSED says
- * that nobody listens. 0 when the path is free now.
- */
-static int socket_in_use(const struct sockaddr_un *sa, const char **why)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), err;
-
-	if (fd < 0) {
-		*why = "socket";
-		return -errno;
-	}
-	err = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 ? errno : 0;
-	close(fd);
-	if (err == ECONNREFUSED) {
-		if (unlink(sa->sun_path) < 0 && errno != ENOENT) {
-			*why = "removing the stale socket";
-			return -errno;
-		}
-		return 0;
-	}
-	if (err == ENOENT)
-		return 0; /* gone meanwhile */
-	if (!err || err == EAGAIN || err == EINPROGRESS) {
-		*why = "in use by a running ufvm (stop it, or choose another path)";
-		return -EADDRINUSE;
-	}
-	*why = "an existing socket there cannot be checked (is it in use?)";
-	return -err;
-}
-
 static int ctl_listen(struct ctl *c, const char **why)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct stat st;
-	mode_t old;
-	int err;
-
-	if (strlen(c->path) >= sizeof(sa.sun_path)) {
-		*why = "path too long for a UNIX socket (at most 107 bytes)";
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, c->path);
-	if (lstat(c->path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			*why = "exists and is not a socket";
-			return -EEXIST;
-		}
-		err = socket_in_use(&sa, why);
-		if (err)
-			return err;
-	}
-	c->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (c->lfd < 0) {
-		*why = "socket";
-		return -errno;
-	}
-	old = umask(0177); /* born 0600: never reachable by others, even briefly */
-	err = bind(c->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? -errno : 0;
-	umask(old);
-	if (!err && chmod(c->path, 0600) < 0)
-		err = -errno;
-	/* a deep backlog: a burst of clients is accepted and told `too many clients`
-	 * rather than refused with EAGAIN at connect */
-	if (!err && listen(c->lfd, SOMAXCONN) < 0)
-		err = -errno;
-	if (!err && (c->file = vmm_file_track(c->path)) < 0)
-		err = c->file;
-	if (err) {
+	c->lfd = jsonl_listen(c->path, "in use by a running ufvm (stop it, or choose another path)",
+			      why);
+	if (c->lfd < 0)
+		return c->lfd;
+	c->file = vmm_file_track(c->path);
+	if (c->file < 0) {
 		*why = "bind/listen";
 		close(c->lfd);
 		c->lfd = -1;
+		return c->file;
 	}
-	return err;
+	return 0;
 }
 
 int ctl_start(struct ctl **out, const char *path, struct vm *vm, const char **why)

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "api/jsonl.h"
 #include "vmm/vmm.h"
 
 typedef json_t *(*ctl_fn)(struct ctl_ctx *c, json_t *req);
@@ -488,7 +489,6 @@ char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen
 {
 	json_error_t jerr;
 	json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr), *resp, *id;
-	char *s, *n;
 
 	if (!req) {
 		char why[200];
@@ -503,18 +503,6 @@ char *ctl_answer(struct ctl_ctx *c, const char *line, size_t len, size_t *outlen
 	id = json_is_object(req) ? json_object_get(req, "id") : NULL;
 	if (resp && id)
 		json_object_set(resp, "id", id);
-	s = resp ? json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
-	json_decref(resp);
 	json_decref(req);
-	if (!s)
-		return NULL; /* out of memory: the server answers with a constant */
-	*outlen = strlen(s);
-	n = realloc(s, *outlen + 2);
-	if (!n) {
-		free(s);
-		return NULL;
-	}
-	n[(*outlen)++] = '\n';
-	n[*outlen] = '\0';
-	return n;
+	return jsonl_encode(resp, 4, outlen); /* NULL: the server answers with a constant */
 }

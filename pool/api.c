@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/jsonl.h"
 #include "pool/pool.h"
 
 static json_t *err(const char *fmt, const char *arg)
@@ -261,7 +262,6 @@ char *pool_request(struct pool *p, const char *line, size_t len, size_t *outlen)
 {
 	json_error_t je;
 	json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je), *ans = NULL, *cmd;
-	char *s, *n;
 
 	if (!json_is_object(req)) {
 		char why[200];
@@ -285,18 +285,6 @@ char *pool_request(struct pool *p, const char *line, size_t len, size_t *outlen)
 	}
 	if (ans && json_is_object(req) && json_object_get(req, "id"))
 		json_object_set(ans, "id", json_object_get(req, "id"));
-	s = ans ? json_dumps(ans, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
-	json_decref(ans);
 	json_decref(req);
-	if (!s)
-		return NULL;
-	*outlen = strlen(s);
-	n = realloc(s, *outlen + 2);
-	if (!n) {
-		free(s);
-		return NULL;
-	}
-	n[(*outlen)++] = '\n';
-	n[*outlen] = '\0';
-	return n;
+	return jsonl_encode(ans, 6, outlen);
 }

@@ -6,9 +6,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "api/jsonl.h"
 #include "pool/pool.h"
 
 #define API_CLIENTS  16
@@ -18,9 +18,9 @@
 struct api_client {
 	int fd;
 	bool discarding, eof;
-	size_t inlen, outlen, outoff, outcap;
+	size_t inlen;
 	char in[API_LINE_MAX + 1];
-	char *out;
+	struct jsonl_out out;
 };
 
 struct pool_api {
@@ -41,25 +41,7 @@ static const char too_many[] = "{\"ok\":false,\"error\":\"too many clients (16)\
 
 static bool queue(struct api_client *k, const char *s, size_t n)
 {
-	if (k->outlen - k->outoff + n > API_OUT_MAX)
-		return false;
-	if (k->outoff == k->outlen)
-		k->outoff = k->outlen = 0;
-	if (k->outlen + n > k->outcap) {
-		size_t c = k->outcap ? k->outcap : 4096;
-		char *b;
-
-		while (c < k->outlen + n)
-			c *= 2;
-		b = realloc(k->out, c);
-		if (!b)
-			return false;
-		k->out = b;
-		k->outcap = c;
-	}
-	memcpy(k->out + k->outlen, s, n);
-	k->outlen += n;
-	return true;
+	return jsonl_queue(&k->out, s, n, API_OUT_MAX);
 }
 
 /* Read, answer every complete line, send; false when the client must go. */
@@ -102,68 +84,41 @@ static bool serve(struct pool *p, struct api_client *k, bool readable)
 		k->discarding = true;
 		k->inlen = 0;
 	}
-	while (k->outoff < k->outlen) {
-		ssize_t n = send(k->fd, k->out + k->outoff, k->outlen - k->outoff,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0)
-			return errno == EAGAIN || errno == EINTR;
-		k->outoff += (size_t)n;
-	}
-	return !k->eof || k->outoff < k->outlen; /* a half-closed client gets its answers */
+	if (!jsonl_flush(&k->out, k->fd))
+		return false;
+	return !k->eof || jsonl_backlog(&k->out); /* a half-closed client gets its answers */
 }
 
 static void drop(struct pool_api *a, unsigned i)
 {
 	close(a->cl[i]->fd);
-	free(a->cl[i]->out);
+	jsonl_out_free(&a->cl[i]->out);
 	free(a->cl[i]);
 	a->cl[i] = NULL;
 }
 
 int pool_api_open(struct pool_api **out, const char *path, const char **why)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct pool_api *a;
+	struct pool_api *a = calloc(1, sizeof(*a));
 	struct stat st;
-	mode_t old;
-	int fd, e;
 
-	*why = "path too long for a UNIX socket (at most 107 bytes)";
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			*why = "exists and is not a socket";
-			return -EEXIST;
-		}
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		e = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		if (fd >= 0)
-			close(fd);
-		if (e) {
-			*why = "in use by a running pool (stop it, or choose another path)";
-			return -EADDRINUSE;
-		}
-		unlink(path); /* stale */
-	}
-	a = calloc(1, sizeof(*a));
 	*why = "out of memory";
 	if (!a)
 		return -ENOMEM;
 	snprintf(a->path, sizeof(a->path), "%s", path);
-	a->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	old = umask(0177);
-	e = a->lfd < 0 || bind(a->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-		    listen(a->lfd, 64) < 0 || stat(path, &st) < 0
-		? -errno
-		: 0;
-	umask(old);
-	if (e) {
+	a->lfd =
+	    jsonl_listen(path, "in use by a running pool (stop it, or choose another path)", why);
+	if (a->lfd < 0) {
+		int e = a->lfd;
+
+		free(a);
+		return e;
+	}
+	if (stat(path, &st) < 0) {
+		int e = -errno;
+
 		*why = "bind/listen";
-		if (a->lfd >= 0)
-			close(a->lfd);
+		close(a->lfd);
 		free(a);
 		return e;
 	}
@@ -203,7 +158,7 @@ unsigned pool_api_pollfds(struct pool_api *a, struct pollfd *pf)
 			continue;
 		pf[n] = (struct pollfd){.fd = k->fd,
 					.events = (short)((k->eof ? 0 : POLLIN) |
-							  (k->outoff < k->outlen ? POLLOUT : 0))};
+							  (jsonl_backlog(&k->out) ? POLLOUT : 0))};
 		a->who[n++] = (int)i;
 	}
 	return n;
