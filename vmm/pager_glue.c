@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -295,6 +296,20 @@ static int64_t on_balloon_drop(void *arg, gpa_t gpa, uint64_t len)
 }
 
 /* After guest RAM is written (image, page tables) and before vm_run. Prints on error. */
+/* Can the trace file be mapped shared and written, as the pager will? (errno if not) */
+static bool trace_mappable(int fd)
+{
+	void *m;
+
+	if (ftruncate(fd, 4096) < 0)
+		return false;
+	m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return false;
+	munmap(m, 4096);
+	return true;
+}
+
 int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm *vm,
 		     struct mm_mem *mem)
 {
@@ -319,6 +334,18 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 				g->trace_fd < 0 ? strerror(errno) : "not a regular file");
 			if (g->trace_fd >= 0)
 				close(g->trace_fd);
+			g->trace_fd = -1;
+			return VMM_EXIT_USAGE;
+		}
+		if (!trace_mappable(g->trace_fd)) {
+			/* the pager maps the trace shared: without this check, a file system
+			 * that refuses (9p without a cache, as a lane's /lane-out) surfaced as
+			 * "invalid pager options" */
+			fprintf(stderr,
+				"ufvm: --trace-pages %s: cannot be mapped shared (%s): put it on a "
+				"local file system (tmpfs, ext4, ...)\n",
+				pc->trace, strerror(errno));
+			close(g->trace_fd);
 			g->trace_fd = -1;
 			return VMM_EXIT_USAGE;
 		}
