@@ -329,12 +329,15 @@ class Watchdog:
         self.marks = CpuMarks(pid, out)
         self.beat = Path(out) / 'beat'
         self.seen = None  # (the beat file's mtime, the emulator's CPU then)
+        self.t0 = time.time()  # a beat older than this L1 is none of its own
 
     def __call__(self):
         """'' while L1 makes progress, else why it is deemed wedged."""
         try:
             mtime = self.beat.stat().st_mtime
         except OSError:
+            return ''
+        if mtime < self.t0 - 1:
             return ''
         if self.seen is None or mtime != self.seen[0]:
             self.seen = (mtime, self.marks.cpu() or 0.0)

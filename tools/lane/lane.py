@@ -187,6 +187,7 @@ def run_lane(build, lane, quiet=False):
         for boot in range(1, MAX_BOOTS + 1):
             plan = {'lane': lane, 'timeout': l1.TEST_TIMEOUT,
                     'slowdown': l1.machine(lane).SLOWDOWN,
+                    'heartbeat': getattr(l1.machine(lane), 'WATCHDOG', False),
                     'tests': [{'name': t['name'], 'cmd': t['cmd'], 'env': t.get('env'),
                                'workdir': t.get('workdir')} for t in todo]}
             (sd / 'plan.json').write_text(json.dumps(plan))

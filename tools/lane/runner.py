@@ -9,8 +9,8 @@ script test that runs the script as __main__ (runpy), as `python3 script args` w
 A failed test gets one more try, both logs kept: times inside the emulator are 10-50x the
 host's and noisy; a failure that repeats is a failure.
 Results: OUT_DIR/results.jsonl (a line per test) and OUT_DIR/log/NAME.txt. OUT_DIR/beat is
-rewritten every few seconds while this runs: the host tells a wedged L1 (no beat) from a
-slow test (lane.py: it boots a fresh L1 for the tests left).
+rewritten every few seconds while this runs if the plan asks (svm): the host tells a
+wedged L1 (no beat) from a slow test (lane.py: it boots a fresh L1 for the tests left).
 """
 # the modules the tests import, imported once before any fork
 import argparse, base64, contextlib, dataclasses, errno, fcntl, hashlib, json, os, pty  # noqa
@@ -99,18 +99,21 @@ def attempt(t, log, mode, timeout):
 
 
 def heartbeat(path, every=5):
-    """A child that rewrites PATH every few seconds while this process lives. Forked before
+    """A child that rewrites PATH (a new file renamed over it: a reader never sees it
+    half written) every few seconds while this process lives; its pid. Forked before
     anything else runs, with no thread yet to leave a lock held."""
     parent = os.getpid()
-    if os.fork():
-        return
+    pid = os.fork()
+    if pid:
+        return pid
     try:
         os.setsid()  # a test's timeout kills its own process group, never this one
         n = 0
         while os.getppid() == parent:
             n += 1
-            with open(path, 'w') as f:
+            with open(path + '.new', 'w') as f:
                 f.write('%d %.1f\n' % (n, time.monotonic()))
+            os.rename(path + '.new', path)
             time.sleep(every)
     finally:
         os._exit(0)
@@ -118,7 +121,16 @@ def heartbeat(path, every=5):
 
 def main():
     out, plan = sys.argv[1], json.load(open(sys.argv[2]))
-    heartbeat(os.path.join(out, 'beat'))
+    beat = heartbeat(os.path.join(out, 'beat')) if plan.get('heartbeat') else None
+    try:
+        run_plan(out, plan)
+    finally:
+        if beat:  # gone before L1 packs up its results (vmx tars them)
+            os.kill(beat, signal.SIGKILL)
+            os.waitpid(beat, 0)
+
+
+def run_plan(out, plan):
     # tests scale their waits and latency bounds by it: this machine is that much slower
     os.environ.setdefault('UFVM_TEST_SLOWDOWN', str(plan['slowdown']))
     os.makedirs(os.path.join(out, 'log'), exist_ok=True)

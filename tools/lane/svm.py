@@ -21,6 +21,9 @@ SLOWDOWN = 10
 # L1s side by side, one vCPU each (two vCPUs in one L1 gave soft lockups under load): the
 # tests' waits leave an emulator idle much of the time, and the host has two cores
 JOBS = 2
+# the runner's heartbeat (l1.Watchdog): the results share is live here, so the host sees
+# a wedged L1 (vmx's comes back only at the end, on the console)
+WATCHDOG = True
 MEM_MIB = 6144  # tests need up to ~1 GiB at once; the rest is the tmpfs overlay's
 
 ROOT_SETUP = r'''mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || fail "cannot mount the results share"
