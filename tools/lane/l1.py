@@ -319,11 +319,12 @@ class CpuMarks:
 class Watchdog:
     """Tells a wedged L1 from a slow one by the runner's heartbeat (runner.py rewrites
     OUT/beat every 5 s). Wedged: no beat for STALL s while the emulator burnt CPU_BURNT s
-    of CPU (it runs, but L1 makes no progress), or no beat for QUIET s at all (the
-    emulator blocked, or starved that long at nice 19). Silent until the first beat: a
-    command that is not the runner (lane.py exec) has none."""
+    of CPU (it runs, but L1 does not schedule a process that only sleeps and writes), or
+    no beat for QUIET s at all (the emulator blocked, or starved that long at nice 19).
+    Silent until the first beat: a command that is not the runner (lane.py exec) has none.
+    The wedge seen (tools/lane/README.md) spins at full CPU: found within STALL."""
 
-    STALL, CPU_BURNT, QUIET = 240, 60, 600
+    STALL, CPU_BURNT, QUIET = 120, 60, 600
 
     def __init__(self, pid, out):
         self.marks = CpuMarks(pid, out)
