@@ -28,6 +28,8 @@ import tempfile
 import threading
 import time
 
+from hoststall import StallMeter
+
 # an emulator's nested KVM (the test lanes) is this much slower: every bound and wait
 # grows with it
 SLOW = float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
@@ -43,29 +45,6 @@ class Skip(Exception):
 
 class HostStalled(Exception):
     """The stop took too long, and so did this test's own sleeps: the host held everything."""
-
-
-class StallMeter:
-    """How long a thread that only sleeps 10 ms at a time was held back at worst. When the
-    host stalls (a loaded CI machine has stalled for seconds), a stop's measured time says
-    nothing of ufvm: a stop that missed its limit by no more than the meter's worst is run
-    once more; a miss that repeats fails."""
-
-    def __init__(self):
-        self.worst, self.on = 0.0, True
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        last = time.monotonic()
-        while self.on:
-            time.sleep(0.01)
-            now = time.monotonic()
-            self.worst = max(self.worst, now - last - 0.01)
-            last = now
-
-    def stop(self):
-        self.on = False
-        return self.worst
 
 
 class VM:
@@ -335,8 +314,8 @@ def storm(a, way, cpus, how):
         vm.wait_for('^$', 5 * SLOW)  # stderr to its end
         late = dt > LIMIT_S
         if late:
-            f.append('ended %.2f s after the %s (limit %.1f s; this test\'s own 10 ms sleeps '
-                     'were held up to %.2f s meanwhile)' % (dt, how, LIMIT_S, stalled))
+            f.append('ended %.2f s after the %s (limit %.1f s; the host held this test itself '
+                     'for %.2f s meanwhile)' % (dt, how, LIMIT_S, stalled))
         if vm.p.returncode != want:
             f.append('exit status %s, want %d' % (vm.p.returncode, want))
         if os.path.exists(vm.sock):
