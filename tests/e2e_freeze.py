@@ -10,38 +10,25 @@ states (from the file the tables went to); resumed, the guest faults everything 
 swap-in only and verifies every byte, twice over, and RssShmem counts each page once;
 a second freeze works the same.
 """
-import json
+import functools
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from ctlsock import request
+
 UFVM, GUESTS = sys.argv[1:3]
 failures = []
+call = functools.partial(request, timeout=60)
 
 
 def check(cond, what):
     print(('ok   ' if cond else 'FAIL ') + what, flush=True)
     if not cond:
         failures.append(what)
-
-
-def call(path, req):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(60)
-    s.connect(path)
-    s.sendall(json.dumps(req).encode() + b'\n')
-    buf = b''
-    while b'\n' not in buf:
-        c = s.recv(1 << 20)
-        if not c:
-            break
-        buf += c
-    s.close()
-    return json.loads(buf.split(b'\n')[0])
 
 
 def status_kib(pid, key):

@@ -12,40 +12,28 @@ Checks, waiting for conditions rather than for time:
 - a VM killed with SIGKILL is gone and its memory returns;
 - malformed requests get one-line errors; status, ps, top and plot work from the CLI.
 """
+import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from ctlsock import request
+
 POOL, UFVM, GUESTS = sys.argv[1:4]
 MiB = 1 << 20
 BUDGET = 56 * MiB
 failures = []
+call = functools.partial(request, timeout=20)
 
 
 def check(cond, what):
     print(('ok   ' if cond else 'FAIL ') + what, flush=True)
     if not cond:
         failures.append(what)
-
-
-def call(path, req):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(20)
-    s.connect(path)
-    s.sendall((req if isinstance(req, str) else json.dumps(req)).encode() + b'\n')
-    buf = b''
-    while b'\n' not in buf:
-        chunk = s.recv(1 << 20)
-        if not chunk:
-            break
-        buf += chunk
-    s.close()
-    return json.loads(buf.split(b'\n')[0])
 
 
 def wait_for(what, cond, timeout=60):

@@ -16,6 +16,7 @@ Beside the storm, one case per problem of issue 9 that is not a plain stop.
 Exit status: 0 passed, 1 failed, 77 skipped.
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import tempfile
 import threading
 import time
 
+import ctlsock
 from hoststall import StallMeter
 
 # an emulator's nested KVM (the test lanes) is this much slower: every bound and wait
@@ -102,20 +104,7 @@ class VM:
             self.p.wait()
 
 
-def request(sock, obj, timeout=10 * SLOW):
-    """One request on a connection of its own; the answer as a dict."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(sock)
-    s.sendall((json.dumps(obj) + '\n').encode())
-    buf = b''
-    while not buf.endswith(b'\n'):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    s.close()
-    return json.loads(buf) if buf else None
+request = functools.partial(ctlsock.request, timeout=10 * SLOW)
 
 
 def pending(sock, obj):

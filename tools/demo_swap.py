@@ -24,12 +24,11 @@ scaled down and every wait is 10 times longer; the output says so. Swap and the 
 VMs' tables go to the lane's scratch disk (TMPDIR=/scratch) when L1 has one.
 """
 import argparse
-import json
+import functools
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'tests'))
 import linux_stock  # noqa: E402  (the stock kernel, static busybox, the initramfs format)
+from ctlsock import request  # noqa: E402  (one request to the pool's socket)
+
+call = functools.partial(request, timeout=120)
 
 MiB = 1 << 20
 checks = []
@@ -51,21 +53,6 @@ def check(cond, what):
     print('    %s %s' % ('ok  ' if cond else 'FAIL', what), flush=True)
     checks.append((cond, what))
     return cond
-
-
-def call(path, req, timeout=120):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(path)
-    s.sendall(json.dumps(req).encode() + b'\n')
-    buf = b''
-    while b'\n' not in buf:
-        c = s.recv(1 << 20)
-        if not c:
-            break
-        buf += c
-    s.close()
-    return json.loads(buf.split(b'\n')[0])
 
 
 # the Linux VM's init: its workload from boot on, its progress on the serial console

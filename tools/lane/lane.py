@@ -28,9 +28,7 @@ import fnmatch
 import hashlib
 import json
 import os
-import re
 import resource
-import shlex
 import shutil
 import subprocess
 import sys
