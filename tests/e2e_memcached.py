@@ -10,7 +10,6 @@ stopped with SIGSTOP, or a small proxy in front of a real one that starts
 answering garbage when told. Exit status: 0 passed, 1 failed, 77 skipped
 (no memcached, no /dev/kvm, no userfaultfd, or a ufvm without the backend).
 """
-import argparse
 import os
 import random
 import re
@@ -24,6 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases  # noqa: E402
 from e2e_pager import SLOW, Api, Run, expect  # noqa: E402
 
 MIB = 1 << 20
@@ -378,20 +378,14 @@ CASES = {n[5:]: fn for n, fn in sorted(globals().items()) if n.startswith('case_
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--list', action='store_true')
-    ap.add_argument('--ufvm')
-    ap.add_argument('--guests')
-    ap.add_argument('cases', nargs='*')
-    a = ap.parse_args()
+    a = cases.parse()
     if a.list:
         print('\n'.join(CASES))
         return 0
     if not shutil.which('memcached'):
         print('e2e_memcached: skipped: no memcached (apt-get install memcached)')
         return 77
-    if not os.access('/dev/kvm', os.R_OK | os.W_OK):
-        print('e2e_memcached: skipped: /dev/kvm is not usable here')
+    if cases.no_kvm('e2e_memcached'):
         return 77
     probe = subprocess.run([a.ufvm, 'run', '--swap', 'memcached://127.0.0.1:1',
                             os.path.join(a.guests, 'hello.elf')], capture_output=True, text=True,
@@ -402,18 +396,12 @@ def main():
     if 'userfaultfd' in probe.stderr and 'cannot reach' not in probe.stderr:
         print('e2e_memcached: skipped: ' + probe.stderr.strip())
         return 77
-    failed = 0
-    for name in a.cases or CASES:
+
+    def one(name):
         f = []
-        t0 = time.time()
         msg = CASES[name](a.ufvm, a.guests, f)
-        dt = time.time() - t0
-        if f:
-            failed += 1
-            print('FAIL %s (%.1f s): %s' % (name, dt, '; '.join(f)))
-        else:
-            print('ok   %s (%.1f s) %s' % (name, dt, msg))
-    return 1 if failed else 0
+        return f, msg
+    return cases.run(a.cases or list(CASES), one)
 
 
 if __name__ == '__main__':

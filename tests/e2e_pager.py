@@ -9,7 +9,6 @@ sampled through /proc/PID/fd, so the resident size is checked from the memfd
 itself as well as from ufvm's own accounting (--stats=json).
 Exit status: 0 passed, 1 failed, 77 skipped (no /dev/kvm or no userfaultfd).
 """
-import argparse
 import ctypes
 import json
 import os
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import cases
 
 MIB = 1 << 20
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -547,41 +548,23 @@ CASES = {n[5:]: fn for n, fn in sorted(globals().items()) if n.startswith('case_
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--list', action='store_true')
-    ap.add_argument('--ufvm')
-    ap.add_argument('--guests')
-    ap.add_argument('cases', nargs='*')
-    a = ap.parse_args()
+    a = cases.parse()
     if a.list:
         print('\n'.join(CASES))
         return 0
-    if not os.access('/dev/kvm', os.R_OK | os.W_OK):
-        print('e2e_pager: skipped: /dev/kvm is not usable here')
+    if cases.no_kvm('e2e_pager'):
         return 77
     probe = subprocess.run([a.ufvm, 'run', '--mem', '16M', os.path.join(a.guests, 'hello.elf')],
                            capture_output=True, text=True, timeout=TIMEOUT)
     if 'userfaultfd' in probe.stderr and probe.returncode:
         print('e2e_pager: skipped: ' + probe.stderr.strip())
         return 77
-    failed = skipped = 0
-    names = a.cases or CASES
-    for name in names:
+
+    def one(name):
         f = []
-        t0 = time.time()
         msg = CASES[name](a.ufvm, a.guests, f)
-        dt = time.time() - t0
-        if f:
-            failed += 1
-            print('FAIL %s (%.1f s): %s' % (name, dt, '; '.join(f)))
-        elif msg.startswith('SKIP'):
-            skipped += 1
-            print('skip %s: %s' % (name, msg))
-        else:
-            print('ok   %s (%.1f s) %s' % (name, dt, msg))
-    if failed:
-        return 1
-    return 77 if skipped == len(names) else 0  # Meson reports 77 as skipped
+        return f, msg
+    return cases.run(a.cases or list(CASES), one)
 
 
 if __name__ == '__main__':
