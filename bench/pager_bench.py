@@ -34,9 +34,10 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools'))
+from ufvmexp import StatPoller  # noqa: E402  (memory.stat read every 10 ms)
 
 ROUNDS = int(os.environ.get('BENCH_ROUNDS', '5'))
 MIB = int(os.environ.get('BENCH_MIB', '512'))
@@ -179,40 +180,6 @@ WORKLOADS = [  # name, guest, cmdline; 128 MiB touched under a 64 MiB limit
 ]
 
 
-class StatPoller:
-    """Reads the cgroup's memory.stat every 10 ms while a run is timed (both sides alike).
-
-    Without it the kernel side is OOM-killed: with the whole VM in shmem pages that KVM's
-    fault path marks accessed twice (straight onto the active list) and no file pages in the
-    cgroup, memcg reclaim finds the inactive lists empty and only deactivates anon pages when
-    inactive_is_low() says so, which reads the memcg's rstat counters; those are flushed only
-    every 2 s (or when someone reads memory.stat), so while the VM fills its limit they still
-    say 0/0, nothing is deactivated, 16 reclaim passes in a row isolate no page, and the
-    charge ends in the OOM killer. Reading memory.stat flushes them, as any container
-    monitor does. See bench/README.md.
-    """
-
-    def __init__(self):
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop.wait(0.01):
-            try:
-                with open(CG + '/memory.stat') as f:
-                    f.read()
-            except OSError:
-                pass
-
-    def __enter__(self):
-        self.t.start()
-        return self
-
-    def __exit__(self, *a):
-        self.stop.set()
-        self.t.join()
-
-
 def cg_read(name):
     with open(CG + '/' + name) as f:
         return int(f.read().split()[0])
@@ -277,7 +244,7 @@ def overcommit(build):
             for i in range(ROUNDS):
                 for side in (('u', 'k') if i % 2 == 0 else ('k', 'u')):
                     if side == 'u':
-                        with StatPoller():
+                        with StatPoller(CG):
                             r = ufvm(build, ['--mem', '256M', '--mem-limit', '64M', '--swap',
                                              os.path.join(TMP, 'ufvm-bench-swap'),
                                              '--cmdline', cmdline, guest(build, g)])
@@ -288,7 +255,7 @@ def overcommit(build):
                     else:
                         cg_reset()
                         out0 = pswpout()
-                        with StatPoller():
+                        with StatPoller(CG):
                             r = ufvm(build, ['--mem', '256M', '--pager', 'off', '--cmdline',
                                              cmdline, guest(build, g)], cg=True)
                         # evidence that the kernel really swapped under the limit
@@ -336,7 +303,7 @@ def ab(build, base):
     workloads (runtime) and whole-VM swap-out and prefetch swap-in (bandwidth), both
     swapping to a file on TMPDIR. Target: no more than 3% slower, or 3% less bandwidth."""
     swap = os.path.join(TMP, 'ufvm-bench-swap')
-    ok, rows = True, []
+    ok = True
     for name, g, cmdline, _ in WORKLOADS:
         t = {build: [], base: []}
         for i in range(ROUNDS):

@@ -158,9 +158,18 @@ def run_pool(exp, mode, out, tag):
 # ---- the kernel's own reclaim: --pager off in one memory cgroup with swap ----
 
 class StatPoller:
-    """Reads the cgroup's memory.stat every 10 ms (bench/pager_bench.py says why: without
-    it, memcg reclaim of shmem-backed KVM guests finds stale rstat counters and ends in the
-    OOM killer, where any container monitor would have flushed them)."""
+    """Reads the cgroup's memory.stat every 10 ms while a run is timed (both sides alike;
+    bench/pager_bench.py uses it too).
+
+    Without it the kernel side is OOM-killed: with the whole VM in shmem pages that KVM's
+    fault path marks accessed twice (straight onto the active list) and no file pages in the
+    cgroup, memcg reclaim finds the inactive lists empty and only deactivates anon pages when
+    inactive_is_low() says so, which reads the memcg's rstat counters; those are flushed only
+    every 2 s (or when someone reads memory.stat), so while the VM fills its limit they still
+    say 0/0, nothing is deactivated, 16 reclaim passes in a row isolate no page, and the
+    charge ends in the OOM killer. Reading memory.stat flushes them, as any container
+    monitor does. See bench/README.md.
+    """
 
     def __init__(self, cg):
         self.cg, self.stop = cg, threading.Event()
