@@ -3,7 +3,7 @@
 Both lanes share this: the kernel comes from Debian's linux-image-amd64 (apt-get download +
 dpkg-deb -x into a cache, never installed on the host), L1's init is busybox, the command
 runs in the host's working directory (same paths), and what it writes to /lane-out comes
-back to the host. What differs is the machine (svm.py, vmx.py): QEMU's TCG (`-cpu max`: AMD
+back to the host. What differs is the machine (svm.py, vmx.py): QEMU's TCG (`-cpu EPYC-Rome-v2`: AMD
 SVM) shares the host's root over 9p; Bochs (Intel VMX) has no 9p, so L1 gets the files the
 command needs in its initramfs and sends /lane-out back over its serial console.
 """

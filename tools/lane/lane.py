@@ -2,7 +2,7 @@
 """lane.py: the hardware-virtualization test lanes: an L1 Linux with real KVM, nested.
 
 Our development machines' KVM is PVM (no VMX/SVM). Hardware-style KVM is reachable through
-an emulator: QEMU's TCG with `-cpu max` emulates AMD SVM (lane `svm`), Bochs emulates Intel
+an emulator: QEMU's TCG with an AMD EPYC CPU model emulates AMD SVM (lane `svm`), Bochs emulates Intel
 VMX (lane `vmx`). In it boots L1, Debian's own kernel (linux-image-amd64, downloaded and
 unpacked into a cache, never installed), which loads kvm-amd or kvm-intel; the host's root is
 shared with it read-only (9p) under a tmpfs overlay, so the same build directory and Python
