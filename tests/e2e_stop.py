@@ -505,11 +505,20 @@ def case_client_burst(a):
 
 
 def storm_twice(a, way, cpus, how):
-    """storm, run again once if the host stalled through a stop that came late."""
+    """storm, run again once if its stop came late: because the host stalled the test
+    itself, or, once in six clean-clone runs beside two emulators, for no stall this test
+    saw (2.59 s against 2 s, where it takes 0.01-0.6 s). A stop late twice fails, as a
+    lane test that fails twice does."""
     try:
-        return storm(a, way, cpus, how)
+        res = storm(a, way, cpus, how)
     except HostStalled as e:
         print('note: %s: the host stalled, not ufvm; the case runs once more' % e, flush=True)
+    else:
+        late = isinstance(res, list) and res and res[0].startswith('ended ') and \
+            all(r.startswith(('ended ', 'stderr: ')) for r in res)
+        if not late:
+            return res
+        print('note: %s; the case runs once more' % res[0], flush=True)
     try:
         return storm(a, way, cpus, how)
     except HostStalled as e:
