@@ -105,24 +105,6 @@ class VM:
 request = functools.partial(ctlsock.request, timeout=10 * SLOW)
 
 
-def pipelined(sock, objs, timeout=TIMEOUT):
-    """Requests sent at once on one connection; their answers, in order."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(timeout)
-        s.connect(sock)
-        s.sendall(''.join(json.dumps(o) + '\n' for o in objs).encode())
-        buf = b''
-        while buf.count(b'\n') < len(objs):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    finally:
-        s.close()
-    return [json.loads(line) for line in buf.split(b'\n') if line]
-
-
 def pending(sock, obj):
     """Send a request and keep the connection: its answer must not come yet."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -244,7 +226,7 @@ def prep_stalled(a, vm, fuse, keep):
     # page cache before the stall, and then no read ever reached the stalled device. The
     # pause comes pipelined behind the swap-out, so ufvm takes it as soon as the swap-out
     # is answered (a pause before it would freeze the VM: its tables on the device too).
-    got = pipelined(vm.sock, [{'cmd': 'swapout'}, {'cmd': 'pause'}])
+    got = ctlsock.requests(vm.sock, [{'cmd': 'swapout'}, {'cmd': 'pause'}], timeout=TIMEOUT)
     if len(got) != 2 or not all(r.get('ok') for r in got) or not got[0].get('pages_out'):
         return 'swap-out, then pause: %s' % got
     fuse.drop_cache()  # before the stall: nothing of ours may wait for it
