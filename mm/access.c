@@ -87,6 +87,12 @@ static void apply_dirty(struct mm_pager *p, uint64_t base, uint64_t npg, bool al
 		for (; bits; bits &= bits - 1) {
 			struct pst_entry *e = &p->pst.e[w * 64 + (uint64_t)__builtin_ctzll(bits)];
 
+			/* Written is used: the clock passes a logged page once more, as the
+			 * kernel's reclaim keeps a page whose accessed bit KVM reports. */
+			if (e->state == PST_RESIDENT && !all)
+				e->flags |= PST_F_YOUNG;
+			if (p->ops.dirty_partial)
+				continue; /* never evidence of clean */
 			/* Only pages in memory: a swapped page cannot have been written since
 			 * its eviction synced the log, and its slot is its only copy. */
 			if (e->state == PST_RESIDENT || e->state == PST_UNMAPPED) {
@@ -99,9 +105,21 @@ static void apply_dirty(struct mm_pager *p, uint64_t base, uint64_t npg, bool al
 
 void mm_access_sync_dirty(struct mm_pager *p, uint64_t base, uint64_t npg)
 {
-	if (!p->acc || !p->ops.harvest_dirty)
-		return;
+	if (!p->acc || !p->ops.harvest_dirty || p->ops.dirty_partial)
+		return; /* a partial log decides nothing at eviction */
 	apply_dirty(p, base, npg, !harvest(p, p->acc));
+}
+
+void mm_access_harvest(struct mm_pager *p)
+{
+	if (p->acc && p->ops.harvest_dirty)
+		(void)harvest(p, p->acc); /* failed: the bits wait for the next one */
+}
+
+void mm_access_apply_dirty(struct mm_pager *p, uint64_t base, uint64_t npg)
+{
+	if (p->acc && p->ops.harvest_dirty)
+		apply_dirty(p, base, npg, false);
 }
 
 bool mm_access_page_dirty(struct mm_pager *p, uint64_t pfn)

@@ -393,6 +393,12 @@ struct mm_host_ops {
 	 */
 	int64_t (*harvest_dirty)(void *ctx, uint64_t *bitmap);
 	/*
+	 * The log above misses writes (a Linux guest's devices write guest RAM
+	 * through pointers, unseen by KVM): then it only tells which pages are in
+	 * use (a logged page is young for the clock), never which are clean.
+	 */
+	bool dirty_partial;
+	/*
 	 * Whether the VM is ending: long operations (whole-VM swap-out and swap-in,
 	 * reclaim requests) then give up at their next step with -ECANCELED, so that a
 	 * stop never waits for them to finish. May be NULL.
@@ -709,7 +715,7 @@ void mm_wp_sync(struct mm_pager *p, uint64_t pfn, uint64_t n);
 /* Whether clean pages keep their slot while mapped (KVM's dirty log or wp tracks them). */
 static inline bool mm_clean_tracked(const struct mm_pager *p)
 {
-	return p->wp || p->ops.harvest_dirty;
+	return p->wp || (p->ops.harvest_dirty && !p->ops.dirty_partial);
 }
 /* fault.c */
 /* Start the p->nft fault threads on the registered uffd; -errno. */
@@ -813,6 +819,11 @@ void mm_access_touch(struct mm_pager *p, uint64_t pfn);
  * victims zapped): fetch the dirty log and apply what it says about them.
  */
 void mm_access_sync_dirty(struct mm_pager *p, uint64_t base, uint64_t npg);
+/* Fetch KVM's log now (reclaim, before the hand moves), and apply what is pending for
+ * [base, base+npg) (region locks held; before deciding victims): a page logged since
+ * the last harvest is young. No-ops without the log. */
+void mm_access_harvest(struct mm_pager *p);
+void mm_access_apply_dirty(struct mm_pager *p, uint64_t base, uint64_t npg);
 bool mm_access_page_dirty(struct mm_pager *p, uint64_t pfn); /* a pending dirty bit */
 /* proactive.c */
 /*

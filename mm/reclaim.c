@@ -242,6 +242,7 @@ bool mm_evict_zap(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, ui
 	unsigned npg = nreg * MM_REGION_PAGES;
 	bool any = false;
 
+	mm_access_apply_dirty(p, base, npg); /* written since the last harvest: young */
 	for (unsigned i = 0; i <= npg; i++) {
 		struct pst_entry *e = i < npg ? &p->pst.e[base + i] : NULL;
 
@@ -308,6 +309,7 @@ static void reclaim_run(struct mm_pager *p)
 
 	pthread_mutex_lock(&p->evict_lock);
 	MM_STAT_ADD(p, reclaim_runs, 1);
+	mm_access_harvest(p); /* what KVM logged since the last scan, for the hand */
 	/* With access sampling, the longest-idle pages go first; the clock does the rest. */
 	if (p->sampling && p->resident > p->low &&
 	    mm_reclaim_coldest(p, p->resident - p->low, 1, false, &err))

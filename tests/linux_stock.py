@@ -493,6 +493,8 @@ def case_memory(o, tmp):
         check(st['swapout_pages'] > 0 and st['resident_pages'] <= st['limit_pages'],
               'the pager swapped to hold the limit (%d out, %d resident of %d)' %
               (st['swapout_pages'], st['resident_pages'], st['limit_pages']))
+        check(st['scan_dirty_pages'] > 0, 'KVM\'s dirty log feeds the clock by default under '
+              '--mem-limit (%d pages logged)' % st['scan_dirty_pages'])
         a = ctl(o.ufvmctl, sock, 'swapout')
         check(a['resident_pages'] * 4096 < MIB,
               'whole-VM swap-out: %d KiB resident' % (a['resident_pages'] * 4))

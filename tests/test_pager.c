@@ -349,6 +349,93 @@ static void test_clean_tracking(void)
 	mm_mem_destroy(&m);
 }
 
+/* A stand-in for KVM's dirty log of pages 0..63: what the test says the guest wrote. */
+static _Atomic uint64_t fake_log;
+
+static int64_t fake_harvest(void *ctx, uint64_t *bitmap)
+{
+	uint64_t bits = atomic_exchange(&fake_log, 0);
+
+	(void)ctx;
+	bitmap[0] |= bits;
+	return __builtin_popcountll(bits);
+}
+
+/* One clock pass over region 0, as reclaim makes it; pages freed. */
+static uint64_t clock_pass(struct mm_pager *p)
+{
+	uint64_t freed;
+	int err = 0;
+
+	pthread_mutex_lock(&p->evict_lock);
+	pthread_mutex_lock(&p->reg[0].lock);
+	freed = mm_evict_regions(p, 0, 1, false, &err);
+	mm_region_unlock(p, 0);
+	pthread_mutex_unlock(&p->evict_lock);
+	CHECK(err == 0);
+	return freed;
+}
+
+/*
+ * A dirty log that misses writes (a Linux guest's devices write guest RAM through
+ * pointers): it must never make a page pass for clean, only keep the pages it reports
+ * from the clock, as the kernel keeps a page whose accessed bit KVM reports.
+ */
+static void test_partial_log(void)
+{
+	const uint64_t npages = 64;
+	uint32_t ver[64] = {0};
+	struct mm_host_ops o = ops;
+	struct mm_pager_opts po = {.fault_threads = 1};
+	struct mm_pager_stats st;
+	struct mm_pager *p = NULL;
+	struct mm_mem m;
+	struct job all = {.m = &m, .first = 0, .npages = npages, .ver = ver};
+	struct fill_job f = {.m = &m, .ver = ver, .first = 0, .n = 10, .v = 2};
+	uint64_t out0, drops0, logged = 0, kept = 0, resident = 0;
+
+	o.harvest_dirty = fake_harvest;
+	o.dirty_partial = true;
+	CHECK(mm_mem_create(&m, 16 * MIB) == 0);
+	for (uint64_t pg = 0; pg < npages; pg++)
+		fill(&m, pg, ver[pg] = 1);
+	CHECK(mm_pager_start(&p, &m, &po, &o, NULL) == 0);
+	CHECK(!mm_clean_tracked(p));
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	CHECK(run_timed(read_all, &all, 20) && all.ok);
+	CHECK(run_timed(fill_some, &f, 20)); /* written as a device would: not in the log */
+	mm_pager_get_stats(p, &st);
+	out0 = st.swapout_pages, drops0 = st.clean_drops;
+	CHECK(mm_pager_swapout_all(p, MM_SWAPIN_ON_DEMAND) == 0);
+	mm_pager_get_stats(p, &st);
+	CHECK(st.swapout_pages - out0 == npages && st.clean_drops == drops0);
+	CHECK(run_timed(read_all, &all, 20) && all.ok); /* the device's writes survived */
+
+	/* The clock: a first pass clears every young bit (and takes pages without one);
+	 * of the pages left, those the log reports are young and stay, the rest go. */
+	clock_pass(p);
+	for (uint64_t pg = 0; pg < npages; pg++)
+		if (p->pst.e[pg].state == PST_RESIDENT && (resident++ % 2) == 0)
+			logged |= 1ULL << pg;
+	CHECK(resident >= 8);
+	atomic_store(&fake_log, logged);
+	mm_access_harvest(p);
+	CHECK(clock_pass(p) == resident - (uint64_t)__builtin_popcountll(logged));
+	for (uint64_t pg = 0; pg < npages; pg++) {
+		bool in = p->pst.e[pg].state == PST_RESIDENT;
+
+		CHECK(in == ((logged >> pg) & 1));
+		kept += in;
+	}
+	printf("test_pager: partial log: %llu pages written again, 0 dropped clean; the clock kept "
+	       "the %llu logged of %llu resident\n",
+	       (unsigned long long)npages, (unsigned long long)kept, (unsigned long long)resident);
+	CHECK(run_timed(read_all, &all, 20) && all.ok);
+	CHECK(fatals == 0);
+	mm_pager_stop(p);
+	mm_mem_destroy(&m);
+}
+
 /* Writers race eviction under a limit; every page's last version must survive. */
 static void test_reclaim(void)
 {
@@ -523,6 +610,7 @@ int main(void)
 	test_faults();
 	test_minor_batch();
 	test_clean_tracking();
+	test_partial_log();
 	test_reclaim();
 	test_zero_drops();
 	test_errors();

@@ -39,8 +39,9 @@ static void usage(FILE *f)
 		   "  --api PATH        serve the control socket at PATH (mode 0600), for\n"
 		   "                    ufvmctl: stats, pause, swap-out, ... (docs/API.md)\n"
 		   "  --dirty-track[=MODE]  KVM dirty tracking (default off: it costs the guest a\n"
-		   "                    write fault per page and harvest): bitmap, ring, off, or\n"
-		   "                    auto (the bitmap; the default without =MODE)\n");
+		   "                    write fault per page and harvest; auto for --kernel under\n"
+		   "                    --mem-limit): bitmap, ring, off, or auto (the bitmap; the\n"
+		   "                    default without =MODE)\n");
 	/* Linux guests (vmm/linux.c, devices/) */
 	fprintf(f,
 		"\n"
@@ -141,6 +142,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 			break;
 		case OPT_DIRTY:
 			o->dirty = DIRTY_AUTO;
+			o->dirty_set = true;
 			if (optarg && dirty_parse_mode(optarg, &o->dirty) < 0)
 				return bad_arg("--dirty-track: unknown mode '%s'%s", optarg,
 					       " (use ring, bitmap, off or auto)");
@@ -222,6 +224,13 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 		else if (o->api)
 			o->pager.o.scan_interval_ms = 1000;
 	}
+	/* KVM's dirty log by default for a Linux kernel under a limit: its devices write
+	 * guest RAM unseen by the log, so it never marks a page clean there, but a page
+	 * logged since the clock's last pass stays, as the kernel's own reclaim keeps a
+	 * page whose accessed bit KVM reports. bench/linux_bench.py, side by side in the
+	 * SVM lane: 0.89x the pages written and 0.77x the pages read, for 1.11x the time. */
+	if (!o->pager.off && !o->dirty_set && o->kernel && o->pager.o.mem_limit)
+		o->dirty = DIRTY_AUTO;
 	if (o->kernel && optind == argc) /* Linux guests: --kernel replaces GUEST.elf */
 		return -1;
 	if (o->kernel)
@@ -315,12 +324,18 @@ static int run_build(struct run *r)
 		return status;
 	if (o->dirty != DIRTY_OFF) {
 		err = dirty_init(&r->dirty, &r->vm, o->dirty, &why);
-		if (err) {
+		if (err && !o->dirty_set) { /* a default: without it the pager works as before */
+			if (o->verbose)
+				fprintf(stderr, "ufvm: no KVM dirty log for the pager (%s: %s)\n",
+					why, strerror(-err));
+			dirty_destroy(&r->dirty);
+		} else if (err) {
 			fprintf(stderr, "ufvm: dirty tracking (%s): %s: %s\n",
 				dirty_mode_name(o->dirty), why, strerror(-err));
 			return VMM_EXIT_INTERNAL;
+		} else {
+			r->vm.dirty = &r->dirty;
 		}
-		r->vm.dirty = &r->dirty;
 	}
 	for (unsigned i = 0; i < o->cpus; i++) {
 		err = vcpu_create(&r->vm, i);

@@ -369,9 +369,12 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 	(void)prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	ops = hooks.ops;
 	/* Devices of Linux guests (on_io) write guest RAM through pointers, unseen by
-	 * KVM's log: only ELF guests, whose host writes all use mm_copy_to_guest. */
-	if (vm->dirty && !vm->on_io)
+	 * KVM's log: there it only tells the clock which pages are in use; for ELF
+	 * guests, whose host writes all use mm_copy_to_guest, which pages are clean. */
+	if (vm->dirty) {
 		ops.harvest_dirty = on_harvest;
+		ops.dirty_partial = vm->on_io != NULL;
+	}
 	swap_created = pc->o.swap_path && !swap_is_memcached(pc->o.swap_path) &&
 		       lstat(pc->o.swap_path, &sb) < 0 && errno == ENOENT;
 	err = mm_pager_start(&g->pager, mem, &o, &ops, vm);

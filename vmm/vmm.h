@@ -65,6 +65,7 @@ struct vmm_opts {
 	int verbose;	       /* print marks and set-up details */
 	const char *api;       /* control socket path (--api), NULL for none */
 	enum dirty_mode dirty; /* --dirty-track (default off) */
+	bool dirty_set;	       /* --dirty-track given (else a default, quietly off if KVM cannot) */
 
 	/* Linux guests (vmm/linux.c, devices/): --kernel replaces GUEST.elf */
 	const char *kernel; /* bzImage or vmlinux */
