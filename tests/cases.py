@@ -1,5 +1,6 @@
-"""cases.py: what the end-to-end scripts made of named cases share (e2e_pager, e2e_memcached,
-e2e_stop): their command line and the loop that runs the cases.
+"""cases.py: what the end-to-end scripts share: the machine's slowness (SLOW, all of them),
+and for those made of named cases (e2e_pager, e2e_memcached, e2e_stop) their command line
+and the loop that runs the cases.
 
     SCRIPT --list                                   the cases, one a line
     SCRIPT --ufvm UFVM --guests DIR [...] [CASE...] run them (all when none is named)
@@ -11,6 +12,10 @@ skipped (meson's skip).
 import argparse
 import os
 import time
+
+# A slower machine (an emulator's nested KVM, the lanes) multiplies waits and time bounds:
+# UFVM_TEST_SLOWDOWN (the lanes set it)
+SLOW = float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
 
 
 class Skip(Exception):

@@ -21,10 +21,9 @@ import sys
 import tempfile
 import time
 
+from cases import SLOW  # the guests' run times and the waits for them grow with it
+
 MIB = 1 << 20
-# How much slower than our development hosts this machine runs the tests (an emulator's
-# nested KVM: 10x or more): the guests' run times and the waits for them grow with it.
-SLOW = float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
 PAGE = 4096
 
 

@@ -26,8 +26,7 @@ import cases
 MIB = 1 << 20
 LIBC = ctypes.CDLL(None, use_errno=True)
 BATCH = 2 * MIB  # one reclaim batch / zero-fill chunk
-# a slower machine (an emulator's nested KVM) multiplies the waits: UFVM_TEST_SLOWDOWN
-SLOW = float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
+SLOW = cases.SLOW
 TIMEOUT = 60 * SLOW
 
 

@@ -21,13 +21,12 @@ import sys
 import tempfile
 import time
 
+from cases import SLOW
 from ctlsock import request
 
 POOL, UFVM, GUESTS = sys.argv[1:4]
 MiB = 1 << 20
 BUDGET = 56 * MiB
-# a slower machine (an emulator's nested KVM) multiplies time bounds: UFVM_TEST_SLOWDOWN
-SLOW = float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
 failures = []
 call = functools.partial(request, timeout=20)
 

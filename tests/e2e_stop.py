@@ -32,9 +32,7 @@ import cases
 import ctlsock
 from hoststall import StallMeter
 
-# an emulator's nested KVM (the test lanes) is this much slower: every bound and wait
-# grows with it
-SLOW = float(os.environ.get('UFVM_TEST_SLOWDOWN', '1'))
+SLOW = cases.SLOW  # every bound and wait grows with it
 LIMIT_S = 2.0 * SLOW  # SIGTERM or `stop` to the end of the process
 TIMEOUT = 30 * SLOW   # any wait, so that a hang fails the case instead of the suite
 STOP_STATUS = 7    # what the `stop` request asks for

@@ -101,6 +101,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
+	bool linux_limited; /* a Linux kernel under --mem-limit: the defaults below */
 	int c, li;
 
 	opterr = 0;
@@ -218,8 +219,9 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	 *   evict them at every revolution (bench/linux_bench.py: with sampling, 0.61x the
 	 *   pages written and 0.55x the pages read of a run without);
 	 * - whoever attaches to the control socket wants idle ages and the working set. */
+	linux_limited = !o->pager.off && o->kernel && o->pager.o.mem_limit;
 	if (!o->pager.off && !o->pager.scan_set) {
-		if (o->kernel && o->pager.o.mem_limit)
+		if (linux_limited)
 			o->pager.o.scan_interval_ms = LINUX_SCAN_MS;
 		else if (o->api)
 			o->pager.o.scan_interval_ms = 1000;
@@ -229,7 +231,7 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	 * logged since the clock's last pass stays, as the kernel's own reclaim keeps a
 	 * page whose accessed bit KVM reports. bench/linux_bench.py, side by side in the
 	 * SVM lane: 0.89x the pages written and 0.77x the pages read, for 1.11x the time. */
-	if (!o->pager.off && !o->dirty_set && o->kernel && o->pager.o.mem_limit)
+	if (linux_limited && !o->dirty_set)
 		o->dirty = DIRTY_AUTO;
 	if (o->kernel && optind == argc) /* Linux guests: --kernel replaces GUEST.elf */
 		return -1;
@@ -324,17 +326,17 @@ static int run_build(struct run *r)
 		return status;
 	if (o->dirty != DIRTY_OFF) {
 		err = dirty_init(&r->dirty, &r->vm, o->dirty, &why);
-		if (err && !o->dirty_set) { /* a default: without it the pager works as before */
+		if (!err) {
+			r->vm.dirty = &r->dirty;
+		} else if (o->dirty_set) {
+			fprintf(stderr, "ufvm: dirty tracking (%s): %s: %s\n",
+				dirty_mode_name(o->dirty), why, strerror(-err));
+			return VMM_EXIT_INTERNAL;
+		} else { /* a default: without it the pager works as before */
 			if (o->verbose)
 				fprintf(stderr, "ufvm: no KVM dirty log for the pager (%s: %s)\n",
 					why, strerror(-err));
 			dirty_destroy(&r->dirty);
-		} else if (err) {
-			fprintf(stderr, "ufvm: dirty tracking (%s): %s: %s\n",
-				dirty_mode_name(o->dirty), why, strerror(-err));
-			return VMM_EXIT_INTERNAL;
-		} else {
-			r->vm.dirty = &r->dirty;
 		}
 	}
 	for (unsigned i = 0; i < o->cpus; i++) {
