@@ -415,7 +415,7 @@ static int check_opts(struct mm_pager *p, const struct mm_pager_opts *o)
 		if (p->o.mem_limit < (4ULL << 20))
 			return -EINVAL; /* below a few chunks reclaim would only thrash */
 		p->limit_pages = p->o.mem_limit / MM_PAGE;
-		batch = p->limit_pages / 8 < MM_REGION_PAGES ? p->limit_pages / 8 : MM_REGION_PAGES;
+		batch = mm_reclaim_batch(p->limit_pages);
 		p->high = p->limit_pages - batch;
 		p->low = p->limit_pages - 2 * batch;
 	}

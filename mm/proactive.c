@@ -96,7 +96,7 @@ int mm_pager_set_limit(struct mm_pager *p, uint64_t bytes)
 
 	if (bytes > p->mem->size || (bytes && bytes < (4ULL << 20)))
 		return -EINVAL;
-	batch = lim / 8 < MM_REGION_PAGES ? lim / 8 : MM_REGION_PAGES;
+	batch = mm_reclaim_batch(lim);
 	if (lim && mm_reclaim_ensure(p) < 0)
 		return -EAGAIN;
 	if (!lim) {

@@ -20,7 +20,8 @@ static uint64_t ju(json_t *o, const char *k)
 /* Resident above its limit and not coming down: reclaim cannot shrink it. */
 static void check_stuck(struct pool *p, struct pool_vm *v, uint64_t now)
 {
-	uint64_t lim = v->limit, slack = lim / 8 < 512 ? lim / 8 : 512; /* reclaim's batch */
+	/* reclaim's batch for this limit (mm_reclaim_batch, mm/mm.h) */
+	uint64_t lim = v->limit, slack = lim / 256 < 32 ? 32 : lim / 256 > 512 ? 512 : lim / 256;
 	bool over = lim && v->resident > lim + slack;
 	char why[160] = "";
 

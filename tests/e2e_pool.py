@@ -53,7 +53,8 @@ def vms(st):
 
 
 def batch(limit):
-    return min(2 * MiB, limit // 8)  # reclaim's batch for that limit (mm/README.md)
+    # reclaim's batch for that limit (mm_reclaim_batch, mm/README.md): 1/256, 128 KiB to 2 MiB
+    return min(2 * MiB, max(128 * 1024, limit // 256 // 4096 * 4096))
 
 
 def within_budget(st):

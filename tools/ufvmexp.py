@@ -287,6 +287,15 @@ def run_alone(exp, sw, limit):
     return vm_result('sweep', time.monotonic() - t0, p.returncode, text)
 
 
+def headroom(need):
+    """A limit that leaves need bytes to the guest: need plus the two reclaim batches the
+    pager keeps free below its limit (1/256 of it each, 128 KiB to 2 MiB: mm/README.md)."""
+    limit = -(-need // 4096) * 4096
+    while limit - 2 * min(2 * MiB, max(128 * 1024, limit // 4096 // 256 * 4096)) < need:
+        limit += 4096
+    return limit
+
+
 def sweep(exp, rounds, out):
     sw = exp.sweep
     wss = size(sw['wss'])
@@ -294,13 +303,13 @@ def sweep(exp, rounds, out):
     rows = {}
     # Local memory is the data's share of the limit: the limit also holds what the guest
     # keeps beside its data (code, stack, page tables: measured without a limit) and the
-    # two reclaim batches (4 MiB) the pager keeps free below it (mm/README.md).
+    # two reclaim batches the pager keeps free below it (mm/README.md).
     extra = None
     for r in range(rounds):
         for f in [None] + fr:
             limit = 0
             if f:
-                limit = max(4 * MiB, (int(wss * f) + extra + 4 * MiB) // 4096 * 4096)
+                limit = max(4 * MiB, headroom(int(wss * f) + extra))
             x = run_alone(exp, sw, limit)
             if not x or not x['verified']:
                 say('sweep: %s: run failed or did not verify' % (f or 'no limit'))
@@ -322,7 +331,7 @@ def sweep(exp, rounds, out):
         stall = statistics.median(x['stall_ns'] / x['faults_swapin'] / 1000
                                   for x in xs if x.get('faults_swapin')) if n else None
         seen = (rt - base) * 1e6 / n if n else None
-        table.append({'fraction': f, 'limit': int(wss * f) + extra + 4 * MiB if f else None,
+        table.append({'fraction': f, 'limit': headroom(int(wss * f) + extra) if f else None,
                       'extra': extra, 'runtime_s': rt,
                       'slowdown': rt / base, 'swapin_faults': n, 'us_per_fault_service': svc,
                       'us_per_fault_stall': stall, 'us_per_fault_guest': seen})
@@ -406,7 +415,8 @@ def tables(exp, s, sw):
         L += ['', '### Local memory as a fraction of the working set', '',
               '%s, %s guest RAM, `%s`, working set %s, alone; medians of %d. The limit is '
               'the fraction of the working set plus what the guest holds beside it (%d KiB, '
-              'measured without a limit) plus the 4 MiB reclaim keeps free below the limit.' % (
+              'measured without a limit) plus the two reclaim batches kept free below the '
+              'limit.' % (
                   exp.sweep['guest'], exp.sweep['mem'], exp.sweep.get('cmdline', ''),
                   exp.sweep['wss'], exp.rounds, (sw[0]['extra'] or 0) // 1024), '',
               '| local memory | limit | runtime s | slowdown | swap-in faults | µs/fault, service '
