@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mm/batch.h"
+
 typedef uint64_t gpa_t; /* a guest-physical address: never dereference it directly */
 
 struct mm_pager;
@@ -716,20 +718,6 @@ void mm_wp_sync(struct mm_pager *p, uint64_t pfn, uint64_t n);
 static inline bool mm_clean_tracked(const struct mm_pager *p)
 {
 	return p->wp || (p->ops.harvest_dirty && !p->ops.dirty_partial);
-}
-/*
- * Reclaim's batch for a limit: reclaim starts one batch below the limit and
- * stops two below it. 1/256 of the limit, 32 pages to 2 MiB (a 64 MiB limit:
- * 256 KiB). The room it keeps free is memory the guest cannot use: with 2 MiB
- * batches a guest under a 64 MiB limit held 60-64 MiB where a memory cgroup
- * holds 64, and each MiB short cost about 1,400 swap-ins in bench/linux_bench.py
- * (bench/README.md). Busy reclaim runs evict more than a batch anyway.
- */
-static inline uint64_t mm_reclaim_batch(uint64_t limit_pages)
-{
-	uint64_t b = limit_pages / 256;
-
-	return b < 32 ? 32 : b > MM_REGION_PAGES ? MM_REGION_PAGES : b;
 }
 /* fault.c */
 /* Start the p->nft fault threads on the registered uffd; -errno. */

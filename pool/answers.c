@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "mm/batch.h"
 #include "pool/pool.h"
 
 /* Numbers from answers: a missing or malformed field reads 0. */
@@ -20,8 +21,7 @@ static uint64_t ju(json_t *o, const char *k)
 /* Resident above its limit and not coming down: reclaim cannot shrink it. */
 static void check_stuck(struct pool *p, struct pool_vm *v, uint64_t now)
 {
-	/* reclaim's batch for this limit (mm_reclaim_batch, mm/mm.h) */
-	uint64_t lim = v->limit, slack = lim / 256 < 32 ? 32 : lim / 256 > 512 ? 512 : lim / 256;
+	uint64_t lim = v->limit, slack = mm_reclaim_batch(lim);
 	bool over = lim && v->resident > lim + slack;
 	char why[160] = "";
 
