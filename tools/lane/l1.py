@@ -13,6 +13,7 @@ import resource
 import shlex
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -318,19 +319,41 @@ class CpuMarks:
 
 class Watchdog:
     """Tells a wedged L1 from a slow one by the runner's heartbeat (runner.py rewrites
-    OUT/beat every 5 s). Wedged: no beat for STALL s while the emulator burnt CPU_BURNT s
-    of CPU (it runs, but L1 does not schedule a process that only sleeps and writes), or
-    no beat for QUIET s at all (the emulator blocked, or starved that long at nice 19).
+    OUT/beat every 5 s). Wedged, after STALL s without a beat:
+    - spinning: the emulator burnt CPU_BURNT s of CPU (it runs, but L1 does not schedule
+      a process that only sleeps and writes);
+    - asleep: its threads ran or waited for a CPU less than ASLEEP of that time (nothing
+      in it is runnable: L1 waits for an event that never comes). Starved at nice 19
+      beside the host's tests, the vCPU thread waits on the run queue instead, and that
+      counts (per-thread schedstat);
+    or after QUIET s without a beat, whatever the emulator did.
     Silent until the first beat: a command that is not the runner (lane.py exec) has none.
-    The wedge seen (tools/lane/README.md) spins at full CPU: found within STALL."""
+    Before it answers, it writes what the emulator was doing (its threads, and L1's
+    registers from the monitor, if given and it answers) to the console."""
 
-    STALL, CPU_BURNT, QUIET = 120, 60, 600
+    STALL, CPU_BURNT, ASLEEP, QUIET = 120, 60, 0.2, 600
 
-    def __init__(self, pid, out):
+    def __init__(self, pid, out, monitor=None, console=None):
+        self.pid, self.monitor, self.console = pid, monitor, console
         self.marks = CpuMarks(pid, out)
         self.beat = Path(out) / 'beat'
-        self.seen = None  # (the beat file's mtime, the emulator's CPU then)
+        self.seen = None  # (the beat file's mtime, the emulator's CPU then, its schedstat then)
         self.t0 = time.time()  # a beat older than this L1 is none of its own
+
+    def sched(self):
+        """Seconds the emulator's threads have run and waited on a run queue, summed."""
+        ran = waited = 0
+        try:
+            tasks = os.listdir('/proc/%d/task' % self.pid)
+        except OSError:
+            return 0.0, 0.0
+        for t in tasks:
+            try:
+                f = Path('/proc/%d/task/%s/schedstat' % (self.pid, t)).read_text().split()
+            except OSError:
+                continue  # a thread that ended
+            ran, waited = ran + int(f[0]), waited + int(f[1])
+        return ran / 1e9, waited / 1e9
 
     def __call__(self):
         """'' while L1 makes progress, else why it is deemed wedged."""
@@ -341,16 +364,74 @@ class Watchdog:
         if mtime < self.t0 - 1:
             return ''
         if self.seen is None or mtime != self.seen[0]:
-            self.seen = (mtime, self.marks.cpu() or 0.0)
+            self.seen = (mtime, self.marks.cpu() or 0.0, self.sched())
             return ''
         age = time.time() - mtime
         if age <= self.STALL:
             return ''
         burnt = (self.marks.cpu() or 0.0) - self.seen[1]
-        if (age > self.STALL and burnt > self.CPU_BURNT) or age > self.QUIET:
-            return ('L1 wedged: no heartbeat from its test runner for %.0f s, while the '
-                    'emulator used %.0f s of CPU' % (age, burnt))
-        return ''
+        ran, waited = self.sched()
+        busy = ran - self.seen[2][0] + waited - self.seen[2][1]
+        if burnt > self.CPU_BURNT:
+            how = 'spinning'
+        elif busy < self.ASLEEP * age:
+            how = 'asleep'
+        elif age > self.QUIET:
+            how = 'quiet'
+        else:
+            return ''
+        why = ('L1 wedged (%s): no heartbeat from its test runner for %.0f s, while the '
+               'emulator used %.0f s of CPU and waited %.0f s for one' % (
+                   how, age, burnt, waited - self.seen[2][1]))
+        self.report(why)
+        return why
+
+    def report(self, why):
+        if not self.console:
+            return
+        lines = ['', 'lane: %s; what the emulator was doing:' % why]
+        for t in sorted(os.listdir('/proc/%d/task' % self.pid) if Path(
+                '/proc/%d' % self.pid).exists() else []):
+            try:
+                d = Path('/proc/%d/task/%s' % (self.pid, t))
+                name = (d / 'comm').read_text().strip()
+                state = (d / 'stat').read_text().rsplit(')', 1)[1].split()[0]
+                wchan = (d / 'wchan').read_text().strip()
+                lines.append('lane:   thread %s %-16s %s %s' % (t, name, state, wchan))
+            except OSError:
+                pass
+        if self.monitor:
+            for cmd in ('info registers', 'info lapic', 'info pic'):
+                lines.append('lane: (qemu) %s' % cmd)
+                lines += ['lane:   ' + x for x in monitor(self.monitor, cmd).splitlines()]
+        with open(self.console, 'a') as f:
+            f.write('\n'.join(lines) + '\n')
+
+
+def monitor(path, cmd, timeout=5):
+    """One command's answer from QEMU's human monitor on the Unix socket PATH, or why none
+    came (a main loop that does not answer in time holds its lock: an emulator deadlock)."""
+    out = b''
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(timeout)
+            s.connect(str(path))
+            while not out.endswith(b'(qemu) '):  # the greeting
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+            s.sendall(cmd.encode() + b'\n')
+            out = b''
+            while not out.endswith(b'(qemu) '):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+    except OSError as e:
+        return 'no answer from the monitor (%s); so far: %r' % (e, out[-200:])
+    text = out.decode(errors='replace').replace('\r', '')
+    return text.rsplit('(qemu) ', 1)[0].split('\n', 1)[-1]  # without the echo and prompt
 
 
 def pump(p, deadline, console, quiet, done=None, marks=None, stalled=None):

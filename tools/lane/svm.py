@@ -6,6 +6,7 @@ share: the host's out directory itself.
 """
 import os
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -51,8 +52,9 @@ def initrd(verbose):
     return vmlinuz, path
 
 
-def argv(out, interactive, verbose, scratch=None):
+def argv(out, interactive, verbose, scratch=None, monitor=None):
     vmlinuz, rd = initrd(verbose)
+    mon = ['-monitor', 'unix:%s,server=on,wait=off' % monitor] if monitor else []
     disk = ['-drive', 'file=%s,if=none,id=scratch,format=raw,cache=unsafe,discard=unmap' % scratch,
             '-device', 'virtio-blk-pci,drive=scratch'] if scratch else []
     return ['qemu-system-x86_64', '-accel', 'tcg', '-cpu', os.environ.get('UFVM_LANE_CPU', CPU),
@@ -62,7 +64,7 @@ def argv(out, interactive, verbose, scratch=None):
             '-append', 'console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off',
             '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,'
                        'multidevs=remap',
-            '-virtfs', 'local,path=%s,mount_tag=out,security_model=none' % out] + disk
+            '-virtfs', 'local,path=%s,mount_tag=out,security_model=none' % out] + disk + mon
 
 
 def info():
@@ -73,10 +75,15 @@ def info():
 def boot(out, timeout, console, quiet, stage, cwd, scratch=None):
     """Run L1 to its end; returns (what L1 was, '' or why it broke). scratch: a disk image
     for L1's /scratch (l1.execute)."""
-    p = subprocess.Popen(argv(out, False, not quiet, scratch), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    ok = l1.pump(p, time.monotonic() + timeout, console, quiet, marks=l1.CpuMarks(p.pid, out),
-                 stalled=l1.Watchdog(p.pid, out))
+    # the human monitor, for the watchdog's account of a wedged L1 (out is L1's share:
+    # the socket lives elsewhere)
+    with tempfile.TemporaryDirectory(prefix='ufvm-lane-mon-') as d:
+        mon = os.path.join(d, 'monitor.sock')
+        p = subprocess.Popen(argv(out, False, not quiet, scratch, mon), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        ok = l1.pump(p, time.monotonic() + timeout, console, quiet,
+                     marks=l1.CpuMarks(p.pid, out),
+                     stalled=l1.Watchdog(p.pid, out, mon, console))
     if ok is False:
         return info(), 'L1 timed out after %d s' % timeout
     return info(), ok if isinstance(ok, str) else ''
