@@ -209,7 +209,10 @@ static void decide_tax(const struct pool_params *pp, struct pool_view *v, struct
  * memory more than the target share of the time backs off (its limit grows by a
  * factor rising with the square of the excess, at most max_backoff); one that
  * stalled less, and held still probe_ticks ticks, is probed (shrinks by at most
- * max_probe). Senpai sets each cgroup apart; here they share a budget: when the
+ * max_probe). A VM grows to its footprint (resident + swapped) and an eighth more
+ * at most: a thrashing VM's stall asks for far more than it could hold, and that
+ * excess was taken from a VM that had just stopped stalling, which then thrashed
+ * in turn. Senpai sets each cgroup apart; here they share a budget: when the
  * growth does not fit, the VMs that stall least give up to max_give of their room
  * above lo each, least stalled first, and what is still missing is cut from the
  * growth pro rata. Memory so moves toward the VMs stalled most. Memory nobody
@@ -261,7 +264,14 @@ static void decide_pressure(const struct pool_params *pp, struct pool_view *v, s
 		if (!x->limit) { /* not running yet: an equal share to start with */
 			want[k] = clampu(avail / m->n, m->lo[k], m->hi[k]);
 		} else {
+			uint64_t foot = x->resident + x->swapped, cap;
+
 			senpai_step(pp, x, &want[k]);
+			/* no growth past what it could use: its footprint (pages with content)
+			 * and an eighth more, at least 4 MiB, for pages it is yet to touch */
+			cap = foot + (foot / 8 > 1024 ? foot / 8 : 1024);
+			if (want[k] > x->limit && want[k] > cap)
+				want[k] = cap > x->limit ? cap : x->limit;
 			want[k] = clampu(want[k], m->lo[k], m->hi[k]);
 		}
 		sum += want[k];

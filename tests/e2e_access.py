@@ -11,10 +11,12 @@ over its control socket (--api) while the guest runs.
 Exit status: 0 passed, 1 failed, 77 skipped (no /dev/kvm or no userfaultfd).
 """
 import argparse
+import atexit
 import base64
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -50,6 +52,7 @@ class VM:
 
     def __init__(self, ufvm, guests, args, cmdline, mem="128M"):
         self.dir = tempfile.mkdtemp(prefix="ufvm-access-")
+        atexit.register(shutil.rmtree, self.dir, True)
         self.sock = os.path.join(self.dir, "api.sock")
         self.outpath = os.path.join(self.dir, "out")
         self.out = open(self.outpath, "w+")

@@ -6,12 +6,14 @@ Runs a long hotcold guest with --api, talks to it over the socket (python3
 stdlib only) and through ufvmctl (`top` also on a pseudo-terminal, as a shell's
 foreground job), then stops it with an exit status.
 """
+import atexit
 import base64
 import fcntl
 import json
 import os
 import pty
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -819,6 +821,7 @@ def main():
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         skip("/dev/kvm is missing or not accessible")
     tmp = tempfile.mkdtemp(prefix="ufvm-ctl-")
+    atexit.register(shutil.rmtree, tmp, True)
     sock = os.path.join(tmp, "vm.sock")
     out_path = os.path.join(tmp, "guest.out")
 

@@ -9,10 +9,12 @@ sampled through /proc/PID/fd, so the resident size is checked from the memfd
 itself as well as from ufvm's own accounting (--stats=json).
 Exit status: 0 passed, 1 failed, 77 skipped (no /dev/kvm or no userfaultfd).
 """
+import atexit
 import ctypes
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -256,6 +258,7 @@ def case_sigterm(ufvm, g, f):
     msgs = []
     for sig, name in ((signal.SIGTERM, 'Terminated'), (signal.SIGINT, 'Interrupt')):
         sock = os.path.join(tempfile.mkdtemp(prefix='ufvm-sig-'), 'api.sock')
+        atexit.register(shutil.rmtree, os.path.dirname(sock), True)
 
         def kick(run, sig=sig):
             t0 = time.time()
@@ -536,6 +539,7 @@ def case_trace_pages(ufvm, g, f):
 def case_bad_options(ufvm, g, f):
     elf = os.path.join(g, 'hello.elf')
     d = tempfile.mkdtemp(prefix='ufvm-swap-')
+    atexit.register(shutil.rmtree, d, True)
     data = os.path.join(d, 'precious')
     with open(data, 'w') as fh:
         fh.write('not a swap file\n')

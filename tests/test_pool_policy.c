@@ -128,6 +128,8 @@ static void test_pressure(void)
 	struct pool_view v[3] = {vm(100000, 10000), vm(100000, 10000), vm(100000, 10000)};
 
 	pool_params_default(&pp, POOL_PRESSURE, 30000);
+	for (unsigned i = 0; i < 3; i++) /* footprints far above the limits: growth uncapped */
+		v[i].resident = 10000, v[i].swapped = 50000;
 	v[0].stall = 0.5;   /* thrashing: backs off, at most doubling */
 	v[1].stall = 0;	    /* idle memory */
 	v[2].stall = 0.005; /* below the target */
@@ -150,6 +152,17 @@ static void test_pressure(void)
 	v[1].stall = 0;
 	pool_decide(&pp, v, 3);
 	CHECK(v[1].target == 9900);
+	/* growth stops at the footprint and an eighth more (at least 1024 pages) */
+	v[0].limit = 10000, v[0].stall = 0.5, v[0].resident = 9000, v[0].swapped = 1000;
+	pool_decide(&pp, v, 3);
+	CHECK(v[0].target == 10000 + 10000 / 8);
+	v[0].resident = 3000, v[0].swapped = 0; /* a footprint below the limit: it keeps it */
+	pool_decide(&pp, v, 3);
+	CHECK(v[0].target == 10000);
+	v[0].resident = 4000, v[0].swapped = 0; /* at least 1024 pages above the footprint */
+	v[0].limit = 3500;
+	pool_decide(&pp, v, 3);
+	CHECK(v[0].target == 4000 + 1024);
 }
 
 /* Invariants for every policy on random VMs: bounds, and the budget respected. */
