@@ -244,8 +244,11 @@ enum mm_resolved mm_resolve_minor(struct mm_pager *p, uint64_t pfn)
  * itself: its neighbours wait UNMAPPED, clean (they keep their slot) and
  * marked PST_F_RA. A minor fault on one is a readahead hit; evicting one
  * untouched is a miss, and dropping it costs no write. The cluster size
- * (1..16 pages, shared) doubles while most readahead is used and halves while
- * little is, so uniform random access ends up reading single pages.
+ * (1..16 pages, shared) doubles while two thirds of it are used and halves
+ * while less than half is, so uniform random access ends up reading single
+ * pages. A wasted page costs a read and evicts a page the guest may want; a
+ * used one saves a fault: below half used, the waste is what costs (a Linux
+ * boot used 49% and so read a tenth more than it needed, bench/README.md).
  */
 #define RA_CLUSTER_MAX 16
 
@@ -259,9 +262,9 @@ void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses)
 		return;
 	__atomic_store_n(&p->ra_hits, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&p->ra_misses, 0, __ATOMIC_RELAXED);
-	if (h > m && c < RA_CLUSTER_MAX)
+	if (h >= 2 * m && c < RA_CLUSTER_MAX)
 		p->ra_cluster = c * 2;
-	else if (h * 4 < h + m && c > 1)
+	else if (h < m && c > 1)
 		p->ra_cluster = c / 2;
 }
 
