@@ -105,7 +105,10 @@ def main():
         if any(r['state'] in ('stuck', 'late') for r in rows):
             continue
         n += 1
-        total = sum(r['resident_bytes'] for r in rows)
+        # d cannot shrink (every swap write fails): until the pool has seen that (--stuck),
+        # what d holds beyond its limit is d's doing; the rest must keep within the budget
+        total = sum(min(r['resident_bytes'], r['limit_bytes']) if r['vm'] == 'd' else
+                    r['resident_bytes'] for r in rows)
         if total > BUDGET + sum(batch(r['limit_bytes']) for r in rows):
             over.append((t, total // MiB))
     check(n > 10 and not over, 'all %d decisions within budget + batch (over: %s)' % (n, over[:5]))
