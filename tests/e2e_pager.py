@@ -162,16 +162,23 @@ def case_limit_rewrite(ufvm, g, f):
                                                        s.get('clean_drops', 0))
 
 
-def swapout(ufvm, g, f, extra, memfd_low=True):
-    # The guest pauses 800 ms after its mark for the pager's thread to take the swap-out;
-    # a host that holds that thread back longer (once, under the sanitizers beside both
-    # lanes) lets the guest run to its end first, with no swap-out at all: run once more.
+def run_swapped_out(ufvm, args, what):
+    """Run ufvm; once more if the guest ended cleanly with no whole-VM swap-out at all:
+    the swap-out must land in a pause of the guest's, which a loaded host (the sanitizers
+    beside both lanes) can let pass first. One that never comes fails both times."""
     for attempt in (1, 2):
-        r = Run(ufvm, ['--mem', '128M', '--stats=json', '--swapout-at-mark', 'written'] +
-                extra + ['--cmdline', 'mib=64 pause_ms=800', os.path.join(g, 'memtouch.elf')])
+        r = Run(ufvm, args)
         if attempt == 2 or r.status != 0 or (r.stats or {}).get('swapout_all_runs') != 0:
-            break
-        print('note: the guest ended before the pager took the swap-out; once more', flush=True)
+            return r
+        print('note: the guest ended before %s; once more' % what, flush=True)
+
+
+def swapout(ufvm, g, f, extra, memfd_low=True):
+    # the guest pauses 800 ms after its mark for the pager's thread to take the swap-out
+    r = run_swapped_out(ufvm, ['--mem', '128M', '--stats=json', '--swapout-at-mark', 'written'] +
+                        extra + ['--cmdline', 'mib=64 pause_ms=800',
+                                 os.path.join(g, 'memtouch.elf')],
+                        'the pager took the swap-out')
     common(r, f)
     s = r.stats or {}
     left = s.get('swapout_all_resident_bytes', 1 << 40)
@@ -243,15 +250,11 @@ def case_sigusr1(ufvm, g, f):
         time.sleep(max(0, 0.6 - (time.time() - t0)))
         run.p.send_signal(signal.SIGUSR1)
     Run.hook = kick
-    # a sanitized ufvm beside both lanes can take longer than the guest's whole run to
-    # install its handler (once: 2.2 s): the signal then finds the guest gone, nothing
-    # swapped out. Run once more, as swapout() does; a SIGUSR1 that never swaps fails twice.
-    for attempt in (1, 2):
-        r = Run(ufvm, ['--mem', '128M', '--stats=json', '--cmdline', 'mib=32 pause_ms=1500',
-                       os.path.join(g, 'memtouch.elf')])
-        if attempt == 2 or r.status != 0 or (r.stats or {}).get('swapout_all_runs') != 0:
-            break
-        print('note: the guest ended before SIGUSR1 took it out; once more', flush=True)
+    # (a sanitized ufvm beside both lanes once took longer than the guest's whole run,
+    # 2.2 s, to install its handler)
+    r = run_swapped_out(ufvm, ['--mem', '128M', '--stats=json', '--cmdline',
+                               'mib=32 pause_ms=1500', os.path.join(g, 'memtouch.elf')],
+                        'SIGUSR1 took it out')
     Run.hook = None
     common(r, f)
     s = r.stats or {}

@@ -325,7 +325,8 @@ class Watchdog:
     - asleep: its threads ran or waited for a CPU less than ASLEEP of that time (nothing
       in it is runnable: L1 waits for an event that never comes). Starved at nice 19
       beside the host's tests, the vCPU thread waits on the run queue instead, and that
-      counts (per-thread schedstat);
+      counts (per-thread schedstat; CPU from /proc/PID/stat, which keeps what
+      threads that ended used);
     or after QUIET s without a beat, whatever the emulator did.
     Silent until the first beat: a command that is not the runner (lane.py exec) has none.
     Before it answers, it writes what the emulator was doing (its threads, and L1's
@@ -337,23 +338,24 @@ class Watchdog:
         self.pid, self.monitor, self.console = pid, monitor, console
         self.marks = CpuMarks(pid, out)
         self.beat = Path(out) / 'beat'
-        self.seen = None  # (the beat file's mtime, the emulator's CPU then, its schedstat then)
+        self.seen = None  # (the beat file's mtime, the emulator's CPU and run-queue wait then)
         self.t0 = time.time()  # a beat older than this L1 is none of its own
 
-    def sched(self):
-        """Seconds the emulator's threads have run and waited on a run queue, summed."""
-        ran = waited = 0
+    def tasks(self):
         try:
-            tasks = os.listdir('/proc/%d/task' % self.pid)
+            return sorted(os.listdir('/proc/%d/task' % self.pid))
         except OSError:
-            return 0.0, 0.0
-        for t in tasks:
+            return []
+
+    def waited(self):
+        """Seconds the emulator's threads have waited on a run queue, summed."""
+        ns = 0
+        for t in self.tasks():
             try:
-                f = Path('/proc/%d/task/%s/schedstat' % (self.pid, t)).read_text().split()
+                ns += int(Path('/proc/%d/task/%s/schedstat' % (self.pid, t)).read_text().split()[1])
             except OSError:
-                continue  # a thread that ended
-            ran, waited = ran + int(f[0]), waited + int(f[1])
-        return ran / 1e9, waited / 1e9
+                pass  # a thread that ended
+        return ns / 1e9
 
     def __call__(self):
         """'' while L1 makes progress, else why it is deemed wedged."""
@@ -364,17 +366,16 @@ class Watchdog:
         if mtime < self.t0 - 1:
             return ''
         if self.seen is None or mtime != self.seen[0]:
-            self.seen = (mtime, self.marks.cpu() or 0.0, self.sched())
+            self.seen = (mtime, self.marks.cpu() or 0.0, self.waited())
             return ''
         age = time.time() - mtime
         if age <= self.STALL:
             return ''
         burnt = (self.marks.cpu() or 0.0) - self.seen[1]
-        ran, waited = self.sched()
-        busy = ran - self.seen[2][0] + waited - self.seen[2][1]
+        waited = self.waited() - self.seen[2]
         if burnt > self.CPU_BURNT:
             how = 'spinning'
-        elif busy < self.ASLEEP * age:
+        elif burnt + waited < self.ASLEEP * age:
             how = 'asleep'
         elif age > self.QUIET:
             how = 'quiet'
@@ -382,7 +383,7 @@ class Watchdog:
             return ''
         why = ('L1 wedged (%s): no heartbeat from its test runner for %.0f s, while the '
                'emulator used %.0f s of CPU and waited %.0f s for one' % (
-                   how, age, burnt, waited - self.seen[2][1]))
+                   how, age, burnt, waited))
         self.report(why)
         return why
 
@@ -390,8 +391,7 @@ class Watchdog:
         if not self.console:
             return
         lines = ['', 'lane: %s; what the emulator was doing:' % why]
-        for t in sorted(os.listdir('/proc/%d/task' % self.pid) if Path(
-                '/proc/%d' % self.pid).exists() else []):
+        for t in self.tasks():
             try:
                 d = Path('/proc/%d/task/%s' % (self.pid, t))
                 name = (d / 'comm').read_text().strip()
@@ -412,22 +412,23 @@ def monitor(path, cmd, timeout=5):
     """One command's answer from QEMU's human monitor on the Unix socket PATH, or why none
     came (a main loop that does not answer in time holds its lock: an emulator deadlock)."""
     out = b''
+
+    def prompt(s):  # what comes up to the next prompt
+        got = b''
+        while not got.endswith(b'(qemu) '):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
     try:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(timeout)
             s.connect(str(path))
-            while not out.endswith(b'(qemu) '):  # the greeting
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
+            out = prompt(s)  # the greeting
             s.sendall(cmd.encode() + b'\n')
-            out = b''
-            while not out.endswith(b'(qemu) '):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
+            out = prompt(s)
     except OSError as e:
         return 'no answer from the monitor (%s); so far: %r' % (e, out[-200:])
     text = out.decode(errors='replace').replace('\r', '')
