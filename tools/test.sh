@@ -103,6 +103,11 @@ print('lane %s: %d L1s, %.0f s, emulator CPU %.0f s%s' % (
     '; L1 broke: ' + s['lane_error'] if s.get('lane_error') else ''))
 for b in s.get('l1_breaks', []):
     print('lane %s: replaced an L1: %s' % (sys.argv[2], b))
+for g in s.get('l1_gave_up', []):
+    print('lane %s: gave up: %s' % (sys.argv[2], g))
+if s.get('longest_beat_gaps'):
+    print('lane %s: longest wait between two heartbeats of each L1 (s): %s' % (
+        sys.argv[2], ' '.join('%.0f' % g for g in s['longest_beat_gaps'])))
 PY
 	done
 	summary "$BUILD/meson-logs/lanes.json" "tests in the lanes ($LANES)"

@@ -7,6 +7,8 @@ back to the host. What differs is the machine (svm.py, vmx.py): QEMU's TCG (`-cp
 SVM) shares the host's root over 9p; Bochs (Intel VMX) has no 9p, so L1 gets the files the
 command needs in its initramfs and sends /lane-out back over its serial console.
 """
+import collections
+import contextlib
 import json
 import os
 import resource
@@ -319,10 +321,12 @@ class CpuMarks:
 
 class Watchdog:
     """Tells a wedged L1 from a slow one by the runner's heartbeat (runner.py rewrites
-    OUT/beat every 5 s). Wedged, after STALL s without a beat:
-    - spinning: the emulator burnt CPU_BURNT s of CPU (it runs, but L1 does not schedule
-      a process that only sleeps and writes);
-    - asleep: its threads ran or waited for a CPU less than ASLEEP of that time (nothing
+    OUT/beat every 5 s). Wedged, after STALL s without a beat, by what the emulator did in
+    the last STALL s (a trailing window: what it did just after the last beat, before it
+    stopped, must not hide that it stopped):
+    - spinning: it burnt CPU_BURNT s of CPU (it runs, but L1 does not schedule a process
+      that only sleeps and writes);
+    - asleep: its threads ran or waited for a CPU less than ASLEEP of the window (nothing
       in it is runnable: L1 waits for an event that never comes). Starved at nice 19
       beside the host's tests, the vCPU thread waits on the run queue instead, and that
       counts (per-thread schedstat; CPU from /proc/PID/stat, which keeps what
@@ -330,7 +334,8 @@ class Watchdog:
     or after QUIET s without a beat, whatever the emulator did.
     Silent until the first beat: a command that is not the runner (lane.py exec) has none.
     Before it answers, it writes what the emulator was doing (its threads, and L1's
-    registers from the monitor, if given and it answers) to the console."""
+    registers from the monitor, if given and it answers) to the console. OUT/watch.json
+    keeps the longest gap between two beats it saw (a healthy L1's, for choosing STALL)."""
 
     STALL, CPU_BURNT, ASLEEP, QUIET = 120, 60, 0.2, 600
 
@@ -338,7 +343,10 @@ class Watchdog:
         self.pid, self.monitor, self.console = pid, monitor, console
         self.marks = CpuMarks(pid, out)
         self.beat = Path(out) / 'beat'
-        self.seen = None  # (the beat file's mtime, the emulator's CPU and run-queue wait then)
+        self.watch = Path(out) / 'watch.json'
+        self.last = None  # the beat file's mtime when it last changed, and when that was seen
+        self.gap = 0.0  # the longest wait between two beats seen so far
+        self.samples = collections.deque()  # (time, CPU, run-queue wait), one a second
         self.t0 = time.time()  # a beat older than this L1 is none of its own
 
     def tasks(self):
@@ -359,31 +367,44 @@ class Watchdog:
 
     def __call__(self):
         """'' while L1 makes progress, else why it is deemed wedged."""
+        now = time.time()
+        if not self.samples or now - self.samples[-1][0] >= 1:
+            self.samples.append((now, self.marks.cpu() or 0.0, self.waited()))
+            while now - self.samples[0][0] > self.QUIET + 5:
+                self.samples.popleft()
         try:
             mtime = self.beat.stat().st_mtime
         except OSError:
             return ''
         if mtime < self.t0 - 1:
             return ''
-        if self.seen is None or mtime != self.seen[0]:
-            self.seen = (mtime, self.marks.cpu() or 0.0, self.waited())
+        if self.last is None or mtime != self.last[0]:
+            if self.last is not None and now - self.last[1] > self.gap:
+                self.gap = now - self.last[1]
+                with contextlib.suppress(OSError):
+                    self.watch.write_text(json.dumps({'longest_beat_gap': round(self.gap, 1)}))
+            self.last = (mtime, now)
             return ''
-        age = time.time() - mtime
+        age = now - mtime
         if age <= self.STALL:
             return ''
-        burnt = (self.marks.cpu() or 0.0) - self.seen[1]
-        waited = self.waited() - self.seen[2]
-        if burnt > self.CPU_BURNT:
+        # the window: the last STALL s (all of them without a beat)
+        then = next((s for s in reversed(self.samples) if s[0] <= now - self.STALL),
+                    self.samples[0])
+        span = now - then[0]
+        burnt = (self.marks.cpu() or 0.0) - then[1]
+        waited = self.waited() - then[2]
+        if burnt > self.CPU_BURNT * span / self.STALL:
             how = 'spinning'
-        elif burnt + waited < self.ASLEEP * age:
+        elif burnt + waited < self.ASLEEP * span:
             how = 'asleep'
         elif age > self.QUIET:
             how = 'quiet'
         else:
             return ''
-        why = ('L1 wedged (%s): no heartbeat from its test runner for %.0f s, while the '
-               'emulator used %.0f s of CPU and waited %.0f s for one' % (
-                   how, age, burnt, waited))
+        why = ('L1 wedged (%s): no heartbeat from its test runner for %.0f s; in the last '
+               '%.0f s the emulator used %.0f s of CPU and waited %.0f s for one' % (
+                   how, age, span, burnt, waited))
         self.report(why)
         return why
 

@@ -40,7 +40,11 @@ from pathlib import Path
 import l1
 
 SKIP = 77
-MAX_BOOTS = 3  # an L1 that breaks with tests left is replaced, at most twice
+# An L1 that breaks with tests left is replaced by a fresh one for them, while:
+MAX_BOOTS = 6  # a shard has had fewer L1s than this (the first included),
+# and the lane has run for less than this (seconds; a machine's REPLACE_UNTIL): a fresh L1
+# then still ends in time for make test's 25 minutes (svm's lane is its longest part)
+REPLACE_UNTIL = 1380
 HERE = Path(__file__).resolve().parent
 
 
@@ -176,12 +180,15 @@ def run_lane(build, lane, quiet=False):
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = [None] * len(parts)
     breaks = []  # each time an L1 broke with tests left (one() boots a fresh one)
+    gave_up = []  # each shard that ended with tests left, and why
+    gaps = []  # each watched L1's longest wait between two heartbeats (l1.Watchdog)
 
     def one(i):
         # each L1's /lane-out (l1.py: the results share) is a directory of its own
         sd = d / ('l1-%d' % i)
         (sd / 'log').mkdir(parents=True)
         todo, cpu, earlier, failed = list(parts[i]), {}, {}, set()
+        until = getattr(l1.machine(lane), 'REPLACE_UNTIL', REPLACE_UNTIL)
         for boot in range(1, MAX_BOOTS + 1):
             plan = {'lane': lane, 'timeout': l1.TEST_TIMEOUT,
                     'slowdown': l1.machine(lane).SLOWDOWN,
@@ -189,8 +196,9 @@ def run_lane(build, lane, quiet=False):
                     'tests': [{'name': t['name'], 'cmd': t['cmd'], 'env': t.get('env'),
                                'workdir': t.get('workdir')} for t in todo]}
             (sd / 'plan.json').write_text(json.dumps(plan))
-            with contextlib.suppress(OSError):
-                (sd / 'beat').unlink()
+            for f in ('beat', 'watch.json'):
+                with contextlib.suppress(OSError):
+                    (sd / f).unlink()
             cmd = ['/usr/bin/python3', str(HERE / 'runner.py'), '/lane-out',
                    '/lane-out/plan.json']
             con = d / ('console-%d.txt' % i)
@@ -200,6 +208,8 @@ def run_lane(build, lane, quiet=False):
                                     timeout=l1.BOOT_TIMEOUT + len(todo) * 120)
             with contextlib.suppress(OSError, ValueError):
                 cpu.update(json.loads((sd / 'emulator_cpu.json').read_text()))
+            with contextlib.suppress(OSError, ValueError):
+                gaps.append(json.loads((sd / 'watch.json').read_text())['longest_beat_gap'])
             done = set(finished(sd))
             left = [t for t in todo if t['name'] not in done]
             if not left or not r.error or r.error.startswith('cannot start L1'):
@@ -214,13 +224,23 @@ def run_lane(build, lane, quiet=False):
                 '--- L1 %d, boot %d, broke during this test: %s\n%s\n' % (i, boot, r.error, text))
             breaks.append('L1 %d, boot %d: %s (during %s, %d tests left)' % (
                 i, boot, r.error, cur, len(left)))
-            if len(earlier[cur]) >= 2 or boot == MAX_BOOTS:
+            if len(earlier[cur]) >= 2:
                 failed.add(cur)
                 with open(sd / 'results.jsonl', 'a') as f:
                     f.write(json.dumps({'name': cur, 'rc': -1, 'seconds': 0, 'tries': 0,
                                         'l1_broke': r.error}) + '\n')
                 left = left[1:]
-            if not left or boot == MAX_BOOTS:
+            if not left:
+                break
+            spent = time.monotonic() - t0
+            if boot == MAX_BOOTS or spent > until:
+                why = ('no fresh L1 for the %d tests left: %s' % (len(left), (
+                    'this shard has had %d' % boot if boot == MAX_BOOTS else
+                    'the lane has run %.0f s, past the %d s after which none starts' % (
+                        spent, until))))
+                gave_up.append('L1 %d: %s' % (i, why))
+                with open(con, 'a') as f:
+                    f.write('\nlane: L1 %d broke (%s); %s\n' % (i, r.error, why))
                 break
             with open(con, 'a') as f:
                 f.write('\nlane: L1 %d broke (%s) with %d tests left; a fresh L1 runs them\n'
@@ -263,6 +283,7 @@ def run_lane(build, lane, quiet=False):
                'seconds': round(time.monotonic() - t0, 1),
                'cpu_seconds': round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 1),
                'boot_cpu_seconds': boot_cpu, 'l1s': len(parts), 'l1_breaks': breaks,
+               'l1_gave_up': gave_up, 'longest_beat_gaps': sorted(gaps),
                'l1': next((r.info for r in res if r and r.info), ''),
                'results': got, 'planned': [t['name'] for t in tests]}
     (d / 'summary.json').write_text(json.dumps(summary, indent=1))
@@ -300,8 +321,8 @@ def result(build, lane, name):
     if log.exists():
         sys.stdout.write(log.read_text(errors='replace'))
     if r is None:
-        print('lane %s: no result for %s: %s' % (lane, name,
-              s['lane_error'] or 'L1 stopped before this test; see %s' % d))
+        print('lane %s: no result for %s: %s' % (lane, name, '; '.join(
+              s.get('l1_gave_up') or [s['lane_error'] or 'L1 stopped before this test; see %s' % d])))
         for con in sorted(d.glob('console-*.txt')):
             print('--- last lines of %s ---' % con.name)
             print('\n'.join(con.read_text(errors='replace').splitlines()[-30:]))
