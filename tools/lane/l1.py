@@ -337,7 +337,7 @@ class Watchdog:
     registers from the monitor, if given and it answers) to the console. OUT/watch.json
     keeps the longest gap between two beats it saw (a healthy L1's, for choosing STALL)."""
 
-    STALL, CPU_BURNT, ASLEEP, QUIET = 120, 60, 0.2, 600
+    STALL, CPU_BURNT, ASLEEP, QUIET = 60, 30, 0.2, 600
 
     def __init__(self, pid, out, monitor=None, console=None):
         self.pid, self.monitor, self.console = pid, monitor, console
