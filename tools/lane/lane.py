@@ -235,7 +235,7 @@ def run_lane(build, lane, quiet=False):
             spent = time.monotonic() - t0
             if boot == MAX_BOOTS or spent > until:
                 why = ('no fresh L1 for the %d tests left: %s' % (len(left), (
-                    'this shard has had %d' % boot if boot == MAX_BOOTS else
+                    'this shard has had %d L1s' % boot if boot == MAX_BOOTS else
                     'the lane has run %.0f s, past the %d s after which none starts' % (
                         spent, until))))
                 gave_up.append('L1 %d: %s' % (i, why))

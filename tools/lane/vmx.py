@@ -30,6 +30,9 @@ PACKAGE = 'bochs'
 NEEDS = (('as', 'binutils'), ('ld', 'binutils'), ('ldd', 'libc-bin'))
 MODULES = ['loop', 'fuse']
 SLOWDOWN = 20    # tests scale their waits by it (UFVM_TEST_SLOWDOWN)
+# no fresh L1 for tests left after the lane has run this long (lane.py): it starts
+# when the host's first pass ends, some 6 minutes into make test
+REPLACE_UNTIL = 1000
 MEM_MIB = 2048   # Bochs allocates it all; below 3 GiB, clear of the PCI hole
 CPUS = int(os.environ.get('UFVM_LANE_CPUS', '2'))  # L1's CPUs (README: "One L1 CPU")
 IPS = 200000000  # Bochs's virtual time: instructions per emulated second
