@@ -118,16 +118,23 @@ def common(r, failures, status=0, ok=True):
 def limited(ufvm, g, guest, cmdline, cpus, failures, limit_mib=16, extra=()):
     limit = limit_mib * MIB
     batch = min(limit // 8, BATCH)  # mm/README.md: one reclaim batch
-    r = Run(ufvm, ['--mem', '128M', '--cpus', str(cpus), '--mem-limit', '%dM' % limit_mib,
-                   '--stats=json'] + list(extra) + ['--cmdline', cmdline,
-                                                    os.path.join(g, guest)])
+    for _ in range(3):
+        r = Run(ufvm, ['--mem', '128M', '--cpus', str(cpus), '--mem-limit', '%dM' % limit_mib,
+                       '--stats=json'] + list(extra) + ['--cmdline', cmdline,
+                                                        os.path.join(g, guest)])
+        # A run of well under a second on a loaded host (the sanitizer pass beside the
+        # lanes) can end before the sampling thread first looks at the memfd: nothing
+        # measured is not a pass, so run it again (the peak must then be sampled)
+        if r.samples or r.status != 0:
+            break
     common(r, failures)
     s = r.stats or {}
     peak = s.get('max_resident_pages', 1 << 40) * 4096
     expect(peak <= limit + batch, 'accounted peak %d > limit + batch' % peak, failures)
     expect(s.get('swapout_pages', 0) > 0 and s.get('swapin_pages', 0) > 0,
            'no swap traffic above the limit', failures)
-    mpeak = max(r.samples or [1 << 40])
+    expect(r.samples, 'the memfd was never sampled (three runs)', failures)
+    mpeak = max(r.samples or [0])
     expect(mpeak <= limit + batch, 'memfd peak %d > limit + batch' % mpeak, failures)
     return r, 'peak %.1f MiB accounted, %.1f MiB memfd (%d samples), limit %d MiB' % (
         peak / MIB, mpeak / MIB, len(r.samples), limit_mib)
