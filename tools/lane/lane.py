@@ -233,18 +233,16 @@ def run_lane(build, lane, quiet=False):
             if not left:
                 break
             spent = time.monotonic() - t0
-            if boot == MAX_BOOTS or spent > until:
-                why = ('no fresh L1 for the %d tests left: %s' % (len(left), (
-                    'this shard has had %d L1s' % boot if boot == MAX_BOOTS else
+            stop = ('this shard has had %d L1s' % boot if boot == MAX_BOOTS else
                     'the lane has run %.0f s, past the %d s after which none starts' % (
-                        spent, until))))
-                gave_up.append('L1 %d: %s' % (i, why))
-                with open(con, 'a') as f:
-                    f.write('\nlane: L1 %d broke (%s); %s\n' % (i, r.error, why))
-                break
+                        spent, until) if spent > until else '')
+            if stop:
+                gave_up.append('L1 %d: no fresh L1 for the %d tests left: %s' % (i, len(left), stop))
             with open(con, 'a') as f:
-                f.write('\nlane: L1 %d broke (%s) with %d tests left; a fresh L1 runs them\n'
-                        % (i, r.error, len(left)))
+                f.write('\nlane: L1 %d broke (%s) with %d tests left; %s\n' % (
+                    i, r.error, len(left), 'no fresh L1: ' + stop if stop else 'a fresh L1 runs them'))
+            if stop:
+                break
             todo = left
         for name, texts in earlier.items():  # what the broken L1s printed, then the last run
             log = sd / 'log' / (name + '.txt')
@@ -321,8 +319,9 @@ def result(build, lane, name):
     if log.exists():
         sys.stdout.write(log.read_text(errors='replace'))
     if r is None:
-        print('lane %s: no result for %s: %s' % (lane, name, '; '.join(
-              s.get('l1_gave_up') or [s['lane_error'] or 'L1 stopped before this test; see %s' % d])))
+        why = ('; '.join(s.get('l1_gave_up', [])) or s['lane_error'] or
+               'L1 stopped before this test; see %s' % d)
+        print('lane %s: no result for %s: %s' % (lane, name, why))
         for con in sorted(d.glob('console-*.txt')):
             print('--- last lines of %s ---' % con.name)
             print('\n'.join(con.read_text(errors='replace').splitlines()[-30:]))
