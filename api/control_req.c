@@ -144,6 +144,7 @@ static const struct {
     PSTAT(readahead_pages),
     PSTAT(readahead_hits),
     PSTAT(readahead_stream_pages),
+    PSTAT(readahead_eager_pages),
     PSTAT(clean_drops),
     PSTAT(zero_drops),
     PSTAT(reclaim_runs),

@@ -442,6 +442,7 @@ struct mm_pager_stats {
 	uint64_t swapin_pages, swapout_pages, swapin_bytes, swapout_bytes;
 	uint64_t readahead_pages, readahead_hits, clean_drops;
 	uint64_t readahead_stream_pages; /* of readahead_pages, mapped by sequential windows */
+	uint64_t readahead_eager_pages;	 /* ... mapped with the cluster they came in (resolve.c) */
 	uint64_t zero_drops;	/* evicted pages that were all zeros: back to NEW, never written */
 	uint64_t minor_batched; /* minor faults resolved in runs of waiting neighbours */
 	uint64_t reclaim_runs, reclaim_scanned, zapped_pages, max_resident_pages;
@@ -626,6 +627,8 @@ struct mm_pager {
 	void *ctx;
 	uint64_t chunk_pages, ra_max, limit_pages, high, low;
 	unsigned ra_cluster;	     /* readahead cluster for non-sequential swap-ins */
+	bool ra_eager;		     /* ... mapped at once, but for every fourth (resolve.c) */
+	_Atomic unsigned ra_seq;     /* clusters read, to pick the ones left to measure */
 	uint64_t ra_hits, ra_misses; /* feedback since the last adjustment */
 	_Atomic uint64_t resident, swapped;
 	/* pages fault threads are about to map (resolve.c, budget_take): with several

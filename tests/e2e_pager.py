@@ -169,6 +169,20 @@ def case_limit_rewrite(ufvm, g, f):
                                                        s.get('clean_drops', 0))
 
 
+def case_limit_zipf(ufvm, g, f):
+    """Zipf read-modify-writes over 32 MiB under 24 MiB, every access verified: most of
+    each readahead cluster is used, so clusters are mapped with their faulting page
+    (resolve.c, readahead_eager_pages) and the guest's writes land in pages it never
+    faulted on, while one cluster in four still measures the hit rate."""
+    r, msg = limited(ufvm, g, 'random.elf', 'mib=32 dist=zipf accesses=100K', 1, f,
+                     limit_mib=24)
+    s = r.stats or {}
+    expect(s.get('readahead_eager_pages', 0) > 0, 'no cluster was mapped at once', f)
+    expect(s.get('readahead_hits', 0) > 0, 'no cluster was left to measure', f)
+    return msg + ', %d pages mapped with their cluster, %d hits measured' % (
+        s.get('readahead_eager_pages', 0), s.get('readahead_hits', 0))
+
+
 def run_swapped_out(ufvm, args, what):
     """Run ufvm; once more if the guest ended cleanly with no whole-VM swap-out at all:
     the swap-out must land in a pause of the guest's, which a loaded host (the sanitizers

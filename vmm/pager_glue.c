@@ -478,6 +478,7 @@ static const struct {
     F(readahead_pages),
     F(readahead_hits),
     F(readahead_stream_pages),
+    F(readahead_eager_pages),
     F(minor_batched),
     F(clean_drops),
     F(zero_drops),
