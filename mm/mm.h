@@ -401,6 +401,15 @@ struct mm_host_ops {
 	 */
 	bool dirty_partial;
 	/*
+	 * With a partial log only: the clock hand has passed [first, first+npages)
+	 * and used up what the log said of it, so have KVM report those pages'
+	 * next writes (re-protect them). Until then a page the log reported stays
+	 * writable and is not reported again: a page written all the time costs
+	 * one write fault per revolution of the clock, not one per harvest. NULL:
+	 * every harvest re-protects what it reports. (Region locks held.)
+	 */
+	void (*reprotect_dirty)(void *ctx, uint64_t first, uint64_t npages);
+	/*
 	 * Whether the VM is ending: long operations (whole-VM swap-out and swap-in,
 	 * reclaim requests) then give up at their next step with -ECANCELED, so that a
 	 * stop never waits for them to finish. May be NULL.

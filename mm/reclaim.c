@@ -273,6 +273,8 @@ bool mm_evict_zap(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, ui
 		zap(p, base + i - run, run);
 		run = 0;
 	}
+	if (p->ops.reprotect_dirty) /* the young bits are used up: watch for new writes */
+		p->ops.reprotect_dirty(p->ctx, base, npg);
 	MM_STAT_ADD(p, reclaim_scanned, npg);
 	return any;
 }

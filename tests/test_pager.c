@@ -361,6 +361,15 @@ static int64_t fake_harvest(void *ctx, uint64_t *bitmap)
 	return __builtin_popcountll(bits);
 }
 
+/* The pager's re-protect requests (lazy log): the last range and how many. */
+static uint64_t reprot_first = UINT64_MAX, reprot_n, reprot_calls;
+
+static void fake_reprotect(void *ctx, uint64_t first, uint64_t npages)
+{
+	(void)ctx;
+	reprot_first = first, reprot_n = npages, reprot_calls++;
+}
+
 /* One clock pass over region 0, as reclaim makes it; pages freed. */
 static uint64_t clock_pass(struct mm_pager *p)
 {
@@ -396,6 +405,7 @@ static void test_partial_log(void)
 
 	o.harvest_dirty = fake_harvest;
 	o.dirty_partial = true;
+	o.reprotect_dirty = fake_reprotect;
 	CHECK(mm_mem_create(&m, 16 * MIB) == 0);
 	for (uint64_t pg = 0; pg < npages; pg++)
 		fill(&m, pg, ver[pg] = 1);
@@ -413,7 +423,10 @@ static void test_partial_log(void)
 
 	/* The clock: a first pass clears every young bit (and takes pages without one);
 	 * of the pages left, those the log reports are young and stay, the rest go. */
+	reprot_calls = 0;
 	clock_pass(p);
+	/* the hand used up region 0's young bits: the log is to watch its pages again */
+	CHECK(reprot_calls == 1 && reprot_first == 0 && reprot_n == MM_REGION_PAGES);
 	for (uint64_t pg = 0; pg < npages; pg++)
 		if (p->pst.e[pg].state == PST_RESIDENT && (resident++ % 2) == 0)
 			logged |= 1ULL << pg;

@@ -152,8 +152,12 @@ int dirty_start(struct dirty *d, const char **why)
 	return 0;
 }
 
-/* Fetch what KVM logged into both consumers' pending sets, then drain pend into out. */
-static int64_t harvest(struct dirty *d, uint64_t *pend, uint64_t *out)
+/*
+ * Fetch what KVM logged into both consumers' pending sets, then drain pend into out.
+ * Lazy and not full: only what KVM reported that it had not reported before, and nothing
+ * re-protected (d->held keeps what is left writable for dirty_reprotect).
+ */
+static int64_t harvest(struct dirty *d, uint64_t *pend, uint64_t *out, bool full)
 {
 	uint64_t words = (d->npages + 63) / 64;
 	int64_t n = 0;
@@ -172,9 +176,16 @@ static int64_t harvest(struct dirty *d, uint64_t *pend, uint64_t *out)
 			n = -errno;
 			goto out;
 		}
-		if (d->manual && ioctl(d->vm->fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0) {
+		if (d->manual && (full || !d->lazy) &&
+		    ioctl(d->vm->fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0) {
 			n = -errno;
 			goto out;
+		}
+		for (uint64_t i = 0; d->lazy && i < words; i++) {
+			uint64_t fresh = d->scratch[i] & ~d->held[i];
+
+			d->held[i] = full ? 0 : d->held[i] | d->scratch[i];
+			d->scratch[i] = fresh;
 		}
 		for (uint64_t i = 0; i < words; i++) {
 			d->pending[i] |= d->scratch[i];
@@ -198,12 +209,65 @@ out:
 
 int64_t dirty_harvest(struct dirty *d, uint64_t *out)
 {
-	return harvest(d, d->pending, out);
+	return harvest(d, d->pending, out, true);
 }
 
 int64_t dirty_harvest_pager(struct dirty *d, uint64_t *out)
 {
-	return harvest(d, d->pager_pending, out);
+	return harvest(d, d->pager_pending, out, false);
+}
+
+bool dirty_set_lazy(struct dirty *d)
+{
+	if (d->mode != DIRTY_BITMAP || !d->manual)
+		return false;
+	pthread_mutex_lock(&d->lock);
+	if (!d->held)
+		d->held = calloc((d->npages + 63) / 64, 8);
+	d->lazy = d->held != NULL;
+	pthread_mutex_unlock(&d->lock);
+	return d->lazy;
+}
+
+/*
+ * KVM_CLEAR_DIRTY_LOG of the held pages in [first, first+npages): their next write is
+ * logged again. first must be a multiple of 64 (the pager passes 2 MiB regions). A page
+ * written between the harvest that reported it and this call is not reported again: the
+ * pager counted it young at that harvest and has just used that up.
+ */
+int dirty_reprotect(struct dirty *d, uint64_t first, uint64_t npages)
+{
+	uint64_t w0 = first / 64, nw, any = 0;
+	int err = 0;
+
+	if (!d->lazy || first >= d->npages || first % 64)
+		return first % 64 ? -EINVAL : 0;
+	if (npages > d->npages - first)
+		npages = d->npages - first; /* KVM allows an odd count only up to the slot's end */
+	nw = (npages + 63) / 64;
+	pthread_mutex_lock(&d->lock);
+	for (uint64_t i = 0; i < nw; i++) {
+		uint64_t m = d->held[w0 + i];
+
+		if (i == nw - 1 && npages % 64)
+			m &= (1ULL << (npages % 64)) - 1;
+		d->scratch[i] = m;
+		any |= m;
+	}
+	if (any) {
+		struct kvm_clear_dirty_log clr = {.slot = 0,
+						  .first_page = first,
+						  .num_pages = (uint32_t)npages,
+						  .dirty_bitmap = d->scratch};
+
+		if (ioctl(d->vm->fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
+			err = -errno; /* they stay held: writable, their writes unseen */
+		else
+			for (uint64_t i = 0; i < nw; i++)
+				d->held[w0 + i] &= ~d->scratch[i];
+	}
+	pthread_mutex_unlock(&d->lock);
+	return err;
 }
 
 void dirty_destroy(struct dirty *d)
@@ -219,6 +283,7 @@ void dirty_destroy(struct dirty *d)
 	free(d->pending);
 	free(d->scratch);
 	free(d->pager_pending);
+	free(d->held);
 	pthread_mutex_destroy(&d->lock);
 	memset(d, 0, sizeof(*d));
 }

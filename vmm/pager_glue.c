@@ -271,6 +271,20 @@ static int64_t on_harvest(void *ctx, uint64_t *bitmap)
 	return dirty_harvest_pager(vm->dirty, bitmap);
 }
 
+/* The clock passed these pages: the log is to report their next writes (lazy only). */
+static void on_reprotect(void *ctx, uint64_t first, uint64_t npages)
+{
+	static atomic_bool told;
+	struct vm *vm = ctx;
+	int err = dirty_reprotect(vm->dirty, first, npages);
+
+	if (err && !atomic_exchange(&told, true)) /* they stay writable and age as unwritten */
+		fprintf(stderr,
+			"ufvm: dirty log: KVM_CLEAR_DIRTY_LOG of pages 0x%" PRIx64 "+%" PRIu64
+			" failed: %s; such pages age as if unwritten (said once)\n",
+			first, npages, strerror(-err));
+}
+
 static struct pager_glue_hooks {
 	struct mm_host_ops ops;
 } hooks = {{.fatal = on_fatal,
@@ -374,6 +388,11 @@ int pager_glue_start(struct pager_glue *g, const struct pager_cli *pc, struct vm
 	if (vm->dirty) {
 		ops.harvest_dirty = on_harvest;
 		ops.dirty_partial = vm->on_io != NULL;
+		/* A partial log only ages pages for the clock: each re-protect costs the
+		 * guest a write fault (an exit to KVM), so pages are re-protected as the
+		 * hand passes them, not at every harvest (mm/README.md, "dirty log"). */
+		if (ops.dirty_partial && dirty_set_lazy(vm->dirty))
+			ops.reprotect_dirty = on_reprotect;
 	}
 	swap_created = pc->o.swap_path && !swap_is_memcached(pc->o.swap_path) &&
 		       lstat(pc->o.swap_path, &sb) < 0 && errno == ENOENT;

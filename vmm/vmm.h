@@ -302,6 +302,8 @@ struct dirty {
 	uint64_t *scratch;	 /* KVM_GET_DIRTY_LOG's buffer */
 	uint64_t *pager_pending; /* the same for the pager's consumer (dirty_harvest_pager) */
 	uint64_t *host;		 /* the VMM's own writes (mm_mem.host_dirty), atomic words */
+	uint64_t *held;		 /* lazy: reported by KVM, not yet cleared (still writable) */
+	bool lazy;		 /* the pager re-protects pages itself (dirty_set_lazy) */
 	struct kvm_dirty_gfn *ring[UFVM_MAX_CPUS];
 	uint32_t fetch[UFVM_MAX_CPUS];
 	unsigned ring_bytes, ring_n;
@@ -332,6 +334,15 @@ int64_t dirty_harvest(struct dirty *d, uint64_t *out);
 /* The same for the pager (mm_host_ops.harvest_dirty): a consumer of its own, so
  * the control socket's `dirty` request never takes bits the pager needs. */
 int64_t dirty_harvest_pager(struct dirty *d, uint64_t *out);
+/*
+ * Lazy re-protect (the bitmap with manual protect only; false otherwise): from now on a
+ * harvest for the pager leaves the pages it reports writable and reports only pages not
+ * reported before; dirty_reprotect re-protects a range (the pager: when its clock hand has
+ * passed it). dirty_harvest (the `dirty` request) still re-protects everything, so it
+ * reports exactly the pages written since its previous call.
+ */
+bool dirty_set_lazy(struct dirty *d);
+int dirty_reprotect(struct dirty *d, uint64_t first, uint64_t npages); /* 0 or -errno */
 void dirty_destroy(struct dirty *d); /* after vm_run; a zeroed struct is a no-op */
 
 /* ---- hypercall.c ---- */
