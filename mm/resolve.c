@@ -282,7 +282,7 @@ void mm_ra_feedback(struct mm_pager *p, uint64_t hits, uint64_t misses)
  * Every page the read brought into the memfd leaves SWAPPED here, mapped or not:
  * after a failed CONTINUE (-EAGAIN) the rest wait UNMAPPED and a minor fault maps
  * them. Leaving them SWAPPED once left pages in the memfd that the limit did not
- * count, found later as strays holding their own swap copy (30-270 a run).
+ * count, found later as strays holding their own swap copy (30-350 a run).
  */
 static int map_swapped_in(struct mm_pager *p, uint64_t start, uint64_t end, uint64_t pfn, bool all)
 {
