@@ -164,6 +164,7 @@ static const struct {
     PSTAT(scans),
     PSTAT(scan_zapped),
     PSTAT(scan_cpu_ns),
+    PSTAT(reclaim_cpu_ns),
     PSTAT(scan_dirty_pages),
     PSTAT(refault_ns),
     PSTAT(sample_ns),

@@ -226,14 +226,6 @@ static uint64_t refault_permille(struct mm_access *a, uint64_t k, uint64_t now, 
 	return (refault - a->rf_v[j % RF_HIST]) * 1000 / (now - a->rf_t[j % RF_HIST]);
 }
 
-static uint64_t thread_cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static void scan(struct mm_pager *p, struct mm_access *a)
 {
 	uint64_t k = a->k + 1, ph = k % a->stride, now = mm_now_ns(), hist[MM_IDLE_BUCKETS] = {0};
@@ -301,13 +293,13 @@ static void *scanner_main(void *arg)
 	uint64_t waited = __atomic_load_n(&p->st.sample_ns, __ATOMIC_RELAXED);
 
 	while (sleep_until(a, next)) {
-		uint64_t c0 = thread_cpu_ns(), cpu, need, w;
+		uint64_t c0 = mm_thread_cpu_ns(), cpu, need, w;
 
 		pthread_mutex_lock(&a->scanning);
 		if (!atomic_load(&p->frozen)) /* a frozen guest touches nothing: no ageing */
 			scan(p, a);
 		pthread_mutex_unlock(&a->scanning);
-		cpu = thread_cpu_ns() - c0;
+		cpu = mm_thread_cpu_ns() - c0;
 		MM_STAT_ADD(p, scan_cpu_ns, cpu);
 		w = __atomic_load_n(&p->st.sample_ns, __ATOMIC_RELAXED);
 		need = (cpu + w - waited) * 100 / a->budget_pct;

@@ -455,6 +455,7 @@ struct mm_pager_stats {
 	uint64_t zero_drops;	/* evicted pages that were all zeros: back to NEW, never written */
 	uint64_t minor_batched; /* minor faults resolved in runs of waiting neighbours */
 	uint64_t reclaim_runs, reclaim_scanned, zapped_pages, max_resident_pages;
+	uint64_t reclaim_cpu_ns; /* the reclaim thread's CPU time in its runs */
 	uint64_t write_errors, read_errors;
 	uint64_t bad_pages; /* read back from swap and not what was written (swap tags) */
 	uint64_t swapout_all_runs, swapout_all_pages, swapout_all_resident_bytes;
@@ -677,6 +678,7 @@ struct mm_pager {
 
 /* pager.c */
 uint64_t mm_now_ns(void);
+uint64_t mm_thread_cpu_ns(void); /* the calling thread's CPU time */
 /* A long operation should give up now: the pager or the VM is stopping. */
 bool mm_cancelled(const struct mm_pager *p);
 void mm_region_unlock(struct mm_pager *p, uint64_t r);

@@ -309,6 +309,8 @@ static void reclaim_run(struct mm_pager *p)
 	uint64_t idle = 0, freed;
 	int err = 0;
 
+	uint64_t c0 = mm_thread_cpu_ns();
+
 	pthread_mutex_lock(&p->evict_lock);
 	MM_STAT_ADD(p, reclaim_runs, 1);
 	mm_access_harvest(p); /* what KVM logged since the last scan, for the hand */
@@ -337,6 +339,7 @@ static void reclaim_run(struct mm_pager *p)
 	if (err || idle >= 3 * p->nregions)
 		set_stalled(p, true);
 	pthread_mutex_unlock(&p->evict_lock);
+	MM_STAT_ADD(p, reclaim_cpu_ns, mm_thread_cpu_ns() - c0);
 }
 
 static void *reclaim_main(void *arg)

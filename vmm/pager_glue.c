@@ -518,6 +518,7 @@ static const struct {
     F(scans),
     F(scan_zapped),
     F(scan_cpu_ns),
+    F(reclaim_cpu_ns),
     F(scan_dirty_pages),
     F(refault_ns),
     F(sample_ns),
