@@ -495,6 +495,15 @@ def case_memory(o, tmp):
               (st['swapout_pages'], st['resident_pages'], st['limit_pages']))
         check(st['scan_dirty_pages'] > 0, 'KVM\'s dirty log feeds the clock by default under '
               '--mem-limit (%d pages logged)' % st['scan_dirty_pages'])
+        # The pager leaves pages it was told of writable until its clock passes them; the
+        # `dirty` request must still see every page written since its previous call.
+        d = ctl(o.ufvmctl, sock, 'dirty')
+        check(d.get('ok') and d['dirty_pages'] > 0, 'the `dirty` request beside the pager\'s '
+              'lazily re-protected log (%s)' % d.get('dirty_pages', d))
+        g.ok('dd if=/dev/urandom of=/tmp/b bs=1M count=2 2>/dev/null', '2 MiB more written')
+        d = ctl(o.ufvmctl, sock, 'dirty')
+        check(d.get('ok') and d['dirty_pages'] >= 512, 'the next `dirty` request reports the '
+              '2 MiB just written: %s pages (at least 512)' % d.get('dirty_pages', d))
         a = ctl(o.ufvmctl, sock, 'swapout')
         check(a['resident_pages'] * 4096 < MIB,
               'whole-VM swap-out: %d KiB resident' % (a['resident_pages'] * 4))
