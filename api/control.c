@@ -142,6 +142,7 @@ static int worker_take(struct ctl *c, struct ctl_client *k, const char *line, si
 	if (!c->wstarted) {
 		if (pthread_create(&c->wtid, NULL, ctl_worker, c) != 0)
 			return -1;
+		pthread_setname_np(c->wtid, "ufvm-apiwork");
 		c->wstarted = true;
 	}
 	copy = malloc(len ? len : 1);
@@ -389,6 +390,8 @@ int ctl_start(struct ctl **out, const char *path, struct vm *vm, const char **wh
 	pthread_mutex_init(&c->wlock, NULL);
 	pthread_cond_init(&c->wcond, NULL);
 	err = -pthread_create(&c->tid, NULL, ctl_thread, c);
+	if (!err)
+		pthread_setname_np(c->tid, "ufvm-api");
 	if (err) {
 		*why = "thread";
 		goto err_efd;

@@ -307,6 +307,8 @@ static int serial_setup(struct dev_ctx *c, void **state, const char **why)
 	}
 	serial_raw_tty();
 	s->has_reader = pthread_create(&s->reader, NULL, serial_reader, s) == 0;
+	if (s->has_reader)
+		pthread_setname_np(s->reader, "ufvm-serial");
 	*state = s;
 	return 0;
 

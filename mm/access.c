@@ -384,6 +384,7 @@ int mm_access_start(struct mm_pager *p)
 	p->sampling = true;
 	if (pthread_create(&a->tid, NULL, scanner_main, p) != 0)
 		return -EAGAIN;
+	pthread_setname_np(a->tid, "ufvm-sampler");
 	a->started = true;
 	return 0;
 }

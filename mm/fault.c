@@ -1,6 +1,7 @@
 /* fault.c: the fault service threads: drain the uffd, resolve by page state */
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -332,6 +333,7 @@ int mm_fault_start(struct mm_pager *p)
 		return -ENOMEM;
 	for (unsigned i = 0; i < p->nft; i++) {
 		struct mm_fault_thread *ft = &p->ft[i];
+		char name[16];
 
 		ft->p = p;
 		ft->ra_next = UINT64_MAX;
@@ -344,6 +346,8 @@ int mm_fault_start(struct mm_pager *p)
 			mm_fault_stop(p);
 			return -ENOMEM;
 		}
+		snprintf(name, sizeof(name), "ufvm-fault%u", i % 100000u); /* for top -H and perf */
+		pthread_setname_np(ft->tid, name);
 	}
 	return 0;
 }

@@ -396,9 +396,10 @@ int mm_reclaim_ensure(struct mm_pager *p)
 		return 0;
 	pthread_mutex_lock(&p->rc_lock);
 	if (!atomic_load(&p->reclaim_started) && !atomic_load(&p->stop)) {
-		if (pthread_create(&p->reclaim_tid, NULL, reclaim_main, p) == 0)
+		if (pthread_create(&p->reclaim_tid, NULL, reclaim_main, p) == 0) {
+			pthread_setname_np(p->reclaim_tid, "ufvm-reclaim");
 			atomic_store(&p->reclaim_started, true);
-		else
+		} else
 			err = -EAGAIN;
 	}
 	pthread_mutex_unlock(&p->rc_lock);

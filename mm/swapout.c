@@ -29,6 +29,8 @@ void mm_worker_open(struct mm_worker *w)
 	*w = (struct mm_worker){0};
 	if (sem_init(&w->go, 0, 0) == 0 && sem_init(&w->done, 0, 0) == 0)
 		w->threaded = pthread_create(&w->tid, NULL, worker_main, w) == 0;
+	if (w->threaded)
+		pthread_setname_np(w->tid, "ufvm-swapout");
 }
 
 void mm_worker_start(struct mm_worker *w, void (*fn)(void *), void *arg)

@@ -781,6 +781,16 @@ def run_vm(tmp, sock, out_path):
         time.sleep(0.3)  # let the guest write its sets
         c = Client(sock)
         pager = c.call({"cmd": "stats"}).get("pager")
+        names = set()
+        for t in os.listdir("/proc/%d/task" % vm.pid):
+            try:
+                with open("/proc/%d/task/%s/comm" % (vm.pid, t)) as f:
+                    names.add(f.read().strip())
+            except OSError:
+                pass  # a thread that ended meanwhile
+        want = {"ufvm", "ufvm-api", "ufvm-stop"} | ({"ufvm-fault0"} if pager else set())
+        check(want <= names, "threads named for top -H and perf: %s (want %s)" %
+              (sorted(names), sorted(want)))
         check(pager is not None or not os.access("/dev/userfaultfd", os.R_OK | os.W_OK),
               "the pager runs (it can open /dev/userfaultfd)")
         test_requests(c, out_path)

@@ -217,8 +217,14 @@ int vm_run(struct vm *vm)
 		else
 			err =
 			    pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
-		if (err)
+		if (err) {
 			vm->vcpus[i].started = false;
+		} else if (i != last) { /* for top -H and perf; the main thread keeps "ufvm" */
+			char name[16];
+
+			snprintf(name, sizeof(name), "ufvm-vcpu%u", i % 100000u);
+			pthread_setname_np(vm->vcpus[i].thread, name);
+		}
 		pthread_mutex_unlock(&vm->lock);
 		if (err) {
 			fprintf(stderr, "ufvm: vCPU %u: cannot start thread: %s\n", i,
