@@ -51,6 +51,8 @@ struct mm_access {
 	uint64_t words;
 	_Atomic uint64_t dirty_total;
 	uint64_t last_dirty;
+	uint64_t clock_runs, clock_ns; /* reclaim_runs when the sampler last saw it change */
+	uint64_t reprotect_ns;	       /* the sampler's last re-protect sweep */
 	uint64_t rf_t[RF_HIST], rf_v[RF_HIST]; /* [k % RF_HIST]: scan time, refault_ns then */
 	unsigned auto_age;		       /* --mem-limit auto's idle threshold */
 };
@@ -230,8 +232,20 @@ static void scan(struct mm_pager *p, struct mm_access *a)
 {
 	uint64_t k = a->k + 1, ph = k % a->stride, now = mm_now_ns(), hist[MM_IDLE_BUCKETS] = {0};
 	uint64_t dt = a->k ? now - a->tick_ns[a->k % a->stride] : 0, dirty, refault;
-	bool dirty_ok = p->ops.harvest_dirty && harvest(p, a);
+	bool dirty_ok = p->ops.harvest_dirty && harvest(p, a), reprotect;
+	uint64_t runs = __atomic_load_n(&p->st.reclaim_runs, __ATOMIC_RELAXED);
 
+	/* A lazily re-protected log (mm_host_ops.reprotect_dirty) waits for the clock to
+	 * pass a region; while the clock has not run for a second (no limit, or one not
+	 * reached), the sampler re-protects instead, once a second (each re-protect costs
+	 * the guest a write fault per page it writes again), so rewrites are still reported
+	 * and the write rate below stays a rate. */
+	if (runs != a->clock_runs || !a->clock_ns)
+		a->clock_runs = runs, a->clock_ns = now;
+	reprotect = p->ops.reprotect_dirty && now - a->clock_ns >= 1000000000ULL &&
+		    now - a->reprotect_ns >= 1000000000ULL;
+	if (reprotect)
+		a->reprotect_ns = now;
 	memset(a->seen, 0, a->stride * sizeof(*a->seen));
 	a->tick_ns[ph] = now; /* before the zaps: a touch after them is inside the window */
 	for (uint64_t r = 0; r < p->nregions && !atomic_load(&p->stop); r++) {
@@ -241,6 +255,8 @@ static void scan(struct mm_pager *p, struct mm_access *a)
 		if (p->ops.harvest_dirty)
 			apply_dirty(p, r * MM_REGION_PAGES, MM_REGION_PAGES, !dirty_ok);
 		scan_region(p, a, r, ph, hist);
+		if (reprotect)
+			p->ops.reprotect_dirty(p->ctx, r * MM_REGION_PAGES, MM_REGION_PAGES);
 		mm_region_unlock(p, r);
 	}
 	dirty = a->dirty_total;

@@ -405,8 +405,9 @@ struct mm_host_ops {
 	 * and used up what the log said of it, so have KVM report those pages'
 	 * next writes (re-protect them). Until then a page the log reported stays
 	 * writable and is not reported again: a page written all the time costs
-	 * one write fault per revolution of the clock, not one per harvest. NULL:
-	 * every harvest re-protects what it reports. (Region locks held.)
+	 * one write fault per revolution of the clock, not one per harvest (and
+	 * the sampler calls it instead while the clock has not run for a second).
+	 * NULL: every harvest re-protects what it reports. (Region locks held.)
 	 */
 	void (*reprotect_dirty)(void *ctx, uint64_t first, uint64_t npages);
 	/*

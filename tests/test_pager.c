@@ -449,6 +449,43 @@ static void test_partial_log(void)
 	mm_mem_destroy(&m);
 }
 
+/*
+ * A lazily re-protected log with no clock running (no limit): the sampler re-protects
+ * the regions it scans once the clock has been idle for a second, so rewrites are
+ * still reported; before that second, only the clock would.
+ */
+static void test_lazy_log_idle_clock(void)
+{
+	struct mm_host_ops o = ops;
+	struct mm_pager_opts po = {.fault_threads = 1, .scan_interval_ms = 20};
+	struct mm_pager *p = NULL;
+	struct mm_mem m;
+	uint32_t ver[64] = {0};
+	struct job all = {.m = &m, .first = 0, .npages = 64, .ver = ver};
+	uint64_t early;
+
+	o.harvest_dirty = fake_harvest;
+	o.dirty_partial = true;
+	o.reprotect_dirty = fake_reprotect;
+	CHECK(mm_mem_create(&m, 16 * MIB) == 0);
+	for (uint64_t pg = 0; pg < 64; pg++)
+		fill(&m, pg, ver[pg] = 1);
+	reprot_calls = 0, reprot_first = UINT64_MAX;
+	CHECK(mm_pager_start(&p, &m, &po, &o, NULL) == 0);
+	CHECK(run_timed(read_all, &all, 20) && all.ok); /* region 0 in use */
+	usleep(300 * 1000);
+	early = reprot_calls;
+	usleep(2200 * 1000);
+	printf("test_pager: lazy log, no clock: %llu re-protects in the first 0.3 s, %llu by 2.5 s "
+	       "(region 0x%llx)\n",
+	       (unsigned long long)early, (unsigned long long)reprot_calls,
+	       (unsigned long long)reprot_first);
+	CHECK(early == 0 && reprot_calls > 0 && reprot_first == 0);
+	CHECK(fatals == 0);
+	mm_pager_stop(p);
+	mm_mem_destroy(&m);
+}
+
 /* Writers race eviction under a limit; every page's last version must survive. */
 static void test_reclaim(void)
 {
@@ -624,6 +661,7 @@ int main(void)
 	test_minor_batch();
 	test_clean_tracking();
 	test_partial_log();
+	test_lazy_log_idle_clock();
 	test_reclaim();
 	test_zero_drops();
 	test_errors();
