@@ -306,10 +306,8 @@ static void set_stalled(struct mm_pager *p, bool stalled)
  */
 static void reclaim_run(struct mm_pager *p)
 {
-	uint64_t idle = 0, freed;
+	uint64_t idle = 0, freed, c0 = mm_thread_cpu_ns();
 	int err = 0;
-
-	uint64_t c0 = mm_thread_cpu_ns();
 
 	pthread_mutex_lock(&p->evict_lock);
 	MM_STAT_ADD(p, reclaim_runs, 1);
