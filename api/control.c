@@ -390,12 +390,11 @@ int ctl_start(struct ctl **out, const char *path, struct vm *vm, const char **wh
 	pthread_mutex_init(&c->wlock, NULL);
 	pthread_cond_init(&c->wcond, NULL);
 	err = -pthread_create(&c->tid, NULL, ctl_thread, c);
-	if (!err)
-		pthread_setname_np(c->tid, "ufvm-api");
 	if (err) {
 		*why = "thread";
 		goto err_efd;
 	}
+	pthread_setname_np(c->tid, "ufvm-api");
 	*out = c;
 	return 0;
 

@@ -181,12 +181,13 @@ static int64_t harvest(struct dirty *d, uint64_t *pend, uint64_t *out, bool full
 			n = -errno;
 			goto out;
 		}
-		for (uint64_t i = 0; d->lazy && i < words; i++) {
-			uint64_t fresh = d->scratch[i] & ~d->held[i];
+		if (d->lazy) /* report only what is new; remember what stays writable */
+			for (uint64_t i = 0; i < words; i++) {
+				uint64_t fresh = d->scratch[i] & ~d->held[i];
 
-			d->held[i] = full ? 0 : d->held[i] | d->scratch[i];
-			d->scratch[i] = fresh;
-		}
+				d->held[i] = full ? 0 : d->held[i] | d->scratch[i];
+				d->scratch[i] = fresh;
+			}
 		for (uint64_t i = 0; i < words; i++) {
 			d->pending[i] |= d->scratch[i];
 			d->pager_pending[i] |= d->scratch[i];
@@ -240,8 +241,10 @@ int dirty_reprotect(struct dirty *d, uint64_t first, uint64_t npages)
 	uint64_t w0 = first / 64, nw, any = 0;
 	int err = 0;
 
-	if (!d->lazy || first >= d->npages || first % 64)
-		return first % 64 ? -EINVAL : 0;
+	if (first % 64)
+		return -EINVAL; /* KVM_CLEAR_DIRTY_LOG wants whole bitmap words */
+	if (!d->lazy || first >= d->npages)
+		return 0;
 	if (npages > d->npages - first)
 		npages = d->npages - first; /* KVM allows an odd count only up to the slot's end */
 	nw = (npages + 63) / 64;

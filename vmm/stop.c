@@ -143,13 +143,12 @@ int vmm_stop_start(struct vm *vm, const struct vmm_stop_ops *ops, void *ctx)
 	if (st.sfd < 0)
 		return -errno;
 	err = -pthread_create(&st.tid, NULL, stop_main, NULL);
-	if (!err)
-		pthread_setname_np(st.tid, "ufvm-stop");
 	if (err) {
 		close(st.sfd);
 		st.sfd = -1;
 		return err;
 	}
+	pthread_setname_np(st.tid, "ufvm-stop");
 	pthread_detach(st.tid);
 	st.started = true;
 	return 0;
