@@ -213,9 +213,9 @@ def case_dirty(ufvm, g, f):
 
 def case_api(ufvm, g, f):
     """The new requests, good and malformed; wss without sampling is 'not available'."""
-    # the guest lives 4 s: long enough for every request below on a loaded host (at 1.5 s
-    # it once ended before the last one, under the full suite beside a lane)
-    vm = VM(ufvm, g, ["--scan-interval", "off"], "write=2 read=2 idle=4 ms=%d" % (4000 * SLOW), mem="64M")
+    # the guest lives 8 s: long enough for every request below on a loaded host (at 1.5 s,
+    # and on 2026-12-04 at 4 s, it ended before the last one, under the full suite beside a lane)
+    vm = VM(ufvm, g, ["--scan-interval", "off"], "write=2 read=2 idle=4 ms=%d" % (8000 * SLOW), mem="64M")
     if not vm.c:
         vm.finish()
         expect(False, "guest started", f)
