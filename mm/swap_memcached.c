@@ -57,7 +57,10 @@
  * - timeouts bound every connect, send and receive (timeout_ms, default 1000);
  *   a server that timed out or refused a connection is skipped for a second
  *   before it is tried again, so a dead or stopped server costs one timeout,
- *   not one per page.
+ *   not one per page; each failure in a row doubles the skip, up to 16 s, so
+ *   a server that stays hung costs a timeout every 16 s, not every second (a
+ *   read that tries it waits that timeout first), and an op it answers ends
+ *   the row.
  * - deletes are queued and sent before the next write batch.
  *
  * Answers to pipelined sets: libmemcached has no call that reads one answer
@@ -74,6 +77,7 @@
 #define MC_ITEM_PAGES  (1u << MC_ITEM_SHIFT)
 #define MC_KEY_MAX     64
 #define MC_DOWN_NS     1000000000ULL
+#define MC_DOWN_SHIFT  4 /* the skip doubles with failures in a row up to 16 s */
 #define MC_TIMEOUT_MS  1000
 #define MC_MAX_DELETES 4096
 #define MC_MGET_KEYS   32  /* keys per multi-get request: 1 MiB of answers at most */
@@ -94,6 +98,7 @@
 struct mc_server {
 	char name[64];
 	_Atomic uint64_t down_until; /* mm_now_ns() before which the server is skipped */
+	_Atomic unsigned fails;	     /* failures in a row: the skip doubles with each */
 	struct swap_server_stats st; /* under mc_store.lock */
 };
 
@@ -426,8 +431,11 @@ static bool server_up(const struct mc_server *v)
  * op says of the failure (why) comes from its outcome: which server is down, which page. */
 static void server_failed(struct mc_store *s, unsigned i, struct mc_conn *c)
 {
+	unsigned n = atomic_fetch_add(&s->srv[i].fails, 1);
+
 	memcached_quit(c->mc);
-	s->srv[i].down_until = mm_now_ns() + MC_DOWN_NS;
+	s->srv[i].down_until =
+	    mm_now_ns() + (MC_DOWN_NS << (n < MC_DOWN_SHIFT ? n : MC_DOWN_SHIFT));
 }
 
 /* This op's counts into the store's (under its lock, since lanes run at once). */
@@ -437,6 +445,8 @@ static void lane_account(struct mc_store *s, struct mc_lane *l)
 	for (unsigned i = 0; i < s->nsrv; i++) {
 		struct swap_server_stats *v = &s->srv[i].st, *d = &l->c[i].d;
 
+		if (d->pages_written || d->pages_read)
+			s->srv[i].fails = 0; /* it answered: the next failure skips it a second */
 		v->pages_written += d->pages_written;
 		v->pages_read += d->pages_read;
 		v->write_errors += d->write_errors;

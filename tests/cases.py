@@ -11,7 +11,9 @@ skipped (meson's skip).
 """
 import argparse
 import os
+import sys
 import time
+import traceback
 
 # A slower machine (an emulator's nested KVM, the lanes) multiplies waits and time bounds:
 # UFVM_TEST_SLOWDOWN (the lanes set it)
@@ -53,6 +55,9 @@ def run(names, one):
             f, msg = one(name)
         except Skip as e:
             f, msg = [], 'SKIP: %s' % e
+        except Exception:  # a case that broke is a failure that says where, not a crash
+            traceback.print_exc(file=sys.stdout)
+            f, msg = ['raised %s' % traceback.format_exc().strip().splitlines()[-1]], ''
         dt = time.time() - t0
         if f:
             failed += 1

@@ -1,5 +1,5 @@
 /* test_swap_memcached.c: the memcached backend against real servers: items, reuse, deletes,
- * replicas */
+ * replicas, the skip of a failing server */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -287,6 +287,60 @@ static void test_replicas(void)
 		stop_server(&v[i]);
 }
 
+static double now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* A failed read at t0, then how long the server stays skipped (at least the skip, since it
+ * failed after t0). */
+static double skipped_for(struct swap_store *s, uint64_t slot)
+{
+	struct swap_server_stats st;
+	double t0 = now_s();
+
+	CHECK_EQ(read_run(s, slot, 0, 8), -EIO);
+	CHECK(strstr(swap_why(s), "127.0.0.1:"));
+	for (;;) {
+		CHECK_EQ(swap_servers(s, &st, 1), 1);
+		if (!st.down)
+			return now_s() - t0;
+		CHECK(now_s() - t0 < 30);
+		usleep(10000);
+	}
+}
+
+/* A hung server is skipped a second after a timeout, two after the next in a row, and a
+ * second again once it has answered. */
+static void test_backoff(void)
+{
+	struct server v = start_server();
+	struct swap_store *s = open_store(&v, 1, "?timeout_ms=100");
+	int64_t slot = swap_slot_alloc_run(s, 8);
+	double t1, t2, t3;
+
+	CHECK(slot >= 0);
+	write_run(s, (uint64_t)slot, 0, 8, 5);
+	kill(v.pid, SIGSTOP);
+	t1 = skipped_for(s, (uint64_t)slot);
+	t2 = skipped_for(s, (uint64_t)slot);
+	kill(v.pid, SIGCONT);
+	CHECK_EQ(read_run(s, (uint64_t)slot, 0, 8), 0);
+	kill(v.pid, SIGSTOP);
+	t3 = skipped_for(s, (uint64_t)slot);
+	kill(v.pid, SIGCONT);
+	printf("test_swap_memcached: skipped %.2f s, then %.2f s; %.2f s after an answer\n", t1, t2,
+	       t3);
+	CHECK(t1 >= 1.0 && t2 >= 2.0 && t3 >= 1.0);
+	CHECK(t3 < 1.9); /* not 4 s: the answer ended the row */
+	CHECK_EQ(read_run(s, (uint64_t)slot, 0, 8), 0);
+	swap_close(s);
+	stop_server(&v);
+}
+
 struct reader {
 	struct swap_store *s;
 	uint64_t slot;
@@ -354,6 +408,7 @@ int main(void)
 	test_reuse_and_delete();
 	test_replicas();
 	test_concurrent_reads();
+	test_backoff();
 	printf("test_swap_memcached: ok\n");
 	return 0;
 }
