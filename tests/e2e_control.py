@@ -250,11 +250,16 @@ def test_fairness(sock):
     n = 65536 // len(req)  # 64 KiB of requests, 3640 answers of 87 KB: 317 MB, unread for now
     a.send_raw(req * n)
     time.sleep(0.3)
-    t = time.time()
-    r = b.call({"cmd": "stats"})
-    lat = time.time() - t
-    check(r.get("ok") is True and lat < 0.5 * SLOW,
-          "pipelined requests of one client: another's answer comes at once (%.2f s)" % lat)
+    # the best of five: a loaded host may delay one answer (0.68 s once, beside the lanes),
+    # while a server that serves a's backlog first delays all five (a reads nothing yet)
+    lats, oks = [], True
+    for _ in range(5):
+        t = time.time()
+        oks &= b.call({"cmd": "stats"}).get("ok") is True
+        lats.append(time.time() - t)
+    check(oks and min(lats) < 0.5 * SLOW,
+          "pipelined requests of one client: another's answer comes at once (%s s)" %
+          ' '.join('%.2f' % x for x in lats))
     # read a little slower than the server writes: its backlog never drains completely
     got, t = 0, time.time()
     a.s.settimeout(30)
