@@ -92,7 +92,8 @@ static void apply_dirty(struct mm_pager *p, uint64_t base, uint64_t npg, bool al
 			/* Written is used: the clock passes a logged page once more, as the
 			 * kernel's reclaim keeps a page whose accessed bit KVM reports. */
 			if (e->state == PST_RESIDENT && !all)
-				e->flags |= PST_F_YOUNG;
+				e->flags |=
+				    PST_F_YOUNG | (p->ops.reprotect_dirty ? PST_F_WRITTEN : 0);
 			if (p->ops.dirty_partial)
 				continue; /* never evidence of clean */
 			/* Only pages in memory: a swapped page cannot have been written since
@@ -145,9 +146,17 @@ static void zap(struct mm_pager *p, uint64_t pfn, uint64_t n)
 	MM_STAT_ADD(p, scan_zapped, n);
 }
 
-/* One region of scan k (lock held): age, count SEEN per phase, zap phase ph. */
+/*
+ * One region of scan k (lock held): age, count SEEN per phase, zap phase ph. A page of
+ * phase ph the lazy dirty log saw written since its region was last re-protected (at
+ * most a revolution of the clock, or a second, ago) is not zapped: it is in use, and its
+ * zap would only cost the guest a fault round trip to say so (in the SVM lane a
+ * refault costs the guest about 0.6 ms, and sampling's refaults were most of what the
+ * pager cost a Linux guest under a limit: bench/README.md). It counts as touched
+ * (SEEN) in the new sample. reprotect: the region is re-protected after this scan.
+ */
 static void scan_region(struct mm_pager *p, struct mm_access *a, uint64_t r, uint64_t ph,
-			uint64_t *hist)
+			uint64_t *hist, bool reprotect)
 {
 	uint64_t base = r * MM_REGION_PAGES, run = 0;
 
@@ -162,11 +171,15 @@ static void scan_region(struct mm_pager *p, struct mm_access *a, uint64_t r, uin
 				e->age++;
 			if (e->flags & PST_F_SEEN)
 				a->seen[phase]++;
-			if (phase == ph) {
+			if (phase == ph && e->state == PST_RESIDENT && (e->flags & PST_F_WRITTEN)) {
+				e->flags |= PST_F_SEEN;
+			} else if (phase == ph) {
 				e->flags &= (uint8_t) ~(PST_F_SEEN | PST_F_YOUNG);
 				zapit =
 				    e->state == PST_RESIDENT && mm_page_set(p, pfn, PST_UNMAPPED);
 			}
+			if (reprotect)
+				e->flags &= (uint8_t)~PST_F_WRITTEN;
 			for (unsigned b = 0; b < MM_IDLE_BUCKETS; b++)
 				if ((e->state == PST_RESIDENT || e->state == PST_UNMAPPED) &&
 				    e->age >= (1u << b))
@@ -254,7 +267,7 @@ static void scan(struct mm_pager *p, struct mm_access *a)
 		pthread_mutex_lock(&p->reg[r].lock);
 		if (p->ops.harvest_dirty)
 			apply_dirty(p, r * MM_REGION_PAGES, MM_REGION_PAGES, !dirty_ok);
-		scan_region(p, a, r, ph, hist);
+		scan_region(p, a, r, ph, hist, reprotect);
 		if (reprotect)
 			p->ops.reprotect_dirty(p->ctx, r * MM_REGION_PAGES, MM_REGION_PAGES);
 		mm_region_unlock(p, r);

@@ -72,6 +72,9 @@ enum pst_state {
 #define PST_F_WP                                                                                   \
 	0x20 /* with SLOT: mapped write-protected since the copy was made,                         \
 	      * so the page's PTE tells whether it was written (wp.c) */
+#define PST_F_WRITTEN                                                                              \
+	0x40 /* a lazily re-protected dirty log reported a write since the clock (or the           \
+	      * sampler) last re-protected its region: used, without a zap to tell (access.c) */
 
 struct pst_entry {
 	uint32_t slot; /* swap slot, valid with PST_F_SLOT */

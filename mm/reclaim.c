@@ -253,6 +253,7 @@ bool mm_evict_zap(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, ui
 
 			if (young)
 				e->flags &= (uint8_t)~PST_F_YOUNG;
+			e->flags &= (uint8_t)~PST_F_WRITTEN; /* re-protected below */
 			vic[i] = e->state == PST_UNMAPPED || (e->state == PST_RESIDENT && !young);
 			any |= vic[i];
 		}
