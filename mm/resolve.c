@@ -67,8 +67,11 @@ void mm_set_resident(struct mm_pager *p, uint64_t pfn, uint64_t touched)
 {
 	struct pst_entry *e = &p->pst.e[pfn];
 
-	if (e->state != PST_RESIDENT && !mm_page_set(p, pfn, PST_RESIDENT))
-		return;
+	if (e->state != PST_RESIDENT) {
+		if (!mm_page_set(p, pfn, PST_RESIDENT))
+			return;
+		e->flags &= (uint8_t)~PST_F_WRITTEN; /* a report from before its zap: stale */
+	}
 	if (pfn == touched)
 		mm_access_touch(p, pfn);
 	/* Mapped writable: the swap copy goes stale, unless the dirty log or the
