@@ -431,11 +431,14 @@ static bool server_up(const struct mc_server *v)
  * op says of the failure (why) comes from its outcome: which server is down, which page. */
 static void server_failed(struct mc_store *s, unsigned i, struct mc_conn *c)
 {
-	unsigned n = atomic_fetch_add(&s->srv[i].fails, 1);
+	uint64_t now = mm_now_ns();
+	unsigned n;
 
 	memcached_quit(c->mc);
-	s->srv[i].down_until =
-	    mm_now_ns() + (MC_DOWN_NS << (n < MC_DOWN_SHIFT ? n : MC_DOWN_SHIFT));
+	if (now < s->srv[i].down_until)
+		return; /* an op that started before the skip: the same failure, not one more */
+	n = atomic_fetch_add(&s->srv[i].fails, 1);
+	s->srv[i].down_until = now + (MC_DOWN_NS << (n < MC_DOWN_SHIFT ? n : MC_DOWN_SHIFT));
 }
 
 /* This op's counts into the store's (under its lock, since lanes run at once). */
