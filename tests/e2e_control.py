@@ -330,14 +330,17 @@ def test_requests(c, out_path):
                                           ("ms", "pages_out", "pages_in", "resident_pages", "swapped_pages")),
               "%s: ok, with its counts (%r)" % (json.dumps(req), a.get("error")))
     # access sampling is on by default with --api (every 1000 ms): wss must answer
-    wait_for(lambda: c.call({"cmd": "wss"}).get("scans", 0) >= 1, 5)
+    wait_for(lambda: c.call({"cmd": "wss"}).get("scans", 0) >= 1, 10 * SLOW)
     a = c.call({"cmd": "wss"})
     win = a.get("windows", [])
     check(a.get("ok") is True and [w.get("seconds") for w in win] == [1, 10, 60] and
           all(isinstance(w.get("pages"), int) and isinstance(w.get("covered_ms"), int) for w in win),
           "wss: three windows with pages and covered_ms (%r)" % a.get("error"))
-    check(len(a.get("idle_hist", [])) == 8 and a.get("interval_ms") == 1000 and a.get("scans", 0) >= 1 and
-          a.get("sample_pages", 0) > 0, "wss: idle histogram, 1000 ms interval, scans, sample size")
+    # interval_ms is the interval in effect: the sampler stretches it to stay in its CPU
+    # budget, which a loaded host makes costly (under the sanitizers beside the lanes, once)
+    check(len(a.get("idle_hist", [])) == 8 and a.get("interval_ms", 0) >= 1000 and a.get("scans", 0) >= 1 and
+          a.get("sample_pages", 0) > 0, "wss: idle histogram, an interval of 1000 ms or more, scans, sample size "
+          "(%r)" % {k: a.get(k) for k in ("interval_ms", "scans", "sample_pages")})
     a = c.call({"cmd": "limit", "bytes": "64M"})
     check(a == {"ok": True, "limit_bytes": 64 << 20}, "limit 64M: in effect (%r)" % a)
     check(c.call({"cmd": "stats"})["pager"]["limit_pages"] == 16384, "limit 64M: stats shows it")
