@@ -449,6 +449,23 @@ static void test_partial_log(void)
 	mm_mem_destroy(&m);
 }
 
+/* A pager over 16 MiB whose first 64 pages hold version 1, with a partial, lazily
+ * re-protected log (fake_harvest, fake_reprotect): a Linux guest's. */
+static struct mm_pager *start_lazy(struct mm_mem *m, uint32_t *ver, const struct mm_pager_opts *po)
+{
+	struct mm_host_ops o = ops;
+	struct mm_pager *p = NULL;
+
+	o.harvest_dirty = fake_harvest;
+	o.dirty_partial = true;
+	o.reprotect_dirty = fake_reprotect;
+	CHECK(mm_mem_create(m, 16 * MIB) == 0);
+	for (uint64_t pg = 0; pg < 64; pg++)
+		fill(m, pg, ver[pg] = 1);
+	CHECK(mm_pager_start(&p, m, po, &o, NULL) == 0);
+	return p;
+}
+
 /*
  * A lazily re-protected log with no clock running (no limit): the sampler re-protects
  * the regions it scans once the clock has been idle for a second, so rewrites are
@@ -456,22 +473,15 @@ static void test_partial_log(void)
  */
 static void test_lazy_log_idle_clock(void)
 {
-	struct mm_host_ops o = ops;
 	struct mm_pager_opts po = {.fault_threads = 1, .scan_interval_ms = 20};
-	struct mm_pager *p = NULL;
+	struct mm_pager *p;
 	struct mm_mem m;
 	uint32_t ver[64] = {0};
 	struct job all = {.m = &m, .first = 0, .npages = 64, .ver = ver};
 	uint64_t early;
 
-	o.harvest_dirty = fake_harvest;
-	o.dirty_partial = true;
-	o.reprotect_dirty = fake_reprotect;
-	CHECK(mm_mem_create(&m, 16 * MIB) == 0);
-	for (uint64_t pg = 0; pg < 64; pg++)
-		fill(&m, pg, ver[pg] = 1);
 	reprot_calls = 0, reprot_first = UINT64_MAX;
-	CHECK(mm_pager_start(&p, &m, &po, &o, NULL) == 0);
+	p = start_lazy(&m, ver, &po);
 	CHECK(run_timed(read_all, &all, 20) && all.ok); /* region 0 in use */
 	usleep(300 * 1000);
 	early = reprot_calls;
@@ -493,24 +503,16 @@ static void test_lazy_log_idle_clock(void)
  */
 static void test_lazy_log_sampler(void)
 {
-	struct mm_host_ops o = ops;
 	/* every page in one sample (rate = all of RAM), a scan every 300 ms */
 	struct mm_pager_opts po = {
 	    .fault_threads = 1, .scan_interval_ms = 300, .scan_rate = 16 * MIB / PG};
 	struct mm_pager_stats st;
-	struct mm_pager *p = NULL;
 	struct mm_mem m;
 	uint32_t ver[64] = {0};
+	struct mm_pager *p = start_lazy(&m, ver, &po);
 	struct job all = {.m = &m, .first = 0, .npages = 64, .ver = ver};
 	uint64_t s0, kept = 0, zapped = 0, seen = 0;
 
-	o.harvest_dirty = fake_harvest;
-	o.dirty_partial = true;
-	o.reprotect_dirty = fake_reprotect;
-	CHECK(mm_mem_create(&m, 16 * MIB) == 0);
-	for (uint64_t pg = 0; pg < 64; pg++)
-		fill(&m, pg, ver[pg] = 1);
-	CHECK(mm_pager_start(&p, &m, &po, &o, NULL) == 0);
 	CHECK(run_timed(read_all, &all, 20) && all.ok); /* mapped */
 	atomic_store(&fake_log, 0xffffffffULL);		/* pages 0-31 written */
 	mm_pager_get_stats(p, &st);
