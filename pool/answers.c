@@ -55,7 +55,7 @@ static void check_stuck(struct pool *p, struct pool_vm *v, uint64_t now)
 static void take_stats(struct pool *p, struct pool_vm *v, json_t *ans, uint64_t sent_ns)
 {
 	json_t *vm = json_object_get(ans, "vm"), *pg = json_object_get(ans, "pager");
-	uint64_t now = pool_now(p), stall, faults, swapins, in, out;
+	uint64_t now = pool_now(p), stall, refault, faults, swapins, in, out;
 	double dt = v->t_sample ? (double)(now - v->t_sample) / 1e9 : 0;
 
 	if (!json_is_object(pg)) {
@@ -73,21 +73,24 @@ static void take_stats(struct pool *p, struct pool_vm *v, json_t *ans, uint64_t 
 	v->write_errors = ju(pg, "write_errors");
 	v->reclaim_stalled = ju(pg, "reclaim_stalled");
 	stall = ju(pg, "stall_ns");
+	refault = ju(pg, "refault_ns");
 	swapins = ju(pg, "faults_swapin");
 	faults = ju(pg, "faults_missing") + ju(pg, "faults_minor") + swapins;
 	in = ju(pg, "swapin_bytes");
 	out = ju(pg, "swapout_bytes");
 	if (v->have_stats && dt > 0) {
 		v->stall = (double)(stall - v->c_stall) / 1e9 / dt / (double)v->cpus;
+		v->refault = (double)(refault - v->c_refault) / 1e9 / dt / (double)v->cpus;
 		v->fault_rate = (double)(faults - v->c_faults) / dt;
 		v->swapin_rate = (double)(swapins - v->c_swapins) / dt;
 		v->in_rate = (double)(in - v->c_in) / dt;
 		v->out_rate = (double)(out - v->c_out) / dt;
 		v->stall_acc += (double)(stall - v->c_stall);
+		v->refault_acc += (double)(refault - v->c_refault);
 		v->stall_acc_s += dt * (double)v->cpus;
 	}
-	v->c_stall = stall, v->c_faults = faults, v->c_swapins = swapins, v->c_in = in,
-	v->c_out = out;
+	v->c_stall = stall, v->c_refault = refault, v->c_faults = faults, v->c_swapins = swapins,
+	v->c_in = in, v->c_out = out;
 	v->t_sample = now;
 	if (!plink_busy(&v->link, PLINK_LIMIT))
 		v->limit_want = v->limit; /* in step (and adopts a limit set by someone else) */

@@ -37,7 +37,7 @@ void pool_params_default(struct pool_params *pp, enum pool_policy policy, uint64
 	    .max_backoff = 1.0,
 	    .coeff_backoff = 20,
 	    .probe_ticks = 4,
-	    .max_give = 0.25,
+	    .max_give = 0.5,
 	};
 }
 
@@ -206,21 +206,24 @@ static void decide_tax(const struct pool_params *pp, struct pool_view *v, struct
 
 /*
  * pressure (Meta's TMO, its senpai controller): each tick, a VM that stalled on
- * memory more than the target share of the time backs off (its limit grows by a
- * factor rising with the square of the excess, at most max_backoff); one that
- * stalled less, and held still probe_ticks ticks, is probed (shrinks by at most
- * max_probe). A VM grows to its footprint (resident + swapped) and an eighth more
- * at most: a thrashing VM's stall asks for far more than it could hold, and that
- * excess was taken from a VM that had just stopped stalling, which then thrashed
- * in turn. Senpai sets each cgroup apart; here they share a budget: when the
- * growth does not fit, the VMs that stall least give up to max_give of their room
- * above lo each, least stalled first, and what is still missing is cut from the
- * growth pro rata. Memory so moves toward the VMs stalled most. Memory nobody
- * asks for stays free.
+ * swap-ins (refaults) more than the target share of the time backs off (its limit
+ * grows by a factor rising with the square of the excess, at most max_backoff); one
+ * that stalled less, and held still probe_ticks ticks, is probed (shrinks by at
+ * most max_probe). Senpai reads PSI, which also counts reclaim; here time a fault
+ * waited for room under the limit is not counted: a VM writing new data at its
+ * limit waits for reclaim whatever its limit, and counted, it kept memory that
+ * the others then refaulted for. A VM grows to its footprint (resident + swapped)
+ * and an eighth more at most: a thrashing VM's stall asks for far more than it
+ * could hold, and that excess was taken from a VM that had just stopped stalling,
+ * which then thrashed in turn. Senpai sets each cgroup apart; here they share a
+ * budget: when the growth does not fit, the VMs that stall least give up to
+ * max_give (half) of their room above lo each, least stalled first, and what is
+ * still missing is cut from the growth pro rata. Memory so moves toward the VMs
+ * stalled most. Memory nobody asks for stays free.
  */
 static void senpai_step(const struct pool_params *pp, struct pool_view *x, uint64_t *want)
 {
-	double s = x->stall, t = pp->pressure, f;
+	double s = x->refault, t = pp->pressure, f;
 
 	*want = x->limit;
 	if (s >= t) {
@@ -246,8 +249,8 @@ struct stall_order {
 static int by_stall(const void *a, const void *b, void *ctx)
 {
 	const struct stall_order *o = ctx;
-	double x = o->v[o->m->idx[*(const unsigned *)a]].stall;
-	double y = o->v[o->m->idx[*(const unsigned *)b]].stall;
+	double x = o->v[o->m->idx[*(const unsigned *)a]].refault;
+	double y = o->v[o->m->idx[*(const unsigned *)b]].refault;
 
 	return x < y ? -1 : x > y;
 }

@@ -295,7 +295,8 @@ void pool_decide_now(struct pool *p)
 		x->swapped = v->swapped;
 		x->active_known = v->have_wss && v->wss_covered_ms >= 500;
 		x->active = v->wss_pages;
-		x->stall = v->stall_acc_s > 0 ? v->stall_acc / 1e9 / v->stall_acc_s : v->stall;
+		x->refault =
+		    v->stall_acc_s > 0 ? v->refault_acc / 1e9 / v->stall_acc_s : v->refault;
 		x->quiet = v->quiet;
 		x->fixed = !movable(v);
 		x->charge = pool_charge(v);
@@ -308,7 +309,7 @@ void pool_decide_now(struct pool *p)
 		uint64_t t = view[k].target;
 
 		v->quiet = view[k].quiet;
-		v->stall_acc = v->stall_acc_s = 0;
+		v->stall_acc = v->refault_acc = v->stall_acc_s = 0;
 		if (view[k].fixed)
 			continue;
 		v->target = t;

@@ -29,7 +29,7 @@ struct pool_params {
 	double max_probe, coeff_probe; /* senpai: shrink at most 1% per probe ... */
 	double max_backoff, coeff_backoff; /* ... grow at most 100% per tick */
 	unsigned probe_ticks;		   /* ticks without pressure between probes (4) */
-	double max_give; /* pressure: share of its room above lo a VM gives per tick (0.25) */
+	double max_give; /* pressure: share of its room above lo a VM gives per tick (0.5) */
 };
 
 /* What a policy sees of one VM. In: everything but target; out: target (and quiet). */
@@ -41,7 +41,8 @@ struct pool_view {
 	uint64_t swapped;
 	uint64_t active; /* pages touched lately (the working set), when active_known */
 	bool active_known;
-	double stall;	/* share of time its vCPUs stalled on memory since the last tick */
+	double refault; /* share of time its vCPUs spent on swap-in faults since the last
+			 * tick: the pressure policy's signal */
 	unsigned quiet; /* pressure: ticks since its limit last moved (kept by the caller) */
 	bool fixed;	/* not the policy's to move (cannot shrink, unresponsive): it keeps
 			 * its limit and is charged `charge` */
@@ -131,9 +132,12 @@ struct pool_vm {
 	bool have_stats, have_wss, sampling, paused;
 	uint64_t mem_pages, cpus, resident, swapped, limit, write_errors, reclaim_stalled;
 	uint64_t wss_pages, wss_covered_ms;
-	uint64_t c_stall, c_faults, c_swapins, c_in, c_out, t_sample;
-	double stall, fault_rate, swapin_rate, in_rate, out_rate; /* since the previous stats */
-	double stall_acc, stall_acc_s; /* stall since the last decision (ns of vCPU time, s) */
+	uint64_t c_stall, c_refault, c_faults, c_swapins, c_in, c_out, t_sample;
+	/* since the previous stats: shares of vCPU time stalled on memory (swap-ins and
+	 * waiting for room) and spent on swap-ins alone, rates per second */
+	double stall, refault, fault_rate, swapin_rate, in_rate, out_rate;
+	/* since the last decision: ns of vCPU time stalled and on swap-ins, s of vCPU time */
+	double stall_acc, refault_acc, stall_acc_s;
 	/* control */
 	uint64_t shares, target, launch_limit;
 	uint64_t limit_want;   /* the limit last asked for (in force once answered) */

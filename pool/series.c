@@ -13,9 +13,10 @@
  * row per event (kind "event", its text in the last column). Times are seconds
  * on the pool's clock; memory in bytes.
  */
-static const char csv_head[] = "t,kind,vm,state,resident_bytes,swapped_bytes,limit_bytes,"
-			       "target_bytes,wss_bytes,stall_pct,faults_per_s,swapins_per_s,"
-			       "swapin_bytes_per_s,swapout_bytes_per_s,event\n";
+static const char csv_head[] =
+    "t,kind,vm,state,resident_bytes,swapped_bytes,limit_bytes,"
+    "target_bytes,wss_bytes,stall_pct,refault_pct,faults_per_s,swapins_per_s,"
+    "swapin_bytes_per_s,swapout_bytes_per_s,event\n";
 
 int pool_series_open(struct pool *p, const char *path)
 {
@@ -70,21 +71,23 @@ void pool_series_sample(struct pool *p)
 			snprintf(wss, sizeof(wss), "%llu",
 				 (unsigned long long)(v->wss_pages * POOL_PAGE));
 		if (p->series_csv) {
-			fprintf(p->series,
-				"%.3f,vm,%s,%s,%llu,%llu,%llu,%llu,%s,%.2f,%.0f,%.0f,%.0f,%.0f,\n",
-				t, v->name, pool_state_name(v),
-				(unsigned long long)(v->resident * POOL_PAGE),
-				(unsigned long long)(v->swapped * POOL_PAGE),
-				(unsigned long long)(lim * POOL_PAGE),
-				(unsigned long long)(v->target * POOL_PAGE), v->have_wss ? wss : "",
-				v->stall * 100, v->fault_rate, v->swapin_rate, v->in_rate,
-				v->out_rate);
+			fprintf(
+			    p->series,
+			    "%.3f,vm,%s,%s,%llu,%llu,%llu,%llu,%s,%.2f,%.2f,%.0f,%.0f,%.0f,%.0f,\n",
+			    t, v->name, pool_state_name(v),
+			    (unsigned long long)(v->resident * POOL_PAGE),
+			    (unsigned long long)(v->swapped * POOL_PAGE),
+			    (unsigned long long)(lim * POOL_PAGE),
+			    (unsigned long long)(v->target * POOL_PAGE), v->have_wss ? wss : "",
+			    v->stall * 100, v->refault * 100, v->fault_rate, v->swapin_rate,
+			    v->in_rate, v->out_rate);
 			continue;
 		}
 		fprintf(p->series,
 			"{\"t\":%.3f,\"vm\":\"%s\",\"state\":\"%s\",\"resident_bytes\":%llu,"
 			"\"swapped_bytes\":%llu,\"limit_bytes\":%llu,\"target_bytes\":%llu,"
-			"\"wss_bytes\":%s,\"stall_pct\":%.2f,\"faults_per_s\":%.0f,"
+			"\"wss_bytes\":%s,\"stall_pct\":%.2f,\"refault_pct\":%.2f,"
+			"\"faults_per_s\":%.0f,"
 			"\"swapins_per_s\":%.0f,\"swapin_bytes_per_s\":%.0f,"
 			"\"swapout_bytes_per_s\":%.0f}\n",
 			t, v->name, pool_state_name(v),
@@ -92,10 +95,10 @@ void pool_series_sample(struct pool *p)
 			(unsigned long long)(v->swapped * POOL_PAGE),
 			(unsigned long long)(lim * POOL_PAGE),
 			(unsigned long long)(v->target * POOL_PAGE), wss, v->stall * 100,
-			v->fault_rate, v->swapin_rate, v->in_rate, v->out_rate);
+			v->refault * 100, v->fault_rate, v->swapin_rate, v->in_rate, v->out_rate);
 	}
 	if (p->series_csv)
-		fprintf(p->series, "%.3f,pool,,%s,%llu,,%llu,%llu,,,,,,,\n", t,
+		fprintf(p->series, "%.3f,pool,,%s,%llu,,%llu,%llu,,,,,,,,\n", t,
 			pool_policy_name(p->pp.policy), (unsigned long long)(resident * POOL_PAGE),
 			(unsigned long long)(charged * POOL_PAGE),
 			(unsigned long long)(p->pp.budget * POOL_PAGE));
@@ -118,7 +121,7 @@ void pool_series_event(struct pool *p, const struct pool_event *e)
 	if (!p->series)
 		return;
 	if (p->series_csv) {
-		fprintf(p->series, "%.3f,event,%s,,,,,,,,,,,,", e->t, e->vm);
+		fprintf(p->series, "%.3f,event,%s,,,,,,,,,,,,,", e->t, e->vm);
 		csv_str(p->series, e->what);
 		fputc('\n', p->series);
 		fflush(p->series);

@@ -54,6 +54,7 @@ static json_t *vm_json(struct pool *p, struct pool_vm *v)
 			    v->have_wss ? json_integer((json_int_t)(v->wss_pages * POOL_PAGE))
 					: json_null());
 	json_object_set_new(o, "stall_pct", json_real(v->stall * 100));
+	json_object_set_new(o, "refault_pct", json_real(v->refault * 100));
 	json_object_set_new(o, "faults_per_s", json_real(v->fault_rate));
 	json_object_set_new(o, "swapins_per_s", json_real(v->swapin_rate));
 	json_object_set_new(o, "swapin_bytes_per_s", json_real(v->in_rate));

@@ -12,6 +12,7 @@ Checks, waiting for conditions rather than for time:
 - a VM killed with SIGKILL is gone and its memory returns;
 - malformed requests get one-line errors; status, ps, top and plot work from the CLI.
 """
+import csv as csvmod
 import functools
 import json
 import os
@@ -125,6 +126,8 @@ def main():
     check(rows[0].startswith('t,kind,vm,state,resident_bytes') and
           any(',vm,one,' in x for x in rows) and any(',event,one,' in x and 'exited' in x for x in rows),
           'CSV series: header, VM rows and events (%d rows)' % len(rows))
+    widths = set(len(x) for x in csvmod.reader(rows))
+    check(widths == {len(rows[0].split(','))}, 'CSV series: every row has the header\'s columns %s' % widths)
     png = os.path.join(d, 'pool.png')
     r = subprocess.run([POOL, 'plot', series, png], capture_output=True, text=True)
     check(r.returncode == 0 and os.path.getsize(png) > 2000, 'plot writes a PNG: ' + r.stderr)

@@ -130,30 +130,30 @@ static void test_pressure(void)
 	pool_params_default(&pp, POOL_PRESSURE, 30000);
 	for (unsigned i = 0; i < 3; i++) /* footprints far above the limits: growth uncapped */
 		v[i].resident = 10000, v[i].swapped = 50000;
-	v[0].stall = 0.5;   /* thrashing: backs off, at most doubling */
-	v[1].stall = 0;	    /* idle memory */
-	v[2].stall = 0.005; /* below the target */
+	v[0].refault = 0.5;   /* thrashing: backs off, at most doubling */
+	v[1].refault = 0;     /* idle memory */
+	v[2].refault = 0.005; /* below the target */
 	pool_decide(&pp, v, 3);
-	/* it does not fit: the least stalled gives a quarter of its room above lo first */
+	/* it does not fit: the least stalled gives half of its room above lo first */
 	CHECK(sum_targets(v, 3) <= 30000);
 	CHECK(v[0].target > 10000);
-	CHECK(v[1].target == 10000 - (10000 - POOL_MIN_PAGES) / 4);
+	CHECK(v[1].target == 10000 - (10000 - POOL_MIN_PAGES) / 2);
 	CHECK(v[1].target < v[2].target || v[2].target < 10000);
 	/* with room to spare, growth is senpai's: stall / target / 20, squared (and capped) */
 	pp.budget = 100000;
 	for (unsigned i = 0; i < 3; i++)
 		v[i].limit = 10000, v[i].quiet = 0;
-	v[0].stall = 0.1; /* 10x the target: factor (10 / 20)^2 = 0.25 */
+	v[0].refault = 0.1; /* 10x the target: factor (10 / 20)^2 = 0.25 */
 	pool_decide(&pp, v, 3);
 	CHECK(v[0].target == 12500);
 	CHECK(v[1].target == 10000 && v[1].quiet == 1); /* no probe before probe_ticks */
 	/* a quiet VM without stall is probed down by max_probe (1%) */
 	v[1].quiet = pp.probe_ticks;
-	v[1].stall = 0;
+	v[1].refault = 0;
 	pool_decide(&pp, v, 3);
 	CHECK(v[1].target == 9900);
 	/* growth stops at the footprint and an eighth more (at least 1024 pages) */
-	v[0].limit = 10000, v[0].stall = 0.5, v[0].resident = 9000, v[0].swapped = 1000;
+	v[0].limit = 10000, v[0].refault = 0.5, v[0].resident = 9000, v[0].swapped = 1000;
 	pool_decide(&pp, v, 3);
 	CHECK(v[0].target == 10000 + 10000 / 8);
 	v[0].resident = 3000, v[0].swapped = 0; /* a footprint below the limit: it keeps it */
@@ -183,7 +183,7 @@ static void test_random(void)
 			v[i].shares = 1 + (uint64_t)rand() % 4;
 			v[i].active_known = rand() % 2;
 			v[i].active = (uint64_t)rand() % (v[i].hi + 1);
-			v[i].stall = (double)(rand() % 100) / 100;
+			v[i].refault = (double)(rand() % 100) / 100;
 			v[i].quiet = (unsigned)rand() % 6;
 			v[i].fixed = rand() % 5 == 0;
 			v[i].charge = v[i].limit;
