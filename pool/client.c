@@ -55,22 +55,23 @@ static void print_status(json_t *st, FILE *f, unsigned events)
 		mib(st, "budget_bytes", a, sizeof(a)), mib(st, "charged_bytes", b, sizeof(b)),
 		mib(st, "resident_bytes", c, sizeof(c)), jd(st, "t"),
 		json_is_true(json_object_get(st, "over_budget")) ? "  OVER BUDGET" : "");
-	fprintf(f, "%-12s %-8s %9s %9s %9s %9s %9s %7s %9s %8s %8s\n", "NAME", "STATE", "RESIDENT",
-		"SWAPPED", "LIMIT", "TARGET", "WSS", "STALL%", "FAULTS/s", "IN MB/s", "OUT MB/s");
+	fprintf(f, "%-12s %-8s %9s %9s %9s %9s %9s %7s %8s %9s %8s %8s\n", "NAME", "STATE",
+		"RESIDENT", "SWAPPED", "LIMIT", "TARGET", "WSS", "STALL%", "REFAULT%", "FAULTS/s",
+		"IN MB/s", "OUT MB/s");
 	json_array_foreach(vms, i, v)
 	{
 		const char *state = json_string_value(json_object_get(v, "state"));
 		bool gone = state && !strcmp(state, "gone");
 
-		fprintf(f, "%-12s %-8s %9s %9s %9s %9s %9s %7.1f %9.0f %8.1f %8.1f\n",
+		fprintf(f, "%-12s %-8s %9s %9s %9s %9s %9s %7.1f %8.1f %9.0f %8.1f %8.1f\n",
 			json_string_value(json_object_get(v, "name")), state,
 			gone ? "-" : mib(v, "resident_bytes", a, sizeof(a)),
 			gone ? "-" : mib(v, "swapped_bytes", b, sizeof(b)),
 			gone ? "-" : mib(v, "limit_bytes", c, sizeof(c)),
 			gone ? "-" : mib(v, "target_bytes", d, sizeof(d)),
 			gone ? "-" : mib(v, "wss_bytes", e, sizeof(e)), jd(v, "stall_pct"),
-			jd(v, "faults_per_s"), jd(v, "swapin_bytes_per_s") / 1e6,
-			jd(v, "swapout_bytes_per_s") / 1e6);
+			jd(v, "refault_pct"), jd(v, "faults_per_s"),
+			jd(v, "swapin_bytes_per_s") / 1e6, jd(v, "swapout_bytes_per_s") / 1e6);
 		if (json_string_length(json_object_get(v, "why")))
 			fprintf(f, "%-12s   %s\n", "",
 				json_string_value(json_object_get(v, "why")));
