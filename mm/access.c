@@ -125,6 +125,15 @@ void mm_access_apply_dirty(struct mm_pager *p, uint64_t base, uint64_t npg)
 		apply_dirty(p, base, npg, false);
 }
 
+void mm_access_reprotect(struct mm_pager *p, uint64_t base, uint64_t npg)
+{
+	if (!p->ops.reprotect_dirty)
+		return;
+	for (uint64_t pfn = base; pfn < base + npg; pfn++)
+		p->pst.e[pfn].flags &= (uint8_t)~PST_F_WRITTEN;
+	p->ops.reprotect_dirty(p->ctx, base, npg);
+}
+
 bool mm_access_page_dirty(struct mm_pager *p, uint64_t pfn)
 {
 	struct mm_access *a = p->acc;
@@ -153,10 +162,10 @@ static void zap(struct mm_pager *p, uint64_t pfn, uint64_t n)
  * zap would only cost the guest a fault round trip to say so (in the SVM lane a
  * refault costs the guest about 0.6 ms, and sampling's refaults were most of what the
  * pager cost a Linux guest under a limit: bench/README.md). It counts as touched
- * (SEEN) in the new sample. reprotect: the region is re-protected after this scan.
+ * (SEEN) in the new sample.
  */
 static void scan_region(struct mm_pager *p, struct mm_access *a, uint64_t r, uint64_t ph,
-			uint64_t *hist, bool reprotect)
+			uint64_t *hist)
 {
 	uint64_t base = r * MM_REGION_PAGES, run = 0;
 
@@ -178,8 +187,6 @@ static void scan_region(struct mm_pager *p, struct mm_access *a, uint64_t r, uin
 				zapit =
 				    e->state == PST_RESIDENT && mm_page_set(p, pfn, PST_UNMAPPED);
 			}
-			if (reprotect)
-				e->flags &= (uint8_t)~PST_F_WRITTEN;
 			for (unsigned b = 0; b < MM_IDLE_BUCKETS; b++)
 				if ((e->state == PST_RESIDENT || e->state == PST_UNMAPPED) &&
 				    e->age >= (1u << b))
@@ -267,9 +274,9 @@ static void scan(struct mm_pager *p, struct mm_access *a)
 		pthread_mutex_lock(&p->reg[r].lock);
 		if (p->ops.harvest_dirty)
 			apply_dirty(p, r * MM_REGION_PAGES, MM_REGION_PAGES, !dirty_ok);
-		scan_region(p, a, r, ph, hist, reprotect);
+		scan_region(p, a, r, ph, hist);
 		if (reprotect)
-			p->ops.reprotect_dirty(p->ctx, r * MM_REGION_PAGES, MM_REGION_PAGES);
+			mm_access_reprotect(p, r * MM_REGION_PAGES, MM_REGION_PAGES);
 		mm_region_unlock(p, r);
 	}
 	dirty = a->dirty_total;

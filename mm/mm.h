@@ -845,6 +845,9 @@ void mm_access_sync_dirty(struct mm_pager *p, uint64_t base, uint64_t npg);
 void mm_access_harvest(struct mm_pager *p);
 void mm_access_apply_dirty(struct mm_pager *p, uint64_t base, uint64_t npg);
 bool mm_access_page_dirty(struct mm_pager *p, uint64_t pfn); /* a pending dirty bit */
+/* A lazily re-protected log (mm_host_ops.reprotect_dirty): re-protect [base, base+npg)
+ * (region locks held) and forget its write reports (PST_F_WRITTEN). No-op without it. */
+void mm_access_reprotect(struct mm_pager *p, uint64_t base, uint64_t npg);
 /* proactive.c */
 /*
  * Evict up to want pages, longest-idle first among the zapped, untouched

@@ -253,7 +253,6 @@ bool mm_evict_zap(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, ui
 
 			if (young)
 				e->flags &= (uint8_t)~PST_F_YOUNG;
-			e->flags &= (uint8_t)~PST_F_WRITTEN; /* re-protected below */
 			vic[i] = e->state == PST_UNMAPPED || (e->state == PST_RESIDENT && !young);
 			any |= vic[i];
 		}
@@ -274,8 +273,7 @@ bool mm_evict_zap(struct mm_pager *p, uint64_t r0, unsigned nreg, bool force, ui
 		zap(p, base + i - run, run);
 		run = 0;
 	}
-	if (p->ops.reprotect_dirty) /* the young bits are used up: watch for new writes */
-		p->ops.reprotect_dirty(p->ctx, base, npg);
+	mm_access_reprotect(p, base, npg); /* the young bits are used up: watch for new writes */
 	MM_STAT_ADD(p, reclaim_scanned, npg);
 	return any;
 }
