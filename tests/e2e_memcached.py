@@ -209,16 +209,19 @@ def swapped_out_then(ufvm, g, servers, query, action, extra=()):
     done = {}
 
     def hook(run):
-        api = None
+        api, step = None, 'connect'
         try:
             api = Api(sock)
+            step = 'stats'
             while api('stats')['pager']['resident_pages'] < 8192:
                 time.sleep(0.01)
+            step = 'pause'
             api('pause')
             # a write that outlasts timeout_ms (a loaded host, an emulator that stalls for
             # seconds) fails its pages, which stay resident, and the swap-out says so; the
             # server is skipped a second, longer if it fails again (mm/swap_memcached.c):
             # asked again until done
+            step = 'swapout'
             deadline = time.time() + 30 * SLOW
             ans = api('swapout')
             while not ans.get('ok') and time.time() < deadline:
@@ -227,15 +230,17 @@ def swapped_out_then(ufvm, g, servers, query, action, extra=()):
             if not ans.get('ok'):
                 raise ValueError('the swap-out did not succeed in %d s: %s; swap: %s' % (
                     30 * SLOW, ans, api('stats').get('swap')))
-            done['out'] = ans['swapped_pages']
+            done['out'], done['ms'] = ans['swapped_pages'], ans.get('ms')
+            step = 'the action on the servers'
             action(servers)
             done['t'] = time.time()
+            step = 'resume'
             api('resume')
         except (OSError, ValueError, KeyError) as e:
-            done['err'] = repr(e)
+            done['err'] = '%s: %r' % (step, e)
             try:  # not left paused until the run's time is up
                 api('stop', status=3)
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, TypeError, AttributeError):
                 pass
     Run.hook = hook
     try:
@@ -268,7 +273,8 @@ def case_kill_replicas1(ufvm, g, f):
     sv = servers_json(r)
     fb = sum(s['fallbacks'] for s in sv)
     expect(fb > 0, 'no read fell back to a replica: %s' % sv, f)
-    return '%d pages out, %d reads served by replicas' % (r.done.get('out', 0), fb)
+    return '%d pages out (%s ms), %d reads served by replicas' % (r.done.get('out', 0),
+                                                                  r.done.get('ms'), fb)
 
 
 def case_kill_replicas0(ufvm, g, f):
@@ -313,7 +319,8 @@ def bounded_stop(ufvm, g, f, what, action, servers, query, budget):
            '%s: no read failure message: %r' % (what, r.err[-400:]), f)
     expect(r.after is not None and r.after < budget,
            '%s: took %s s after the fault, want < %g' % (what, r.after, budget), f)
-    return '%s: stopped %.1f s after resume' % (what, r.after or -1)
+    return '%s: swapped out in %s ms, stopped %.1f s after resume' % (what, r.done.get('ms'),
+                                                                      r.after or -1)
 
 
 # The timeout of the cases about timeouts: short enough that a hang shows, long enough that
@@ -343,7 +350,7 @@ def case_hung_server(ufvm, g, f):
         for s in servers:
             s.stop()
     ok_guest(r, f, 'replicas=1, a hung server')
-    msgs.append('replicas=1: guest ok')
+    msgs.append('replicas=1: swapped out in %s ms, guest ok' % r.done.get('ms'))
     return '; '.join(msgs)
 
 
