@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+from cases import SLOW
+
 POOL = 0x2400000 // 4096  # the guest's pool, in pages (guests/conformance/virtio.c)
 N = 96
 SENT = '0123456789abcdefghijklmnopqrstuvwxyz-_.:,/+'
@@ -32,7 +34,7 @@ def check(cond, what):
 
 
 class Ctl:
-    def __init__(self, path, deadline=10):
+    def __init__(self, path, deadline=10 * SLOW):
         end = time.time() + deadline
         while True:
             try:
@@ -93,7 +95,7 @@ def linux_case(ufvm, ufvmctl, gdir, tmp):
         check(a.get('stats_requested') is True and a['stats'].get('free_memory') in (1000, 1001),
               'balloon info: the statistics notified before DRIVER_OK arrived (%s, %s)' %
               (a.get('stats_requested'), a.get('stats')))
-        end = time.time() + 20
+        end = time.time() + 20 * SLOW
         while time.time() < end:
             a = c.call({'cmd': 'balloon'})
             if a['stats'].get('free_memory', 0) >= 1000:
@@ -104,7 +106,7 @@ def linux_case(ufvm, ufvmctl, gdir, tmp):
         a = c.call({'cmd': 'balloon', 'pages': N, 'id': 7})
         check(a.get('ok') and a['target_pages'] == N and a.get('id') == 7,
               'balloon: target set to %d pages' % N)
-        end = time.time() + 20
+        end = time.time() + 20 * SLOW
         while time.time() < end and a.get('actual_pages') != N:
             time.sleep(0.1)
             a = c.call({'cmd': 'balloon'})
@@ -137,7 +139,7 @@ def linux_case(ufvm, ufvmctl, gdir, tmp):
         out = subprocess.run([ufvmctl, sock, 'balloon', '5000'], capture_output=True,
                              text=True)
         check(out.returncode == 2, 'ufvmctl balloon: a size not in pages is bad usage')
-        o, e = p.communicate(timeout=60)
+        o, e = p.communicate(timeout=60 * SLOW)
     finally:
         if p.poll() is None:
             p.kill()
@@ -166,7 +168,7 @@ def no_balloon_case(ufvm, ufvmctl, args, sock, what):
         check(c.call({'cmd': 'balloon', 'pages': -1})['error'].startswith('bad argument'),
               '%s: a malformed request is still a bad argument' % what)
         c.call({'cmd': 'stop'})
-        p.communicate(timeout=30)
+        p.communicate(timeout=30 * SLOW)
     finally:
         if p.poll() is None:
             p.kill()

@@ -46,7 +46,7 @@ def check(cond, what):
 class Client:
     def __init__(self, path):
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(20)
+        self.s.settimeout(20 * SLOW)
         self.s.connect(path)
         self.buf = b""
 
@@ -108,13 +108,13 @@ def wait_for(cond, timeout, step=0.05):
         time.sleep(step)
 
 
-def guest_runs(out_path, timeout=10):
+def guest_runs(out_path, timeout=10 * SLOW):
     """Does the guest print new lines within timeout seconds?"""
     n0 = guest_lines(out_path)
     return wait_for(lambda: guest_lines(out_path) > n0, timeout)
 
 
-def wait_socket(vm, sock, timeout=10):
+def wait_socket(vm, sock, timeout=10 * SLOW):
     return wait_for(lambda: os.path.exists(sock) or vm.poll() is not None, timeout) and \
         os.path.exists(sock)
 
@@ -609,16 +609,16 @@ def test_top_tty(sock):
     terminal back for a suspend, raw again after, and restored when q quits."""
     t = Pty([sock, "top"])
     try:
-        check(wait_for(lambda: "resident" in t.text(), 10), "top (tty): draws a screen")
+        check(wait_for(lambda: "resident" in t.text(), 10 * SLOW), "top (tty): draws a screen")
         check(t.raw() and "\x1b[?25l" in t.text(), "top (tty): raw mode, cursor hidden")
         # the first screen whole (it arrives in pieces: read half-drawn, it had no faults/s)
-        wait_for(lambda: any(ln.lstrip().startswith("faults/s") for ln in last_frame(t.text())), 10)
+        wait_for(lambda: any(ln.lstrip().startswith("faults/s") for ln in last_frame(t.text())), 10 * SLOW)
         frame = last_frame(t.text())
         check(any(re.match(r"^ +faults/s +- *$", ln) for ln in frame),
               "top (tty): faults/s is '-' on the first screen (%r)" % frame)
         n = len(t.text())
         fcntl.ioctl(t.master, termios.TIOCSWINSZ, struct.pack("HHHH", 5, 30, 0, 0))  # SIGWINCH
-        check(wait_for(lambda: "\x1b[H\x1b[J" in t.text()[n:] and "resident" in t.text()[n:], 5),
+        check(wait_for(lambda: "\x1b[H\x1b[J" in t.text()[n:] and "resident" in t.text()[n:], 5 * SLOW),
               "top (tty): redraws after a resize")
         time.sleep(0.3)
         frame = last_frame(t.text())
@@ -626,18 +626,18 @@ def test_top_tty(sock):
               "top (tty): a 5x30 terminal gets at most 5 lines of 30 columns (%r)" % frame)
         n = len(t.text())
         os.kill(t.job, signal.SIGTSTP)
-        check(wait_for(lambda: t.job_state() == "T", 5), "top (tty): Ctrl-Z stops it")
-        check(wait_for(lambda: t.cooked() and "\x1b[?25h" in t.text()[n:], 3),
+        check(wait_for(lambda: t.job_state() == "T", 5 * SLOW), "top (tty): Ctrl-Z stops it")
+        check(wait_for(lambda: t.cooked() and "\x1b[?25h" in t.text()[n:], 3 * SLOW),
               "top (tty): the terminal is restored while it is stopped (cursor shown)")
         os.kill(t.job, signal.SIGCONT)
-        check(wait_for(lambda: t.job_state() not in ("T", None) and t.raw(), 5),
+        check(wait_for(lambda: t.job_state() not in ("T", None) and t.raw(), 5 * SLOW),
               "top (tty): after SIGCONT it is raw again")
         n = len(t.text())
-        check(wait_for(lambda: "resident" in t.text()[n:], 5), "top (tty): and redraws")
+        check(wait_for(lambda: "resident" in t.text()[n:], 5 * SLOW), "top (tty): and redraws")
         os.write(t.master, b"q")
         check(t.wait(5) == 0, "top (tty): q quits with status 0")
         # the pty reader may still be catching up with top's last bytes when it exits
-        check(wait_for(lambda: "\x1b[?25h" in t.text()[n:], 3), "top (tty): q restores the cursor")
+        check(wait_for(lambda: "\x1b[?25h" in t.text()[n:], 3 * SLOW), "top (tty): q restores the cursor")
     finally:
         t.kill()
 

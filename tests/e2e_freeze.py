@@ -18,11 +18,12 @@ import sys
 import tempfile
 import time
 
+from cases import SLOW
 from ctlsock import request
 
 UFVM, GUESTS = sys.argv[1:3]
 failures = []
-call = functools.partial(request, timeout=60)
+call = functools.partial(request, timeout=60 * SLOW)
 
 
 def check(cond, what):
@@ -40,7 +41,7 @@ def rss(pid):
     return status_kib(pid, 'RssAnon') + status_kib(pid, 'RssShmem')
 
 
-def wait_for(what, cond, timeout=90):
+def wait_for(what, cond, timeout=90 * SLOW):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if cond():

@@ -29,7 +29,7 @@ POOL, UFVM, GUESTS = sys.argv[1:4]
 MiB = 1 << 20
 BUDGET = 56 * MiB
 failures = []
-call = functools.partial(request, timeout=20)
+call = functools.partial(request, timeout=20 * SLOW)
 
 
 def check(cond, what):
@@ -38,7 +38,7 @@ def check(cond, what):
         failures.append(what)
 
 
-def wait_for(what, cond, timeout=60):
+def wait_for(what, cond, timeout=60 * SLOW):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         r = cond()
