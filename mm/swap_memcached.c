@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <libmemcached/memcached.h>
 
@@ -106,9 +109,9 @@ struct mc_server {
 struct mc_conn {
 	memcached_st *mc; /* this server alone */
 	const memcached_instance_st *ins;
-	int fd;		/* its socket as found by conn_fd, or -1 */
-	in_port_t port; /* the local port conn_fd looked for last (0: none yet) */
-	memcached_result_st res;
+	int fd;			  /* its socket as found by conn_fd, or -1 */
+	in_port_t port;		  /* the local port conn_fd looked for last (0: none yet) */
+	memcached_result_st *res; /* MC_RES_ROOM bytes mapped (conn_open) */
 	bool res_ok;
 	uint32_t *q; /* read: items to get; write: requests (item << 4 | copy rank) */
 	unsigned n, sent, answered;
@@ -256,12 +259,60 @@ static int add_server(memcached_st *mc, const char *name)
 		   : -EINVAL;
 }
 
+/*
+ * libmemcached (1.1) copies the key of a get's answer into its result's
+ * 251-byte key field with the length the server sent, up to 64 KiB, unchecked:
+ * a broken or hostile server could write past the result into whatever follows
+ * it. So each result has 64 KiB of its own behind it, what lands there is never
+ * read, and a key that long is not one of ours, so its answer is refused like
+ * any that matches nothing asked (mget_take). The result's own options come
+ * right after the key field and are overrun first: a result that then looks
+ * allocated by libmemcached would be freed by it (memcached_fetch_result frees
+ * such a result when the answers end). So libmemcached's allocator never frees
+ * a connection's result (mc_free), and the options are set back after every
+ * fetch (res_repair).
+ */
+#define MC_RES_ROOM (sizeof(memcached_result_st) + UINT16_MAX + 1)
+
+static void *mc_malloc(const memcached_st *m, const size_t n, void *ctx)
+{
+	(void)m, (void)ctx;
+	return malloc(n);
+}
+
+static void mc_free(const memcached_st *m, void *mem, void *ctx)
+{
+	(void)m;
+	if (mem != ((const struct mc_conn *)ctx)->res)
+		free(mem);
+}
+
+static void *mc_realloc(const memcached_st *m, void *mem, const size_t n, void *ctx)
+{
+	(void)m, (void)ctx;
+	return realloc(mem, n);
+}
+
+static void *mc_calloc(const memcached_st *m, size_t k, const size_t n, void *ctx)
+{
+	(void)m, (void)ctx;
+	return calloc(k, n);
+}
+
+static void res_repair(struct mc_conn *c)
+{
+	c->res->options.is_allocated = false;
+	c->res->options.is_initialized = true;
+}
+
 /* A connection to one server (connected at first use). */
 static int conn_open(struct mc_store *s, struct mc_conn *c, const char *name)
 {
 	c->fd = -1;
 	c->mc = memcached_create(NULL);
-	if (!c->mc || add_server(c->mc, name) < 0)
+	if (!c->mc || add_server(c->mc, name) < 0 ||
+	    memcached_set_memory_allocators(c->mc, mc_malloc, mc_free, mc_realloc, mc_calloc, c) !=
+		MEMCACHED_SUCCESS)
 		return -ENOMEM;
 	memcached_behavior_set(c->mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
 	memcached_behavior_set(c->mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
@@ -273,7 +324,12 @@ static int conn_open(struct mc_store *s, struct mc_conn *c, const char *name)
 			       (uint64_t)s->timeout_ms * 1000);
 	memcached_behavior_set(c->mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
 	c->ins = memcached_server_instance_by_position(c->mc, 0);
-	c->res_ok = memcached_result_create(c->mc, &c->res) != NULL;
+	/* mapped, not allocated: only the page the result is on counts as resident */
+	c->res =
+	    mmap(NULL, MC_RES_ROOM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (c->res == MAP_FAILED)
+		c->res = NULL;
+	c->res_ok = c->res && memcached_result_create(c->mc, c->res) != NULL;
 	return c->ins && c->res_ok ? 0 : -ENOMEM;
 }
 
@@ -290,8 +346,12 @@ static void conn_buffer(struct mc_conn *c)
 static void lane_free(struct mc_store *s, struct mc_lane *l)
 {
 	for (unsigned i = 0; i < s->nsrv; i++) {
-		if (l->c[i].res_ok)
-			memcached_result_free(&l->c[i].res);
+		if (l->c[i].res_ok) {
+			res_repair(&l->c[i]);
+			memcached_result_free(l->c[i].res);
+		}
+		if (l->c[i].res)
+			munmap(l->c[i].res, MC_RES_ROOM);
 		memcached_free(l->c[i].mc);
 		free(l->c[i].q);
 	}
@@ -310,26 +370,111 @@ static int lane_init(struct mc_store *s, struct mc_lane *l)
 	return 0;
 }
 
-/* The server's "stats settings" say whether it evicts. */
-static memcached_return_t settings_cb(const memcached_instance_st *server, const char *key,
-				      size_t key_length, const char *value, size_t value_length,
-				      void *ctx)
+/*
+ * Whether a server evicts, from its "stats settings", asked in the text
+ * protocol on a connection of its own, the whole exchange within timeout_ms.
+ * Not libmemcached's memcached_stat_execute: in the binary protocol (ours) it
+ * copies each STAT key into a fixed buffer with the length the server sent,
+ * so a broken or hostile server could write past it at open. Here every line
+ * is read into a bounded buffer. 1: it evicts, 0: it does not (-M), <0: it
+ * could not be asked, with why in msg.
+ */
+static int server_evicts(const char *host, in_port_t port, unsigned timeout_ms, char *msg,
+			 size_t msglen)
 {
-	(void)server;
-	if (key_length == 9 && !memcmp(key, "evictions", 9))
-		*(int *)ctx = value_length == 2 && !memcmp(value, "on", 2) ? 1 : 0;
-	return MEMCACHED_SUCCESS;
+	static const char ask[] = "stats settings\r\n";
+	struct addrinfo hint = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	uint64_t deadline = mm_now_ns() + (uint64_t)timeout_ms * 1000000;
+	char buf[16384], svc[8];
+	size_t have = 0, sent = 0;
+	int fd = -1, evicts = -1, err, gai;
+
+	snprintf(svc, sizeof(svc), "%u", (unsigned)port);
+	gai = getaddrinfo(host, svc, &hint, &ai);
+	if (gai) {
+		snprintf(msg, msglen, "%s", gai_strerror(gai));
+		return -EHOSTUNREACH;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	err = fd < 0 ? -errno : 0;
+	if (!err && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
+		err = -errno;
+	freeaddrinfo(ai);
+	while (!err && evicts < 0) {
+		uint64_t now = mm_now_ns();
+		struct pollfd pf = {.fd = fd, .events = sent < sizeof(ask) - 1 ? POLLOUT : POLLIN};
+		int so = 0, pr;
+		socklen_t sl = sizeof(so);
+		ssize_t n;
+		char *nl;
+
+		if (now >= deadline) {
+			err = -ETIMEDOUT;
+			break;
+		}
+		pr = poll(&pf, 1, (int)((deadline - now + 999999) / 1000000));
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0) {
+			err = pr < 0 ? -errno : -ETIMEDOUT;
+			break;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) == 0 && so) {
+			err = -so; /* refused, unreachable */
+			break;
+		}
+		if (sent < sizeof(ask) - 1) {
+			n = send(fd, ask + sent, sizeof(ask) - 1 - sent, MSG_NOSIGNAL);
+			if (n < 0 && errno != EAGAIN && errno != EINTR)
+				err = -errno;
+			sent += n > 0 ? (size_t)n : 0;
+			continue;
+		}
+		n = recv(fd, buf + have, sizeof(buf) - 1 - have, 0);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+			err = n ? -errno : -ECONNRESET;
+			break;
+		}
+		have += n > 0 ? (size_t)n : 0;
+		buf[have] = 0;
+		/* whole lines: "STAT evictions on|off", the others skipped, up to END */
+		while (evicts < 0 && (nl = strstr(buf, "\r\n"))) {
+			size_t len = (size_t)(nl - buf) + 2;
+
+			*nl = 0;
+			if (!strcmp(buf, "STAT evictions on"))
+				evicts = 1;
+			else if (!strcmp(buf, "STAT evictions off"))
+				evicts = 0;
+			else if (!strcmp(buf, "END") || strncmp(buf, "STAT ", 5))
+				err = -EPROTO; /* the end, or an error, without the setting */
+			memmove(buf, buf + len, have - len + 1);
+			have -= len;
+			if (err)
+				break;
+		}
+		if (!err && evicts < 0 && have == sizeof(buf) - 1)
+			err = -EPROTO; /* a line longer than any of memcached's */
+	}
+	if (fd >= 0)
+		close(fd);
+	if (err == -EPROTO)
+		snprintf(msg, msglen, "its answer to \"stats settings\" has no evictions setting");
+	else if (err)
+		snprintf(msg, msglen, "%s", strerror(-err));
+	return err ? err : evicts;
 }
 
-static int check_server(const struct mc_server *v, memcached_st *mc)
+static int check_server(const struct mc_server *v, const struct mc_store *s,
+			const struct mc_conn *c)
 {
-	int evicts = -1;
-	memcached_return_t rc = memcached_stat_execute(mc, "settings", settings_cb, &evicts);
+	char why[128];
+	int evicts = server_evicts(memcached_server_name(c->ins), memcached_server_port(c->ins),
+				   s->timeout_ms, why, sizeof(why));
 
-	if (rc != MEMCACHED_SUCCESS || evicts < 0) {
+	if (evicts < 0) {
 		snprintf(swap_open_why(), SWAP_WHY_LEN, "server %s: cannot reach it: %s", v->name,
-			 rc != MEMCACHED_SUCCESS ? memcached_last_error_message(mc)
-						 : "no settings in its answer");
+			 why);
 		return -EHOSTUNREACH;
 	}
 	if (evicts) {
@@ -383,7 +528,7 @@ static int mc_open(void **out, const struct swap_opts *o, uint64_t max_pages)
 	if (err)
 		goto err_free;
 	for (unsigned i = 0; i < s->nsrv; i++) {
-		err = check_server(&s->srv[i], s->wl.c[i].mc);
+		err = check_server(&s->srv[i], s, &s->wl.c[i]);
 		if (err)
 			goto err_free;
 		conn_buffer(&s->wl.c[i]);
@@ -559,7 +704,8 @@ static void read_answers(struct mc_store *s, struct mc_lane *l, unsigned i, unsi
 			fail_rest(l, i);
 			return;
 		}
-		r = memcached_fetch_result(c->mc, &c->res, &rc);
+		r = memcached_fetch_result(c->mc, c->res, &rc);
+		res_repair(c);
 		after = memcached_server_response_count(c->ins);
 		took = before >= after ? before - after : 0;
 		if (!took || took > c->sent - c->answered) {
@@ -1080,10 +1226,12 @@ static void mget_take(struct mc_store *s, struct mc_lane *l, unsigned i, unsigne
 	unsigned at = c->sent, end = c->sent + len;
 
 	wait_answer(s, c);
-	while ((r = memcached_fetch_result(c->mc, &c->res, &rc))) {
+	while ((r = memcached_fetch_result(c->mc, c->res, &rc))) {
 		const char *key = memcached_result_key_value(r);
 		size_t kl = memcached_result_key_length(r);
 		struct mc_item *it = NULL;
+
+		res_repair(c);
 
 		while (at < end && !it) {
 			struct mc_item *q = &l->it[c->q[at++]];
@@ -1091,12 +1239,22 @@ static void mget_take(struct mc_store *s, struct mc_lane *l, unsigned i, unsigne
 			if (q->klen == kl && !memcmp(q->key, key, kl))
 				it = q;
 		}
-		if (!it ||
-		    !take_value(s, l, it, memcached_result_value(r), memcached_result_length(r)))
+		if (!it) {
+			/* an answer to nothing asked, or to a key already passed: the server
+			 * does not follow its requests (and could send such answers without
+			 * end), so nothing more is read from it in this op; what it was asked
+			 * for is asked of a replica, or fails */
+			c->d.bad_values++;
+			server_failed(s, i, c);
+			c->sent = c->n;
+			return;
+		}
+		if (!take_value(s, l, it, memcached_result_value(r), memcached_result_length(r)))
 			c->d.bad_values++;
 		else
 			c->d.pages_read += it->len;
 	}
+	res_repair(c);
 	c->sent = end;
 	if (rc == MEMCACHED_NOTFOUND) {
 		/* nothing of ours came back, or an answer to something else: start afresh

@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,100 @@ class Proxy:
 
     def stop(self):
         self.stopped = True
+        self.ls.close()
+
+
+class Hostile:
+    """A memcached of our own making that speaks the binary protocol honestly (sets, gets,
+    deletes, noops; "stats settings" in text, as a -M server) until .mode is set, then
+    answers every get with what libmemcached does not check: 'bigkey', a key of 60000
+    bytes (its result's key field holds 251); 'flood', answers to keys never asked, without
+    end. Or, from the start, 'longstats': a text "stats settings" line that never ends."""
+    HDR = '>BBHBBHIIQ'
+
+    def __init__(self, mode=None):
+        self.mode, self.store = mode, {}
+        self.ls = socket.socket()
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def addr(self):
+        return '127.0.0.1:%d' % self.port
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _res(self, op, opaque, status=0, key=b'', extra=b'', val=b''):
+        return struct.pack(self.HDR, 0x81, op, len(key), len(extra), 0, status,
+                           len(extra) + len(key) + len(val), opaque, 0) + extra + key + val
+
+    @staticmethod
+    def _recvn(c, n):
+        b = b''
+        while len(b) < n:
+            x = c.recv(n - len(b))
+            if not x:
+                raise EOFError
+            b += x
+        return b
+
+    def _serve(self, c):
+        try:
+            if c.recv(1, socket.MSG_PEEK) != b'\x80':  # text: the start-up check
+                c.recv(4096)
+                if self.mode == 'longstats':
+                    c.sendall(b'STAT pid 1\r\nSTAT ' + b'x' * 100000)
+                    time.sleep(10 * SLOW)
+                else:
+                    c.sendall(b'STAT maxbytes 67108864\r\nSTAT evictions off\r\nEND\r\n')
+                return
+            while True:
+                _, op, kl, el, _, _, bl, opq, _ = struct.unpack(self.HDR, self._recvn(c, 24))
+                body = self._recvn(c, bl)
+                key, val = body[el:el + kl], body[el + kl:]
+                if op in (0x01, 0x11):  # set, setq
+                    self.store[key] = val
+                    if op == 0x01:
+                        c.sendall(self._res(op, opq))
+                elif op in (0x04, 0x14):  # delete, deleteq
+                    self.store.pop(key, None)
+                    if op == 0x04:
+                        c.sendall(self._res(op, opq))
+                elif op in (0x09, 0x0c, 0x0d) and self.mode == 'bigkey':  # getk(q)
+                    c.sendall(self._res(0x0d, opq, key=b'A' * 60000, extra=bytes(4),
+                                        val=bytes(4096)))
+                elif op in (0x09, 0x0c, 0x0d) and self.mode == 'flood':
+                    while True:
+                        c.sendall(self._res(0x0d, opq, key=b'ufvm:not-asked', extra=bytes(4),
+                                            val=bytes(4096)))
+                elif op in (0x09, 0x0c, 0x0d):
+                    if key in self.store:
+                        c.sendall(self._res(op, opq, key=key, extra=bytes(4),
+                                            val=self.store[key]))
+                    elif op == 0x0c:
+                        c.sendall(self._res(op, opq, status=1))
+                elif op == 0x10:  # stat: the settings as a -M server has them
+                    c.sendall(self._res(op, opq, key=b'evictions', val=b'off') +
+                              self._res(op, opq))
+                elif op == 0x0b:  # version
+                    c.sendall(self._res(op, opq, val=b'1.6.18'))
+                elif op == 0x07:  # quit
+                    break
+                else:  # noop, version and the rest: answered, empty
+                    c.sendall(self._res(op, opq))
+        except (EOFError, OSError, struct.error):
+            pass
+        c.close()
+
+    def stop(self):
         self.ls.close()
 
 
@@ -374,11 +469,31 @@ def case_garbage_server(ufvm, g, f):
     return msg
 
 
+def case_hostile_server(ufvm, g, f):
+    """A server that, once the guest is swapped out, answers gets with what libmemcached
+    copies unchecked (a 60000-byte key) or with answers to keys never asked, without end:
+    never a crash or a write outside ufvm's buffers (the sanitizers' run), never a hang:
+    the VM stops with a clear message, as for garbage."""
+    msgs = []
+    for mode in ('bigkey', 'flood'):
+        srv = Hostile()
+
+        def go(s, mode=mode):
+            s[0].mode = mode
+        try:
+            msgs.append(bounded_stop(ufvm, g, f, mode, go, [srv], 'timeout_ms=%d' % HANG_MS,
+                                     HANG_BUDGET))
+        finally:
+            srv.stop()
+    return '; '.join(msgs)
+
+
 def case_bad_cluster(ufvm, g, f):
     """Bad --swap memcached:// values and unusable servers fail at start, status 2, and
     promptly: a refused connection or an evicting server costs no timeout."""
     elf = os.path.join(g, 'hello.elf')
     evicting = Memcached(evict=True)
+    longstats = Hostile('longstats')
     dead = free_port()
     # the cases that reach a server get the scaled timeout (url()); the time bound scales
     # with the machine and leaves out what the host held this test back (hoststall)
@@ -390,7 +505,8 @@ def case_bad_cluster(ufvm, g, f):
                        ('memcached://127.0.0.1:%d?replicas=1' % evicting.port, 'at least 2'),
                        ('memcached://127.0.0.1:%d?colour=red' % evicting.port, 'replicas=N'),
                        (url([SimpleNamespace(addr='127.0.0.1:%d' % dead)]), 'cannot reach'),
-                       (url([evicting]), 'start it with -M')):
+                       (url([evicting]), 'start it with -M'),
+                       (url([longstats]), 'no evictions setting')):
             t0, meter = time.time(), StallMeter()
             r = subprocess.run([ufvm, 'run', '--swap', u, elf], capture_output=True,
                                text=True, timeout=3 * bound)
@@ -401,6 +517,7 @@ def case_bad_cluster(ufvm, g, f):
                    % (u, took, held, bound), f)
     finally:
         evicting.stop()
+        longstats.stop()
     return ''
 
 
