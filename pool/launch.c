@@ -102,6 +102,20 @@ void pool_find_ufvm(char *out, size_t n)
 	}
 }
 
+/* v could not be started: it is gone at once, and counts as a child that exited with
+ * 127 (as when its ufvm cannot be run), so --exit-when-done neither waits for it nor
+ * reports success. There is no process: nothing to signal or reap. */
+static void launch_failed(struct pool *p, struct pool_vm *v, const char *what, int err)
+{
+	char why[160];
+
+	v->reaped = true;
+	v->wstatus = 127 << 8; /* WIFEXITED, WEXITSTATUS 127 */
+	p->started++;
+	snprintf(why, sizeof(why), "cannot start: %s (%s)", what, strerror(-err));
+	pool_set_gone(p, v, why);
+}
+
 int pool_launch(struct pool *p, struct pool_vm *v, uint64_t limit)
 {
 	char lim[32], log[sizeof(p->dir) + POOL_NAME_MAX + 8];
@@ -130,7 +144,7 @@ int pool_launch(struct pool *p, struct pool_vm *v, uint64_t limit)
 		int err = -errno;
 
 		free(argv);
-		pool_set_gone(p, v, "cannot create its log file in the pool's --dir");
+		launch_failed(p, v, "cannot create its log file in the pool's --dir", err);
 		return err;
 	}
 	pid = fork();
@@ -155,7 +169,7 @@ int pool_launch(struct pool *p, struct pool_vm *v, uint64_t limit)
 	if (pid < 0) {
 		int err = -errno;
 
-		pool_set_gone(p, v, "fork failed");
+		launch_failed(p, v, "fork failed", err);
 		return err;
 	}
 	v->pid = pid;

@@ -223,8 +223,10 @@ void pool_set_gone(struct pool *p, struct pool_vm *v, const char *why)
 	snprintf(v->gone_why, sizeof(v->gone_why), "%s", why);
 	pool_event(p, v, "gone: %s; its %" PRIu64 " MiB return to the pool", why,
 		   (v->limit_want > v->resident ? v->limit_want : v->resident) / 256);
-	if (v->child && !v->reaped)
-		kill(v->pid, SIGTERM); /* its socket failed: it is no VM we can manage */
+	/* its socket failed: it is no VM we can manage. Only a process it has: a VM whose
+	 * launch failed has pid 0, and kill(0) would signal the pool's own group */
+	if (v->child && !v->reaped && v->pid > 0)
+		kill(v->pid, SIGTERM);
 }
 
 void pool_link_lost(struct pool *p, struct pool_vm *v, int err)

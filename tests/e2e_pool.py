@@ -10,7 +10,9 @@ Checks, waiting for conditions rather than for time:
 - a VM that cannot shrink (every swap write fails) is reported as stuck, with why, while
   the pool keeps answering and squeezes the others instead;
 - a VM killed with SIGKILL is gone and its memory returns;
-- malformed requests get one-line errors; status, ps, top and plot work from the CLI.
+- malformed requests get one-line errors; status, ps, top and plot work from the CLI;
+- a VM that cannot be started (its log file cannot be created) is reported gone, and the
+  pool signals nothing else: not its own process group (it once did kill(0, SIGTERM)).
 """
 import csv as csvmod
 import functools
@@ -128,6 +130,7 @@ def main():
           'CSV series: header, VM rows and events (%d rows)' % len(rows))
     widths = set(len(x) for x in csvmod.reader(rows))
     check(widths == {len(rows[0].split(','))}, 'CSV series: every row has the header\'s columns %s' % widths)
+    launch_fails(d)
     png = os.path.join(d, 'pool.png')
     r = subprocess.run([POOL, 'plot', series, png], capture_output=True, text=True)
     check(r.returncode == 0 and os.path.getsize(png) > 2000, 'plot writes a PNG: ' + r.stderr)
@@ -135,6 +138,61 @@ def main():
         subprocess.run(['rm', '-rf', d])
     print('%d failure(s)' % len(failures))
     return 1 if failures else 0
+
+
+def in_own_session(cmd, timeout):
+    """Run cmd under a shell that reports a SIGTERM to its process group, in a session of
+    its own (a pool that signals its group cannot reach the test runner): (rc, out, err)."""
+    w = subprocess.Popen(['bash', '-c', 'trap "echo wrapper got SIGTERM" TERM; "$@"; echo "rc=$?"',
+                          'wrapper'] + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        out, err = w.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(w.pid, signal.SIGKILL)
+        out, err = w.communicate()
+        out += 'rc=timeout'
+    rc = out.rsplit('rc=', 1)[1].strip() if 'rc=' in out else '?'
+    return rc, out, err
+
+
+def launch_fails(d):
+    # the VM's log file cannot be created (a directory is in its place): launch fails
+    # before fork, while the VM has no pid yet
+    fd = os.path.join(d, 'fail')
+    os.makedirs(os.path.join(fd, 'a.log'))
+    start = "a=--mem 32M --cmdline 'mib=4 passes=1' " + os.path.join(GUESTS, 'memtouch.elf')
+    rc, out, err = in_own_session([POOL, 'run', '--budget', '64M', '--interval', '100', '--dir', fd,
+                                   '--ufvm', UFVM, '--exit-when-done', '--start', start],
+                                  timeout=30 * SLOW)
+    check('wrapper got SIGTERM' not in out, 'a failed launch signals nobody else (%r)' % out)
+    check(rc == '1', '--exit-when-done: a VM that could not start ends the pool with 1 (rc=%s)' % rc)
+    check('a: gone: cannot start: cannot create its log file' in err,
+          'the failed launch is reported: ' + err[-300:])
+    # without --exit-when-done the pool carries on: the VM is gone, the pool answers
+    sock = os.path.join(fd, 'pool.sock')
+    w = subprocess.Popen(['bash', '-c', 'trap "echo wrapper got SIGTERM" TERM; "$@"; echo "rc=$?"',
+                          'wrapper', POOL, 'run', '--budget', '64M', '--interval', '100',
+                          '--dir', fd, '--ufvm', UFVM, '--api', sock, '-q', '--start', start],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        st = wait_for('the pool answers after a failed launch',
+                      lambda: os.path.exists(sock) and call(sock, {'cmd': 'status'}), 20 * SLOW)
+        a = vms(st)['a'] if st else {}
+        check(a.get('state') == 'gone' and 'cannot create its log file' in a.get('why', '') and
+              a.get('exit') == {'status': 127} and a.get('pid') == 0,
+              'status: the VM that could not start is gone, says why, exit 127: %s' % {
+                  k: a.get(k) for k in ('state', 'why', 'exit', 'pid')})
+        r = call(sock, {'cmd': 'stop'}) if st else {}
+        check(r.get('ok') is True, 'the pool still takes requests: stop: %s' % r)
+        out, err = w.communicate(timeout=20 * SLOW)
+    except (subprocess.TimeoutExpired, OSError) as e:
+        os.killpg(w.pid, signal.SIGKILL)
+        out, err = w.communicate()
+        check(False, 'the pool with a failed launch stops on request (%s)' % e)
+    check('wrapper got SIGTERM' not in out and out.strip().endswith('rc=0'),
+          'stopped, exit 0, nobody else signalled (%r)' % out)
 
 
 def run(sock, series, d, g):
