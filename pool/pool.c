@@ -236,6 +236,12 @@ void pool_link_lost(struct pool *p, struct pool_vm *v, int err)
 
 	/* A VM ending closes its socket and removes it: then connect fails. A live
 	 * VM that dropped us (too many clients, say) is tried again, a few times. */
+	if (err == -EMSGSIZE) { /* not a VM's control socket, or a broken one: not again */
+		pool_set_gone(p, v,
+			      "its answer is too long (over 64 KiB without a newline): not "
+			      "a control socket the pool can use");
+		return;
+	}
 	if (now - v->reconnect_ns > 1000000000ULL)
 		v->reconnects = 0;
 	v->reconnect_ns = now;

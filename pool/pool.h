@@ -70,6 +70,12 @@ void pool_params_default(struct pool_params *pp, enum pool_policy policy, uint64
 /* ---- vmlink.c: one VM's control socket, without blocking: requests out, answers in order */
 enum plink_req { PLINK_STATS, PLINK_WSS, PLINK_LIMIT };
 #define PLINK_QUEUE 16 /* requests in flight at most */
+/* An answer is one line of at most PLINK_LINE_MAX bytes (a `stats` answer is about 1.3
+ * KiB); a VM that sends a longer one is dropped (-EMSGSIZE), so a flooding peer cannot
+ * make the pool's memory grow. PLINK_IN_MAX bounds what is read before the complete
+ * answers are taken. */
+#define PLINK_LINE_MAX (64u << 10)
+#define PLINK_IN_MAX   (4 * PLINK_LINE_MAX)
 
 struct pool_link {
 	int fd; /* -1: not connected */
@@ -92,7 +98,8 @@ void plink_close(struct pool_link *l);
 int plink_send(struct pool_link *l, enum plink_req kind, uint64_t arg, uint64_t now);
 bool plink_busy(const struct pool_link *l, enum plink_req kind); /* one of kind in flight */
 uint64_t plink_oldest(const struct pool_link *l); /* stamp of the oldest in flight; 0: none */
-/* Socket I/O when poll() says so: 0, or -EPIPE when the VM is gone (or -errno). */
+/* Socket I/O when poll() says so: 0, or -EPIPE when the VM is gone, -EMSGSIZE when it
+ * sends a line longer than PLINK_LINE_MAX (or -errno). */
 int plink_flush(struct pool_link *l);
 int plink_read(struct pool_link *l);
 bool plink_wants_write(const struct pool_link *l);

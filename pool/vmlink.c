@@ -127,17 +127,26 @@ int plink_flush(struct pool_link *l)
 int plink_read(struct pool_link *l)
 {
 	for (;;) {
+		size_t room;
 		ssize_t n;
+		char *nl;
 
+		/* complete answers first: the caller takes them, poll() says when there is more */
+		if (l->inlen >= PLINK_IN_MAX)
+			return 0;
 		if (l->incap - l->inlen < 16384) {
-			char *b = realloc(l->in, l->incap ? l->incap * 2 : 65536);
+			size_t c = l->incap ? l->incap * 2 : 65536;
+			char *b;
 
+			c = c < PLINK_IN_MAX ? c : PLINK_IN_MAX;
+			b = realloc(l->in, c);
 			if (!b)
 				return -ENOMEM;
 			l->in = b;
-			l->incap = l->incap ? l->incap * 2 : 65536;
+			l->incap = c;
 		}
-		n = recv(l->fd, l->in + l->inlen, l->incap - l->inlen, MSG_DONTWAIT);
+		room = l->incap - l->inlen;
+		n = recv(l->fd, l->in + l->inlen, room, MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			return 0;
 		if (n < 0)
@@ -145,6 +154,10 @@ int plink_read(struct pool_link *l)
 		if (n == 0)
 			return -EPIPE;
 		l->inlen += (size_t)n;
+		/* the answer being received, from the last newline on, must fit in a line */
+		nl = memrchr(l->in, '\n', l->inlen);
+		if (l->inlen - (nl ? (size_t)(nl + 1 - l->in) : 0) > PLINK_LINE_MAX)
+			return -EMSGSIZE;
 	}
 }
 

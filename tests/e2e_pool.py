@@ -12,7 +12,9 @@ Checks, waiting for conditions rather than for time:
 - a VM killed with SIGKILL is gone and its memory returns;
 - malformed requests get one-line errors; status, ps, top and plot work from the CLI;
 - a VM that cannot be started (its log file cannot be created) is reported gone, and the
-  pool signals nothing else: not its own process group (it once did kill(0, SIGTERM)).
+  pool signals nothing else: not its own process group (it once did kill(0, SIGTERM));
+- hostile peers (fake control sockets served by this script, attached with --attach): one
+  that floods without a newline is dropped and the pool's memory stays bounded.
 """
 import csv as csvmod
 import functools
@@ -21,7 +23,9 @@ import os
 import signal
 import subprocess
 import sys
+import socket
 import tempfile
+import threading
 import time
 
 from cases import SLOW
@@ -131,6 +135,7 @@ def main():
     widths = set(len(x) for x in csvmod.reader(rows))
     check(widths == {len(rows[0].split(','))}, 'CSV series: every row has the header\'s columns %s' % widths)
     launch_fails(d)
+    hostile_peers(d)
     png = os.path.join(d, 'pool.png')
     r = subprocess.run([POOL, 'plot', series, png], capture_output=True, text=True)
     check(r.returncode == 0 and os.path.getsize(png) > 2000, 'plot writes a PNG: ' + r.stderr)
@@ -193,6 +198,94 @@ def launch_fails(d):
         check(False, 'the pool with a failed launch stops on request (%s)' % e)
     check('wrapper got SIGTERM' not in out and out.strip().endswith('rc=0'),
           'stopped, exit 0, nobody else signalled (%r)' % out)
+
+
+class FakeVM:
+    """A control socket served by this script, for peers no real VM would be:
+    'flood' sends bytes without a newline (up to FLOOD bytes, or until the pool closes)."""
+    FLOOD = 64 * MiB
+
+    def __init__(self, path, mode):
+        self.path, self.mode, self.sent, self.closed_by_peer = path, mode, 0, False
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(4)
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        try:
+            if self.mode == 'flood':
+                chunk = b'x' * 65536
+                while self.sent < self.FLOOD:
+                    self.sent += c.send(chunk)
+                return
+        except (BrokenPipeError, ConnectionResetError):
+            self.closed_by_peer = True
+        finally:
+            c.close()
+
+    def close(self):
+        self.srv.close()
+
+
+def proc_status(pid, key):
+    for line in open('/proc/%d/status' % pid):
+        if line.startswith(key + ':'):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def hostile_peers(d):
+    hd = os.path.join(d, 'hostile')
+    os.makedirs(hd)
+    sock = os.path.join(hd, 'pool.sock')
+    fakes = {m: FakeVM(os.path.join(hd, m + '.sock'), m) for m in ('flood',)}
+    # in a session of its own: nothing it does reaches the test runner
+    pool = subprocess.Popen(
+        [POOL, 'run', '--budget', '64M', '--interval', '100', '--late', str(int(3000 * SLOW)),
+         '--api', sock, '--dir', hd, '--ufvm', UFVM,
+         '--start', "v=--mem 32M --cmdline 'mib=8 passes=100000' " + os.path.join(GUESTS, 'memtouch.elf')] +
+        sum((['--attach', '%s=%s' % (m, f.path)] for m, f in fakes.items()), []),
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        st = wait_for('the pool answers beside hostile peers',
+                      lambda: os.path.exists(sock) and call(sock, {'cmd': 'status'}), 20 * SLOW)
+        # the flood: dropped once a line passes 64 KiB, the pool's memory stays bounded
+        fl = fakes['flood']
+        st = wait_for('the flooding peer is gone', lambda: (lambda s: s if vms(s)['flood']['state'] == 'gone'
+                                                            else None)(call(sock, {'cmd': 'status'})))
+        if st:
+            check('too long' in vms(st)['flood']['why'], 'the flood is gone, says why: ' + vms(st)['flood']['why'])
+        wait_for('the flooding peer stops (the pool closed, or it sent all)',
+                 lambda: fl.closed_by_peer or fl.sent >= fl.FLOOD, 30 * SLOW)
+        # VmHWM: the peak (a pool that buffered the flood frees it when the link closes)
+        hwm = proc_status(pool.pid, 'VmHWM')
+        check(fl.closed_by_peer and hwm < 32 * MiB,
+              'the pool closed the flood after %.1f MiB, its peak RSS %.1f MiB' % (
+                  fl.sent / MiB, hwm / MiB))
+        st = wait_for('the started VM runs beside it', lambda: (lambda s: s if vms(s)['v']['state'] == 'up' and
+                                                                vms(s)['v']['resident_bytes'] >= 8 * MiB
+                                                                else None)(call(sock, {'cmd': 'status'})))
+        r = call(sock, {'cmd': 'stop'})
+        check(r.get('ok') is True, 'stop beside hostile peers: %s' % r)
+        err = pool.communicate(timeout=30 * SLOW)[1]
+    except (subprocess.TimeoutExpired, OSError) as e:
+        os.killpg(pool.pid, signal.SIGKILL)
+        err = pool.communicate()[1]
+        check(False, 'the pool beside hostile peers stops on request (%s)' % e)
+    finally:
+        for f in fakes.values():
+            f.close()
+    check(pool.returncode == 0, 'it exits 0 (%s)' % pool.returncode)
+    print('--- pool stderr (hostile peers)\n' + err[-3000:])
 
 
 def run(sock, series, d, g):
