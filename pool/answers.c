@@ -52,18 +52,29 @@ static void check_stuck(struct pool *p, struct pool_vm *v, uint64_t now)
 	}
 }
 
+/* What the pool cannot do without in a `stats` answer: NULL when it is all there. */
+static const char *stats_lack(json_t *ans)
+{
+	json_t *vm = json_object_get(ans, "vm"), *pg = json_object_get(ans, "pager");
+
+	if (!json_is_true(json_object_get(ans, "ok")))
+		return NULL; /* the caller reports the error */
+	if (!json_is_object(pg))
+		return "it runs without the pager (--pager off): the pool cannot set its "
+		       "memory limit";
+	if (!json_is_integer(json_object_get(vm, "pages")) || !ju(vm, "pages") ||
+	    !json_is_integer(json_object_get(pg, "resident_pages")) ||
+	    !json_is_integer(json_object_get(pg, "limit_pages")))
+		return "its stats lack vm.pages, pager.resident_pages or pager.limit_pages";
+	return NULL;
+}
+
 static void take_stats(struct pool *p, struct pool_vm *v, json_t *ans, uint64_t sent_ns)
 {
 	json_t *vm = json_object_get(ans, "vm"), *pg = json_object_get(ans, "pager");
 	uint64_t now = pool_now(p), stall, refault, faults, swapins, in, out;
 	double dt = v->t_sample ? (double)(now - v->t_sample) / 1e9 : 0;
 
-	if (!json_is_object(pg)) {
-		pool_set_gone(p, v,
-			      "it runs without the pager (--pager off): the pool cannot "
-			      "set its memory limit");
-		return;
-	}
 	v->mem_pages = ju(vm, "pages");
 	v->cpus = ju(vm, "cpus") ? ju(vm, "cpus") : 1;
 	v->paused = json_is_true(json_object_get(vm, "paused"));
@@ -121,15 +132,37 @@ void pool_answer(struct pool *p, struct pool_vm *v, json_t *ans, enum plink_req 
 		 uint64_t sent_ns)
 {
 	bool ok = json_is_true(json_object_get(ans, "ok"));
+	const char *lack = kind == PLINK_STATS ? stats_lack(ans) : NULL;
+	bool failed = kind == PLINK_STATS && (!ok || lack);
 
-	if (v->late) {
+	/* an answer ends lateness, unless it is a failed stats or the stats still fail */
+	if (v->late && !failed && (kind == PLINK_STATS || !v->stats_failed)) {
 		v->late = false;
 		pool_event(p, v, "answers again");
 	}
+	if (failed) {
+		const char *e = json_string_value(json_object_get(ans, "error"));
+		char why[160];
+
+		snprintf(why, sizeof(why), "%s%s", lack ? "" : "its stats failed: ",
+			 lack ? lack
+			 : e  ? e
+			      : "no error given");
+		if (!v->have_stats) { /* never measured: nothing to charge it, nothing to manage */
+			pool_set_gone(p, v, why);
+			return;
+		}
+		if (!v->stats_failed) /* measured: charged what it last held, as if late */
+			pool_event(p, v, "%s; charged what it last held until its stats work again",
+				   why);
+		v->stats_failed = v->late = true;
+	}
 	switch (kind) {
 	case PLINK_STATS:
-		if (ok)
+		if (!failed) {
+			v->stats_failed = false;
 			take_stats(p, v, ans, sent_ns);
+		}
 		break;
 	case PLINK_WSS:
 		take_wss(v, ans);

@@ -152,6 +152,7 @@ struct pool_vm {
 	uint64_t limit_hold_t; /* ... stats asked after this time */
 	unsigned quiet;
 	bool late, stuck;
+	bool stats_failed; /* its latest stats answer failed: it counts as late */
 	uint64_t over_t, over_res;
 	char stuck_why[160];
 };

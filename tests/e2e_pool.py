@@ -14,7 +14,9 @@ Checks, waiting for conditions rather than for time:
 - a VM that cannot be started (its log file cannot be created) is reported gone, and the
   pool signals nothing else: not its own process group (it once did kill(0, SIGTERM));
 - hostile peers (fake control sockets served by this script, attached with --attach): one
-  that floods without a newline is dropped and the pool's memory stays bounded.
+  that floods without a newline is dropped and the pool's memory stays bounded; one whose
+  stats fail from the start is gone with its error, and the others still get memory; one
+  whose stats fail after it was measured is charged what it held, like a late VM.
 """
 import csv as csvmod
 import functools
@@ -202,11 +204,14 @@ def launch_fails(d):
 
 class FakeVM:
     """A control socket served by this script, for peers no real VM would be:
-    'flood' sends bytes without a newline (up to FLOOD bytes, or until the pool closes)."""
+    'flood' sends bytes without a newline (up to FLOOD bytes, or until the pool closes);
+    'refuse' answers every request {"ok":false,"error":"unknown command"} (another pool's
+    socket does); 'flaky' answers like a VM with the pager, then its stats fail."""
     FLOOD = 64 * MiB
 
     def __init__(self, path, mode):
         self.path, self.mode, self.sent, self.closed_by_peer = path, mode, 0, False
+        self.stats_answered = 0
         self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.srv.bind(path)
         self.srv.listen(4)
@@ -227,10 +232,32 @@ class FakeVM:
                 while self.sent < self.FLOOD:
                     self.sent += c.send(chunk)
                 return
+            buf = b''
+            while True:
+                got = c.recv(65536)
+                if not got:
+                    return
+                buf += got
+                while b'\n' in buf:
+                    line, buf = buf.split(b'\n', 1)
+                    c.sendall(json.dumps(self.answer(json.loads(line))).encode() + b'\n')
         except (BrokenPipeError, ConnectionResetError):
             self.closed_by_peer = True
         finally:
             c.close()
+
+    def answer(self, req):
+        if self.mode == 'refuse':
+            return {'ok': False, 'error': 'unknown command'}
+        if req.get('cmd') == 'stats':
+            self.stats_answered += 1
+            if self.stats_answered > 2:
+                return {'ok': False, 'error': 'stats broke'}
+            return {'ok': True, 'vm': {'pages': 8192, 'cpus': 1, 'paused': False},
+                    'pager': {'resident_pages': 1024, 'swapped_pages': 0, 'limit_pages': 2048}}
+        if req.get('cmd') == 'limit':
+            return {'ok': True}
+        return {'ok': False, 'error': 'access sampling is off'}
 
     def close(self):
         self.srv.close()
@@ -247,7 +274,7 @@ def hostile_peers(d):
     hd = os.path.join(d, 'hostile')
     os.makedirs(hd)
     sock = os.path.join(hd, 'pool.sock')
-    fakes = {m: FakeVM(os.path.join(hd, m + '.sock'), m) for m in ('flood',)}
+    fakes = {m: FakeVM(os.path.join(hd, m + '.sock'), m) for m in ('flood', 'refuse', 'flaky')}
     # in a session of its own: nothing it does reaches the test runner
     pool = subprocess.Popen(
         [POOL, 'run', '--budget', '64M', '--interval', '100', '--late', str(int(3000 * SLOW)),
@@ -271,9 +298,26 @@ def hostile_peers(d):
         check(fl.closed_by_peer and hwm < 32 * MiB,
               'the pool closed the flood after %.1f MiB, its peak RSS %.1f MiB' % (
                   fl.sent / MiB, hwm / MiB))
-        st = wait_for('the started VM runs beside it', lambda: (lambda s: s if vms(s)['v']['state'] == 'up' and
-                                                                vms(s)['v']['resident_bytes'] >= 8 * MiB
-                                                                else None)(call(sock, {'cmd': 'status'})))
+        # a peer whose stats fail from the start: gone, with its error; the others grow
+        st = wait_for('the peer whose stats fail is gone', lambda: (lambda s: s if vms(s)['refuse']['state'] == 'gone'
+                                                                    else None)(call(sock, {'cmd': 'status'})))
+        if st:
+            check('unknown command' in vms(st)['refuse']['why'],
+                  'it says why: ' + vms(st)['refuse']['why'])
+        st = wait_for('the started VM runs beside them', lambda: (lambda s: s if vms(s)['v']['state'] == 'up' and
+                                                                  vms(s)['v']['resident_bytes'] >= 8 * MiB
+                                                                  else None)(call(sock, {'cmd': 'status'})))
+        if st:
+            check(vms(st)['v']['limit_bytes'] >= 16 * MiB,
+                  'the started VM got memory: limit %d MiB' % (vms(st)['v']['limit_bytes'] // MiB))
+        # a measured peer whose stats then fail: late, charged what it held (8 MiB limit)
+        st = wait_for('the peer whose stats broke is late', lambda: (lambda s: s if vms(s)['flaky']['state'] == 'late'
+                                                                     else None)(call(sock, {'cmd': 'status'})))
+        if st:
+            f = vms(st)['flaky']
+            check(f['charge_bytes'] >= max(8 * MiB, f['limit_bytes']) and any('stats broke' in e['what'] for e in st['events']
+                                                        if e['vm'] == 'flaky'),
+                  'charged what it held (%d MiB), the failure reported' % (f['charge_bytes'] // MiB))
         r = call(sock, {'cmd': 'stop'})
         check(r.get('ok') is True, 'stop beside hostile peers: %s' % r)
         err = pool.communicate(timeout=30 * SLOW)[1]
