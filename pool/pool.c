@@ -46,8 +46,10 @@ uint64_t pool_charge(const struct pool_vm *v)
 	case VM_LAUNCHED:
 		return v->launch_limit;
 	case VM_UP:
+		/* not measured yet: what it was started with, or what its process holds (an
+		 * attached VM that hangs before its first answer is not free) */
 		if (!v->have_stats)
-			return v->launch_limit;
+			return v->launch_limit > v->boot_charge ? v->launch_limit : v->boot_charge;
 		lim = v->limit ? v->limit : v->mem_pages; /* no limit: it may take all */
 		want = v->limit_want ? v->limit_want : v->mem_pages;
 		return max3(lim, want, v->resident > v->limit_hold ? v->resident : v->limit_hold);
@@ -184,6 +186,7 @@ int pool_add(struct pool *p, const char *name, const char *sock, char **argv, ui
 		}
 		v->state = VM_UP;
 		v->t_up = v->t_added;
+		pool_measure_unknown(v);
 		plink_send(&v->link, PLINK_STATS, 0, pool_now(p));
 		plink_send(&v->link, PLINK_WSS, 0, pool_now(p));
 	}
@@ -253,6 +256,18 @@ void pool_link_lost(struct pool *p, struct pool_vm *v, int err)
 		      err == -EPIPE ? "its control socket closed" : "its control socket failed");
 }
 
+void pool_measure_unknown(struct pool_vm *v)
+{
+	uint64_t anon = 0, shmem = 0;
+
+	if (v->child)
+		return; /* charged the limit it was started with */
+	/* unreadable (its pid is 0 from another pid namespace, say): the last figure stays;
+	 * its guest RAM is not known before its stats either */
+	if (pool_proc_rss(v->pid, &anon, &shmem))
+		v->boot_charge = (anon + shmem + POOL_PAGE - 1) / POOL_PAGE;
+}
+
 void pool_tick(struct pool *p)
 {
 	uint64_t now = pool_now(p);
@@ -262,6 +277,8 @@ void pool_tick(struct pool *p)
 
 		if (v->state != VM_UP)
 			continue;
+		if (!v->have_stats)
+			pool_measure_unknown(v);
 		if (!plink_busy(&v->link, PLINK_STATS))
 			plink_send(&v->link, PLINK_STATS, 0, now);
 		if ((v->sampling || !v->have_wss) && !plink_busy(&v->link, PLINK_WSS))
@@ -349,8 +366,8 @@ void pool_grant(struct pool *p)
 	uint64_t charged = 0, free_pages, deficit = 0, now = pool_now(p);
 
 	for (unsigned i = 0; i < p->nvm; i++) {
-		/* a VM just attached is charged once it answers (or is late: then nothing, as
-		 * nothing about it is known; it is reported, and not waited on) */
+		/* a VM just attached is measured once it answers (or is late: then it is
+		 * charged what its process holds; it is reported, and not waited on) */
 		if (p->vm[i]->state == VM_UP && !p->vm[i]->have_stats && !p->vm[i]->late)
 			return;
 		charged += pool_charge(p->vm[i]);

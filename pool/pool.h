@@ -147,6 +147,8 @@ struct pool_vm {
 	double stall_acc, refault_acc, stall_acc_s;
 	/* control */
 	uint64_t shares, target, launch_limit;
+	uint64_t boot_charge;  /* attached, until its first stats: its VMM's RssAnon +
+				* RssShmem (pages) */
 	uint64_t limit_want;   /* the limit last asked for (in force once answered) */
 	uint64_t limit_hold;   /* charged after lowering the limit, until stats say more */
 	uint64_t limit_hold_t; /* ... stats asked after this time */
@@ -196,6 +198,8 @@ void pool_forget(struct pool *p, struct pool_vm *v); /* detach: its limit stays 
 /* An event: logged to stderr, the series and the status ring. */
 void pool_event(struct pool *p, const struct pool_vm *v, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* What an attached VM that has not answered its first stats holds: boot_charge. */
+void pool_measure_unknown(struct pool_vm *v);
 /* Ask every VM for fresh measurements (once per interval). */
 void pool_tick(struct pool *p);
 /* Run the policy and move memory: lower limits now, raise them as room appears. */

@@ -16,7 +16,8 @@ Checks, waiting for conditions rather than for time:
 - hostile peers (fake control sockets served by this script, attached with --attach): one
   that floods without a newline is dropped and the pool's memory stays bounded; one whose
   stats fail from the start is gone with its error, and the others still get memory; one
-  whose stats fail after it was measured is charged what it held, like a late VM.
+  whose stats fail after it was measured is charged what it held, like a late VM; one
+  that never answers is charged what its process holds (RssAnon + RssShmem).
 """
 import csv as csvmod
 import functools
@@ -138,6 +139,7 @@ def main():
     check(widths == {len(rows[0].split(','))}, 'CSV series: every row has the header\'s columns %s' % widths)
     launch_fails(d)
     hostile_peers(d)
+    hung_peer(d)
     png = os.path.join(d, 'pool.png')
     r = subprocess.run([POOL, 'plot', series, png], capture_output=True, text=True)
     check(r.returncode == 0 and os.path.getsize(png) > 2000, 'plot writes a PNG: ' + r.stderr)
@@ -330,6 +332,61 @@ def hostile_peers(d):
             f.close()
     check(pool.returncode == 0, 'it exits 0 (%s)' % pool.returncode)
     print('--- pool stderr (hostile peers)\n' + err[-3000:])
+
+
+HANG = r"""
+import socket, sys, threading
+held = b'\1' * (40 << 20)  # 40 MiB it holds (written: resident)
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(sys.argv[1])
+srv.listen(4)
+print('ready', flush=True)
+def serve(c):
+    while c.recv(65536):
+        pass  # never answers
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+
+def hung_peer(d):
+    # a VMM that hangs before its first answer: a process of its own holding 40 MiB,
+    # serving a socket that never answers; attached beside a VM the pool starts
+    hd = os.path.join(d, 'hung')
+    os.makedirs(hd)
+    sock, hsock = os.path.join(hd, 'pool.sock'), os.path.join(hd, 'hang.sock')
+    hang = subprocess.Popen([sys.executable, '-c', HANG, hsock], stdout=subprocess.PIPE, text=True)
+    hang.stdout.readline()
+    budget = 64 * MiB
+    pool = subprocess.Popen(
+        [POOL, 'run', '--budget', '64M', '--interval', '100', '--late', str(int(1000 * SLOW)),
+         '--api', sock, '--dir', hd, '--ufvm', UFVM, '--attach', 'hang=' + hsock,
+         '--start', "v=--mem 64M --cmdline 'mib=8 passes=100000' " + os.path.join(GUESTS, 'memtouch.elf')],
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        st = wait_for('the hung peer is late and the started VM up', lambda: (lambda s: s if (
+            vms(s)['hang']['state'] == 'late' and vms(s)['v']['state'] == 'up') else None)(
+            call(sock, {'cmd': 'status'})) if os.path.exists(sock) else None)
+        if st:
+            h, v = vms(st)['hang'], vms(st)['v']
+            rss = proc_status(hang.pid, 'RssAnon') + proc_status(hang.pid, 'RssShmem')
+            check(h['pid'] == hang.pid and 40 * MiB <= h['charge_bytes'] <= rss + 4 * MiB,
+                  'the hung peer (pid %s) is charged what its process holds: %.1f MiB (it holds %.1f)' % (
+                      h['pid'], h['charge_bytes'] / MiB, rss / MiB))
+            check(v['limit_bytes'] + h['charge_bytes'] <= budget,
+                  'the started VM gets what the hung one leaves: limit %.1f MiB' % (v['limit_bytes'] / MiB))
+        r = call(sock, {'cmd': 'stop'})
+        check(r.get('ok') is True, 'stop beside a hung peer: %s' % r)
+        err = pool.communicate(timeout=30 * SLOW)[1]
+    except (subprocess.TimeoutExpired, OSError) as e:
+        os.killpg(pool.pid, signal.SIGKILL)
+        err = pool.communicate()[1]
+        check(False, 'the pool beside a hung peer stops on request (%s)' % e)
+    finally:
+        hang.kill()
+        hang.wait()
+    check(pool.returncode == 0, 'it exits 0 (%s)' % pool.returncode)
+    print('--- pool stderr (hung peer)\n' + err[-2000:])
 
 
 def run(sock, series, d, g):
