@@ -173,6 +173,11 @@ CASES = {
     # --- bad command lines: status 2 and a hint where to look
     'cli-unknown-option': Case(['run', '--bogus', '{guest:hello}'], status=2,
                                want=[r'--bogus', USAGE_HINT]),
+    # an abbreviation getopt_long would take (--mem-l for --mem-limit) could hide an
+    # option from a check by name (the pool's of a VM's arguments): refused
+    'cli-abbreviated-option': Case(['run', '--mem-l', '32M', '{guest:hello}'], status=2,
+                                   want=[r"'--mem-l': write options in full \('--mem-limit'\)",
+                                         USAGE_HINT]),
     'cli-unknown-command': Case(['frobnicate', '{guest:hello}'], status=2,
                                 want=[r'frobnicate', USAGE_HINT]),
     'cli-no-args': Case([], status=2, want=[r'no command given', USAGE_HINT]),

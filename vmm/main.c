@@ -65,6 +65,25 @@ static int bad_arg(const char *fmt, const char *a, const char *b)
 enum { OPT_MEM = 256, OPT_CPUS, OPT_CMDLINE, OPT_PIN, OPT_API = 300, OPT_DIRTY };
 enum { OPT_KERNEL = 400, OPT_INITRD, OPT_APPEND, OPT_DISK, OPT_NO_BALLOON }; /* Linux guests */
 
+/*
+ * Did the argument getopt_long just took long option `name` from spell it in
+ * full? getopt_long also takes any unambiguous abbreviation (--mem-l for
+ * --mem-limit), which would let an option hide from whoever checks a command
+ * line by name (the pool refuses a VM's own --mem-limit and --api).
+ */
+static bool opt_in_full(char **argv, const char *name, const char **tok)
+{
+	size_t n;
+
+	/* the option's own argument: the one before its value when that came separately */
+	*tok = optarg && optind >= 2 && optarg == argv[optind - 1] ? argv[optind - 2]
+								   : argv[optind - 1];
+	if (strncmp(*tok, "--", 2))
+		return true;
+	n = strcspn(*tok + 2, "=");
+	return n == strlen(name) && !strncmp(*tok + 2, name, n);
+}
+
 /* Returns -1 to continue, or an exit status. */
 static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 {
@@ -107,6 +126,11 @@ static int parse_run_args(int argc, char **argv, struct vmm_opts *o)
 	opterr = 0;
 	optind = 1;
 	while ((li = -1, c = getopt_long(argc, argv, ":+vh", longopts, &li)) != -1) {
+		const char *tok;
+
+		if (li >= 0 && !opt_in_full(argv, longopts[li].name, &tok))
+			return bad_arg("'%s': write options in full ('--%s')", tok,
+				       longopts[li].name);
 		switch (c) {
 		case OPT_MEM:
 			if (cli_parse_size(optarg, &o->mem) < 0 || o->mem < UFVM_MIN_MEM ||
