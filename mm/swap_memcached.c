@@ -2,6 +2,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -63,7 +64,8 @@
  *   not one per page; each failure in a row doubles the skip, up to 16 s, so
  *   a server that stays hung costs a timeout every 16 s, not every second (a
  *   read that tries it waits that timeout first), and an op it answers ends
- *   the row.
+ *   the row. Reading a server's answers takes at most 4 timeouts in all (the
+ *   watchdog, below): a server that never stops sending is a failed one too.
  * - deletes are queued and sent before the next write batch.
  *
  * Answers to pipelined sets: libmemcached has no call that reads one answer
@@ -143,6 +145,8 @@ struct mc_item {
 
 struct mc_lane {
 	pthread_mutex_t lock;
+	int wfd;      /* watched: a dup of the socket being read, or -1 (under wd_lock) */
+	uint64_t wdl; /* ... and when it is shut down (watchdog) */
 	struct mc_conn c[MC_MAX_SERVERS];
 	struct mc_page *pg;
 	size_t cappg;
@@ -176,6 +180,10 @@ struct mc_store {
 	unsigned nlanes;
 	struct mc_del *dels; /* items to delete (under the write lane) */
 	size_t ndel, capdel;
+	pthread_mutex_t wd_lock; /* the lanes' watches */
+	pthread_cond_t wd_cond;
+	pthread_t wd;
+	bool wd_started, wd_stop, wd_idle;
 };
 
 /* The last failure's words, for swap_why() right after the failed call, in the same thread. */
@@ -274,6 +282,9 @@ static int add_server(memcached_st *mc, const char *name)
  */
 #define MC_RES_ROOM (sizeof(memcached_result_st) + UINT16_MAX + 1)
 
+static void conn_drop(struct mc_conn *c);
+static void *watchdog(void *arg);
+
 static void *mc_malloc(const memcached_st *m, const size_t n, void *ctx)
 {
 	(void)m, (void)ctx;
@@ -350,6 +361,8 @@ static void lane_free(struct mc_store *s, struct mc_lane *l)
 			res_repair(&l->c[i]);
 			memcached_result_free(l->c[i].res);
 		}
+		if (l->c[i].mc)
+			conn_drop(&l->c[i]); /* memcached_free would quit, reading till the end */
 		if (l->c[i].res)
 			munmap(l->c[i].res, MC_RES_ROOM);
 		memcached_free(l->c[i].mc);
@@ -364,6 +377,7 @@ static void lane_free(struct mc_store *s, struct mc_lane *l)
 static int lane_init(struct mc_store *s, struct mc_lane *l)
 {
 	pthread_mutex_init(&l->lock, NULL);
+	l->wfd = -1;
 	for (unsigned i = 0; i < s->nsrv; i++)
 		if (conn_open(s, &l->c[i], s->srv[i].name) < 0)
 			return -ENOMEM;
@@ -497,6 +511,8 @@ static int mc_open(void **out, const struct swap_opts *o, uint64_t max_pages)
 	if (!s)
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->wd_lock, NULL);
+	pthread_cond_init(&s->wd_cond, NULL);
 	s->max_pages = max_pages;
 	s->verify = o->verify;
 	s->vctx = o->verify_ctx;
@@ -533,6 +549,10 @@ static int mc_open(void **out, const struct swap_opts *o, uint64_t max_pages)
 			goto err_free;
 		conn_buffer(&s->wl.c[i]);
 	}
+	err = -pthread_create(&s->wd, NULL, watchdog, s);
+	if (err)
+		goto err_free;
+	s->wd_started = true;
 	*out = s;
 	return 0;
 
@@ -551,8 +571,15 @@ static void mc_close(void *impl)
 		return;
 	if (s->wl.c[0].mc) {
 		pthread_mutex_lock(&s->wl.lock);
-		flush_deletes(s);
+		flush_deletes(s); /* watched like any write */
 		pthread_mutex_unlock(&s->wl.lock);
+	}
+	if (s->wd_started) {
+		pthread_mutex_lock(&s->wd_lock);
+		s->wd_stop = true;
+		pthread_cond_signal(&s->wd_cond);
+		pthread_mutex_unlock(&s->wd_lock);
+		pthread_join(s->wd, NULL);
 	}
 	lane_free(s, &s->wl);
 	for (unsigned i = 0; i < s->nlanes; i++) {
@@ -563,6 +590,8 @@ static void mc_close(void *impl)
 		munmap(s->meta, s->meta_bytes ? s->meta_bytes : 1);
 	memcached_free(s->ring);
 	free(s->dels);
+	pthread_cond_destroy(&s->wd_cond);
+	pthread_mutex_destroy(&s->wd_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -572,6 +601,106 @@ static bool server_up(const struct mc_server *v)
 	return mm_now_ns() >= v->down_until;
 }
 
+static int conn_fd(struct mc_conn *c);
+
+/*
+ * Drop a connection; it is opened again at its next request. Its socket is shut
+ * down first: on the write lane (buffered) memcached_quit reads until the server
+ * closes, which a server that keeps sending never does.
+ */
+static void conn_drop(struct mc_conn *c)
+{
+	int fd = conn_fd(c);
+
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+	memcached_quit(c->mc);
+}
+
+/*
+ * The watchdog. timeout_ms bounds each of libmemcached's waits, not an op: a
+ * server that keeps sending well-formed frames it does not count as answers
+ * (errors to quiet requests never made, say) keeps it reading for ever inside
+ * one call. So a lane reading answers is watched: past MC_OP_TIMEOUTS x
+ * timeout_ms its socket is shut down, libmemcached sees the connection end, and
+ * the op fails as if the server had died. The watch holds a dup of the socket,
+ * so what it shuts down is never a descriptor since reused by someone else.
+ */
+#define MC_OP_TIMEOUTS 4
+#define MC_WATCH_MS    100 /* how often the watchdog looks, while there are ops */
+#define MC_WATCH_IDLE  10  /* looks without a watch before it sleeps until one starts */
+
+static void watch_begin(struct mc_store *s, struct mc_lane *l, struct mc_conn *c)
+{
+	int fd = conn_fd(c), d = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+
+	pthread_mutex_lock(&s->wd_lock);
+	l->wfd = d;
+	l->wdl = mm_now_ns() + (uint64_t)MC_OP_TIMEOUTS * s->timeout_ms * 1000000;
+	if (s->wd_idle) /* only then: ops in a row cost no wake-up */
+		pthread_cond_signal(&s->wd_cond);
+	pthread_mutex_unlock(&s->wd_lock);
+}
+
+static void watch_end(struct mc_store *s, struct mc_lane *l)
+{
+	int d;
+
+	pthread_mutex_lock(&s->wd_lock);
+	d = l->wfd;
+	l->wfd = -1;
+	pthread_mutex_unlock(&s->wd_lock);
+	if (d >= 0)
+		close(d);
+}
+
+static void *watchdog(void *arg)
+{
+	struct mc_store *s = arg;
+	struct mc_lane *ls[1 + MC_READ_LANES];
+	unsigned quiet = 0;
+
+	for (;;) {
+		struct timespec ts;
+		unsigned n = 0;
+		bool any = false;
+		uint64_t now;
+
+		pthread_mutex_lock(&s->lock); /* nlanes */
+		ls[n++] = &s->wl;
+		for (unsigned i = 0; i < s->nlanes; i++)
+			ls[n++] = s->rl[i];
+		pthread_mutex_unlock(&s->lock);
+		pthread_mutex_lock(&s->wd_lock);
+		now = mm_now_ns();
+		for (unsigned i = 0; i < n; i++) {
+			any |= ls[i]->wfd >= 0;
+			if (ls[i]->wfd >= 0 && now >= ls[i]->wdl) {
+				shutdown(ls[i]->wfd, SHUT_RDWR);
+				ls[i]->wdl = UINT64_MAX; /* once */
+			}
+		}
+		quiet = any ? 0 : quiet + 1;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += MC_WATCH_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		s->wd_idle = quiet >= MC_WATCH_IDLE; /* an idle VM: no wake-ups 10 times a second */
+		if (!s->wd_stop && s->wd_idle)
+			pthread_cond_wait(&s->wd_cond, &s->wd_lock);
+		else if (!s->wd_stop)
+			pthread_cond_timedwait(&s->wd_cond, &s->wd_lock, &ts);
+		s->wd_idle = false;
+		if (s->wd_stop) {
+			pthread_mutex_unlock(&s->wd_lock);
+			return NULL;
+		}
+		pthread_mutex_unlock(&s->wd_lock);
+	}
+}
+
 /* A connection-level failure (timeout, refused, reset): skip the server a while. What the
  * op says of the failure (why) comes from its outcome: which server is down, which page. */
 static void server_failed(struct mc_store *s, unsigned i, struct mc_conn *c)
@@ -579,7 +708,7 @@ static void server_failed(struct mc_store *s, unsigned i, struct mc_conn *c)
 	uint64_t now = mm_now_ns();
 	unsigned n;
 
-	memcached_quit(c->mc);
+	conn_drop(c);
 	if (now < s->srv[i].down_until)
 		return; /* an op that started before the skip: the same failure, not one more */
 	n = atomic_fetch_add(&s->srv[i].fails, 1);
@@ -685,16 +814,11 @@ static void fail_rest(struct mc_lane *l, unsigned i)
 	c->sent = c->n;
 }
 
-/* Read server i's answers to the requests sent up to request upto (see the top). */
-static void read_answers(struct mc_store *s, struct mc_lane *l, unsigned i, unsigned upto)
+/* Take server i's answers up to request upto (read_answers, watched). */
+static void take_answers(struct mc_store *s, struct mc_lane *l, unsigned i, unsigned upto)
 {
 	struct mc_conn *c = &l->c[i];
 
-	if (c->answered < upto && memcached_flush_buffers(c->mc) != MEMCACHED_SUCCESS) {
-		server_failed(s, i, c);
-		fail_rest(l, i);
-		return;
-	}
 	while (c->answered < upto) {
 		uint32_t before = memcached_server_response_count(c->ins), after, took;
 		memcached_return_t rc = MEMCACHED_SUCCESS;
@@ -710,7 +834,7 @@ static void read_answers(struct mc_store *s, struct mc_lane *l, unsigned i, unsi
 		took = before >= after ? before - after : 0;
 		if (!took || took > c->sent - c->answered) {
 			/* answers that are not ours to count: start afresh */
-			memcached_quit(c->mc);
+			conn_drop(c);
 			fail_rest(l, i);
 			return;
 		}
@@ -723,6 +847,21 @@ static void read_answers(struct mc_store *s, struct mc_lane *l, unsigned i, unsi
 			return;
 		}
 	}
+}
+
+/* Read server i's answers to the requests sent up to request upto (see the top). */
+static void read_answers(struct mc_store *s, struct mc_lane *l, unsigned i, unsigned upto)
+{
+	struct mc_conn *c = &l->c[i];
+
+	if (c->answered < upto && memcached_flush_buffers(c->mc) != MEMCACHED_SUCCESS) {
+		server_failed(s, i, c);
+		fail_rest(l, i);
+		return;
+	}
+	watch_begin(s, l, c);
+	take_answers(s, l, i, upto);
+	watch_end(s, l);
 }
 
 static void send_request(struct mc_store *s, struct mc_lane *l, unsigned i)
@@ -1217,15 +1356,14 @@ static void wait_answer(const struct mc_store *s, struct mc_conn *c)
 		;
 }
 
-/* Read the answers to the len items server i was asked for last. */
-static void mget_take(struct mc_store *s, struct mc_lane *l, unsigned i, unsigned len)
+/* Take the answers to the len items server i was asked for last (mget_take, watched). */
+static void take_values(struct mc_store *s, struct mc_lane *l, unsigned i, unsigned len)
 {
 	struct mc_conn *c = &l->c[i];
 	memcached_return_t rc = MEMCACHED_SUCCESS;
 	memcached_result_st *r;
 	unsigned at = c->sent, end = c->sent + len;
 
-	wait_answer(s, c);
 	while ((r = memcached_fetch_result(c->mc, c->res, &rc))) {
 		const char *key = memcached_result_key_value(r);
 		size_t kl = memcached_result_key_length(r);
@@ -1259,11 +1397,20 @@ static void mget_take(struct mc_store *s, struct mc_lane *l, unsigned i, unsigne
 	if (rc == MEMCACHED_NOTFOUND) {
 		/* nothing of ours came back, or an answer to something else: start afresh
 		 * on a new connection; what was not read is asked of a replica, or fails */
-		memcached_quit(c->mc);
+		conn_drop(c);
 	} else if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS) {
 		server_failed(s, i, c);
 		c->sent = c->n;
 	}
+}
+
+/* Read the answers to the len items server i was asked for last. */
+static void mget_take(struct mc_store *s, struct mc_lane *l, unsigned i, unsigned len)
+{
+	wait_answer(s, &l->c[i]);
+	watch_begin(s, l, &l->c[i]);
+	take_values(s, l, i, len);
+	watch_end(s, l);
 }
 
 /*
