@@ -112,6 +112,7 @@ struct mc_conn {
 	memcached_st *mc; /* this server alone */
 	const memcached_instance_st *ins;
 	int fd;			  /* its socket as found by conn_fd, or -1 */
+	int dfd;		  /* a dup of it held while the connection lasts (watchdog) */
 	in_port_t port;		  /* the local port conn_fd looked for last (0: none yet) */
 	memcached_result_st *res; /* MC_RES_ROOM bytes mapped (conn_open) */
 	bool res_ok;
@@ -282,7 +283,8 @@ static int add_server(memcached_st *mc, const char *name)
  */
 #define MC_RES_ROOM (sizeof(memcached_result_st) + UINT16_MAX + 1)
 
-static void conn_drop(struct mc_conn *c);
+struct mc_store;
+static void conn_drop(struct mc_store *s, struct mc_lane *l, struct mc_conn *c);
 static void *watchdog(void *arg);
 
 static void *mc_malloc(const memcached_st *m, const size_t n, void *ctx)
@@ -319,7 +321,7 @@ static void res_repair(struct mc_conn *c)
 /* A connection to one server (connected at first use). */
 static int conn_open(struct mc_store *s, struct mc_conn *c, const char *name)
 {
-	c->fd = -1;
+	c->fd = c->dfd = -1;
 	c->mc = memcached_create(NULL);
 	if (!c->mc || add_server(c->mc, name) < 0 ||
 	    memcached_set_memory_allocators(c->mc, mc_malloc, mc_free, mc_realloc, mc_calloc, c) !=
@@ -361,8 +363,11 @@ static void lane_free(struct mc_store *s, struct mc_lane *l)
 			res_repair(&l->c[i]);
 			memcached_result_free(l->c[i].res);
 		}
-		if (l->c[i].mc)
-			conn_drop(&l->c[i]); /* memcached_free would quit, reading till the end */
+		if (l->c[i].mc) { /* memcached_free would quit, reading to the end */
+			conn_drop(s, l, &l->c[i]);
+			if (l->c[i].dfd >= 0)
+				close(l->c[i].dfd);
+		}
 		if (l->c[i].res)
 			munmap(l->c[i].res, MC_RES_ROOM);
 		memcached_free(l->c[i].mc);
@@ -601,16 +606,16 @@ static bool server_up(const struct mc_server *v)
 	return mm_now_ns() >= v->down_until;
 }
 
-static int conn_fd(struct mc_conn *c);
+static int conn_fd(struct mc_store *s, struct mc_lane *l, struct mc_conn *c);
 
 /*
  * Drop a connection; it is opened again at its next request. Its socket is shut
  * down first: on the write lane (buffered) memcached_quit reads until the server
  * closes, which a server that keeps sending never does.
  */
-static void conn_drop(struct mc_conn *c)
+static void conn_drop(struct mc_store *s, struct mc_lane *l, struct mc_conn *c)
 {
-	int fd = conn_fd(c);
+	int fd = conn_fd(s, l, c);
 
 	if (fd >= 0)
 		shutdown(fd, SHUT_RDWR);
@@ -623,8 +628,9 @@ static void conn_drop(struct mc_conn *c)
  * (errors to quiet requests never made, say) keeps it reading for ever inside
  * one call. So a lane reading answers is watched: past MC_OP_TIMEOUTS x
  * timeout_ms its socket is shut down, libmemcached sees the connection end, and
- * the op fails as if the server had died. The watch holds a dup of the socket,
- * so what it shuts down is never a descriptor since reused by someone else.
+ * the op fails as if the server had died. What it shuts down is the
+ * connection's dup of its socket (conn_fd), closed only once it is no longer
+ * watched: never a descriptor since reused by someone else.
  */
 #define MC_OP_TIMEOUTS 4
 #define MC_WATCH_MS    100 /* how often the watchdog looks, while there are ops */
@@ -632,10 +638,9 @@ static void conn_drop(struct mc_conn *c)
 
 static void watch_begin(struct mc_store *s, struct mc_lane *l, struct mc_conn *c)
 {
-	int fd = conn_fd(c), d = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-
+	conn_fd(s, l, c);
 	pthread_mutex_lock(&s->wd_lock);
-	l->wfd = d;
+	l->wfd = c->dfd;
 	l->wdl = mm_now_ns() + (uint64_t)MC_OP_TIMEOUTS * s->timeout_ms * 1000000;
 	if (s->wd_idle) /* only then: ops in a row cost no wake-up */
 		pthread_cond_signal(&s->wd_cond);
@@ -644,14 +649,9 @@ static void watch_begin(struct mc_store *s, struct mc_lane *l, struct mc_conn *c
 
 static void watch_end(struct mc_store *s, struct mc_lane *l)
 {
-	int d;
-
 	pthread_mutex_lock(&s->wd_lock);
-	d = l->wfd;
 	l->wfd = -1;
 	pthread_mutex_unlock(&s->wd_lock);
-	if (d >= 0)
-		close(d);
 }
 
 static void *watchdog(void *arg)
@@ -703,12 +703,13 @@ static void *watchdog(void *arg)
 
 /* A connection-level failure (timeout, refused, reset): skip the server a while. What the
  * op says of the failure (why) comes from its outcome: which server is down, which page. */
-static void server_failed(struct mc_store *s, unsigned i, struct mc_conn *c)
+static void server_failed(struct mc_store *s, struct mc_lane *l, unsigned i)
 {
+	struct mc_conn *c = &l->c[i];
 	uint64_t now = mm_now_ns();
 	unsigned n;
 
-	conn_drop(c);
+	conn_drop(s, l, c);
 	if (now < s->srv[i].down_until)
 		return; /* an op that started before the skip: the same failure, not one more */
 	n = atomic_fetch_add(&s->srv[i].fails, 1);
@@ -834,7 +835,7 @@ static void take_answers(struct mc_store *s, struct mc_lane *l, unsigned i, unsi
 		took = before >= after ? before - after : 0;
 		if (!took || took > c->sent - c->answered) {
 			/* answers that are not ours to count: start afresh */
-			conn_drop(c);
+			conn_drop(s, l, c);
 			fail_rest(l, i);
 			return;
 		}
@@ -842,7 +843,7 @@ static void take_answers(struct mc_store *s, struct mc_lane *l, unsigned i, unsi
 			answered(l, i, c->q[c->answered + k], r && k == took - 1);
 		c->answered += took;
 		if (!r && (rc == MEMCACHED_TIMEOUT || rc == MEMCACHED_CONNECTION_FAILURE)) {
-			server_failed(s, i, c);
+			server_failed(s, l, i);
 			fail_rest(l, i);
 			return;
 		}
@@ -855,7 +856,7 @@ static void read_answers(struct mc_store *s, struct mc_lane *l, unsigned i, unsi
 	struct mc_conn *c = &l->c[i];
 
 	if (c->answered < upto && memcached_flush_buffers(c->mc) != MEMCACHED_SUCCESS) {
-		server_failed(s, i, c);
+		server_failed(s, l, i);
 		fail_rest(l, i);
 		return;
 	}
@@ -880,7 +881,7 @@ static void send_request(struct mc_store *s, struct mc_lane *l, unsigned i)
 	}
 	if (rc != MEMCACHED_BUFFERED && rc != MEMCACHED_SUCCESS) {
 		/* not even sent: what was sent before it is lost with the connection */
-		server_failed(s, i, c);
+		server_failed(s, l, i);
 		fail_rest(l, i);
 		return;
 	}
@@ -1286,7 +1287,7 @@ static unsigned mget_send(struct mc_store *s, struct mc_lane *l, unsigned i)
 		klen[k] = l->it[c->q[c->sent + k]].klen;
 	}
 	if (memcached_mget(c->mc, keys, klen, len) != MEMCACHED_SUCCESS) {
-		server_failed(s, i, c);
+		server_failed(s, l, i);
 		c->sent = c->n;
 		return 0;
 	}
@@ -1320,18 +1321,27 @@ static in_port_t sock_port(int fd, bool peer)
 	return 0;
 }
 
-static int conn_fd(struct mc_conn *c)
+static int conn_fd(struct mc_store *s, struct mc_lane *l, struct mc_conn *c)
 {
 	in_port_t port = memcached_server_srcport(c->ins), srv = memcached_server_port(c->ins);
 	DIR *d;
 	struct dirent *e;
 
-	if (!port || port == (in_port_t)-1)
-		return -1; /* not connected (yet) */
+	if (port == (in_port_t)-1)
+		port = 0; /* not connected (yet) */
 	if (c->port == port)
 		return c->fd; /* the socket found for this connection, or none to be found */
-	c->fd = -1;
+	if (c->dfd >= 0) {    /* the last connection's: not watched any more, then closed */
+		pthread_mutex_lock(&s->wd_lock);
+		if (l->wfd == c->dfd)
+			l->wfd = -1;
+		pthread_mutex_unlock(&s->wd_lock);
+		close(c->dfd);
+	}
+	c->fd = c->dfd = -1;
 	c->port = port;
+	if (!port)
+		return -1;
 	d = opendir("/proc/self/fd");
 	while (d && (e = readdir(d)) && c->fd < 0) {
 		int fd = atoi(e->d_name);
@@ -1342,12 +1352,15 @@ static int conn_fd(struct mc_conn *c)
 	}
 	if (d)
 		closedir(d);
+	if (c->fd >= 0) /* held while the connection lasts: what the watchdog shuts down */
+		c->dfd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
 	return c->fd;
 }
 
-static void wait_answer(const struct mc_store *s, struct mc_conn *c)
+/* c->fd is fresh: watch_begin has just looked (conn_fd) */
+static void wait_answer(const struct mc_store *s, const struct mc_conn *c)
 {
-	int fd = s->spin_ns ? conn_fd(c) : -1;
+	int fd = s->spin_ns ? c->fd : -1;
 	uint64_t until = mm_now_ns() + s->spin_ns;
 	char b;
 
@@ -1383,7 +1396,7 @@ static void take_values(struct mc_store *s, struct mc_lane *l, unsigned i, unsig
 			 * end), so nothing more is read from it in this op; what it was asked
 			 * for is asked of a replica, or fails */
 			c->d.bad_values++;
-			server_failed(s, i, c);
+			server_failed(s, l, i);
 			c->sent = c->n;
 			return;
 		}
@@ -1397,9 +1410,9 @@ static void take_values(struct mc_store *s, struct mc_lane *l, unsigned i, unsig
 	if (rc == MEMCACHED_NOTFOUND) {
 		/* nothing of ours came back, or an answer to something else: start afresh
 		 * on a new connection; what was not read is asked of a replica, or fails */
-		conn_drop(c);
+		conn_drop(s, l, c);
 	} else if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS) {
-		server_failed(s, i, c);
+		server_failed(s, l, i);
 		c->sent = c->n;
 	}
 }
@@ -1407,8 +1420,8 @@ static void take_values(struct mc_store *s, struct mc_lane *l, unsigned i, unsig
 /* Read the answers to the len items server i was asked for last. */
 static void mget_take(struct mc_store *s, struct mc_lane *l, unsigned i, unsigned len)
 {
-	wait_answer(s, &l->c[i]);
 	watch_begin(s, l, &l->c[i]);
+	wait_answer(s, &l->c[i]);
 	take_values(s, l, i, len);
 	watch_end(s, l);
 }
