@@ -272,6 +272,22 @@ def proc_status(pid, key):
     return 0
 
 
+def pool_session(pool, sock, what, body):
+    """body() beside a pool started in a session of its own, then a stop request: the pool
+    ends with status 0 (one that does not is killed, and that is a failure)."""
+    try:
+        body()
+        r = call(sock, {'cmd': 'stop'})
+        check(r.get('ok') is True, 'stop %s: %s' % (what, r))
+        err = pool.communicate(timeout=30 * SLOW)[1]
+    except (subprocess.TimeoutExpired, OSError) as e:
+        os.killpg(pool.pid, signal.SIGKILL)
+        err = pool.communicate()[1]
+        check(False, 'the pool %s stops on request (%s)' % (what, e))
+    check(pool.returncode == 0, 'it exits 0 (%s)' % pool.returncode)
+    print('--- pool stderr (%s)\n%s' % (what, err[-3000:]))
+
+
 def hostile_peers(d):
     hd = os.path.join(d, 'hostile')
     os.makedirs(hd)
@@ -284,7 +300,8 @@ def hostile_peers(d):
          '--start', "v=--mem 32M --cmdline 'mib=8 passes=100000' " + os.path.join(GUESTS, 'memtouch.elf')] +
         sum((['--attach', '%s=%s' % (m, f.path)] for m, f in fakes.items()), []),
         stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+
+    def body():
         st = wait_for('the pool answers beside hostile peers',
                       lambda: os.path.exists(sock) and call(sock, {'cmd': 'status'}), 20 * SLOW)
         # the flood: dropped once a line passes 64 KiB, the pool's memory stays bounded
@@ -320,18 +337,11 @@ def hostile_peers(d):
             check(f['charge_bytes'] >= max(8 * MiB, f['limit_bytes']) and any('stats broke' in e['what'] for e in st['events']
                                                         if e['vm'] == 'flaky'),
                   'charged what it held (%d MiB), the failure reported' % (f['charge_bytes'] // MiB))
-        r = call(sock, {'cmd': 'stop'})
-        check(r.get('ok') is True, 'stop beside hostile peers: %s' % r)
-        err = pool.communicate(timeout=30 * SLOW)[1]
-    except (subprocess.TimeoutExpired, OSError) as e:
-        os.killpg(pool.pid, signal.SIGKILL)
-        err = pool.communicate()[1]
-        check(False, 'the pool beside hostile peers stops on request (%s)' % e)
+    try:
+        pool_session(pool, sock, 'beside hostile peers', body)
     finally:
         for f in fakes.values():
             f.close()
-    check(pool.returncode == 0, 'it exits 0 (%s)' % pool.returncode)
-    print('--- pool stderr (hostile peers)\n' + err[-3000:])
 
 
 HANG = r"""
@@ -363,7 +373,8 @@ def hung_peer(d):
          '--api', sock, '--dir', hd, '--ufvm', UFVM, '--attach', 'hang=' + hsock,
          '--start', "v=--mem 64M --cmdline 'mib=8 passes=100000' " + os.path.join(GUESTS, 'memtouch.elf')],
         stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+
+    def body():
         st = wait_for('the hung peer is late and the started VM up', lambda: (lambda s: s if (
             vms(s)['hang']['state'] == 'late' and vms(s)['v']['state'] == 'up') else None)(
             call(sock, {'cmd': 'status'})) if os.path.exists(sock) else None)
@@ -375,18 +386,11 @@ def hung_peer(d):
                       h['pid'], h['charge_bytes'] / MiB, rss / MiB))
             check(v['limit_bytes'] + h['charge_bytes'] <= budget,
                   'the started VM gets what the hung one leaves: limit %.1f MiB' % (v['limit_bytes'] / MiB))
-        r = call(sock, {'cmd': 'stop'})
-        check(r.get('ok') is True, 'stop beside a hung peer: %s' % r)
-        err = pool.communicate(timeout=30 * SLOW)[1]
-    except (subprocess.TimeoutExpired, OSError) as e:
-        os.killpg(pool.pid, signal.SIGKILL)
-        err = pool.communicate()[1]
-        check(False, 'the pool beside a hung peer stops on request (%s)' % e)
+    try:
+        pool_session(pool, sock, 'beside a hung peer', body)
     finally:
         hang.kill()
         hang.wait()
-    check(pool.returncode == 0, 'it exits 0 (%s)' % pool.returncode)
-    print('--- pool stderr (hung peer)\n' + err[-2000:])
 
 
 def run(sock, series, d, g):
