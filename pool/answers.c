@@ -52,13 +52,11 @@ static void check_stuck(struct pool *p, struct pool_vm *v, uint64_t now)
 	}
 }
 
-/* What the pool cannot do without in a `stats` answer: NULL when it is all there. */
+/* What the pool cannot do without in an ok `stats` answer: NULL when it is all there. */
 static const char *stats_lack(json_t *ans)
 {
 	json_t *vm = json_object_get(ans, "vm"), *pg = json_object_get(ans, "pager");
 
-	if (!json_is_true(json_object_get(ans, "ok")))
-		return NULL; /* the caller reports the error */
 	if (!json_is_object(pg))
 		return "it runs without the pager (--pager off): the pool cannot set its "
 		       "memory limit";
@@ -132,7 +130,7 @@ void pool_answer(struct pool *p, struct pool_vm *v, json_t *ans, enum plink_req 
 		 uint64_t sent_ns)
 {
 	bool ok = json_is_true(json_object_get(ans, "ok"));
-	const char *lack = kind == PLINK_STATS ? stats_lack(ans) : NULL;
+	const char *lack = kind == PLINK_STATS && ok ? stats_lack(ans) : NULL;
 	bool failed = kind == PLINK_STATS && (!ok || lack);
 
 	/* an answer ends lateness, unless it is a failed stats or the stats still fail */

@@ -127,7 +127,6 @@ int plink_flush(struct pool_link *l)
 int plink_read(struct pool_link *l)
 {
 	for (;;) {
-		size_t room;
 		ssize_t n;
 		char *nl;
 
@@ -145,8 +144,7 @@ int plink_read(struct pool_link *l)
 			l->in = b;
 			l->incap = c;
 		}
-		room = l->incap - l->inlen;
-		n = recv(l->fd, l->in + l->inlen, room, MSG_DONTWAIT);
+		n = recv(l->fd, l->in + l->inlen, l->incap - l->inlen, MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			return 0;
 		if (n < 0)
